@@ -1,0 +1,35 @@
+# The README's two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## run: one registry node on 0.0.0.0:8080 (metrics on 9090), data in ./data
+run: $(STAMP)
+	DATA_DIR=$${DATA_DIR:-./data} DATABASE_PATH=$${DATABASE_PATH:-./data/registry.db} \
+	REGISTRY_PORT=$${REGISTRY_PORT:-8080} METRICS_PORT=$${METRICS_PORT:-9090} \
+	$(BIN)/mcp-mesh-registry
+
+## test: lint, type check and the whole test suite
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check registry replication tests
+	$(BIN)/ruff format --check registry replication tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

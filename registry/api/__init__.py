@@ -1,0 +1,1 @@
+"""The HTTP surface: agent protocol, the deployment guide's REST API, ops endpoints."""

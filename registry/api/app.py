@@ -1,0 +1,27 @@
+"""Application factories: the API app and the metrics-only app for METRICS_PORT."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.api import ops, protocol, v1
+from registry.api.keys import NODE
+from registry.api.middleware import observe
+from registry.node import Node
+
+MAX_BODY = 1 << 20
+"""Request bodies over 1 MiB are refused with 413 (CONTRACT.md)."""
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
+    app[NODE] = node
+    app.add_routes(ops.routes() + protocol.routes() + v1.routes())
+    return app
+
+
+def build_metrics_app(node: Node) -> web.Application:
+    app = web.Application()
+    app[NODE] = node
+    app.add_routes([web.get("/metrics", ops.metrics)])
+    return app

@@ -1,0 +1,9 @@
+"""Typed application keys (aiohttp AppKey) instead of string-keyed globals."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry.node import Node
+
+NODE = web.AppKey("node", Node)

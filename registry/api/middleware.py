@@ -1,0 +1,70 @@
+"""Per-request plumbing: request id, JSON errors, access log line, request metrics.
+
+Every response, including aiohttp's own 404/405/413, leaves as JSON; an unexpected exception
+is logged with its traceback and answered 500 (a bug by definition: bad input is a 4xx).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from registry.api.keys import NODE
+from registry.api.responses import ApiError, error_body, json_response
+from registry.commit import Unavailable
+
+log = logging.getLogger("registry.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route(request: web.Request) -> str:
+    """The route template (``/agents/{agent_id}``), so metrics labels stay bounded."""
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except Unavailable as exc:
+        response = json_response(error_body("registry unavailable", str(exc)), status=503)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = json_response(error_body(exc.reason, exc.text), status=exc.status)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request_id})
+        response = json_response(error_body("internal error", request_id), status=500)
+    elapsed = time.perf_counter() - started
+    route = _route(request)
+    metrics = request.app[NODE].metrics
+    metrics.requests.labels(request.method, route, str(response.status)).inc()
+    metrics.duration.labels(route).observe(elapsed)
+    if response.status >= 400:
+        metrics.errors.inc()
+    response.headers["X-Request-Id"] = request_id
+    # Writes and errors at info; reads (mostly HEAD heartbeats at thousands a second) at debug.
+    quiet = request.method in ("GET", "HEAD") and response.status < 400
+    log.log(
+        logging.DEBUG if quiet else logging.INFO,
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": request.method,
+            "route": route,
+            "path": request.path,
+            "status": response.status,
+            "latency_ms": round(elapsed * 1000, 3),
+        },
+    )
+    return response

@@ -1,0 +1,161 @@
+"""The agent protocol the published MCP Mesh SDK and meshctl speak (CONTRACT.md).
+
+``POST /heartbeat`` is registration and full heartbeat at once. It appends an event only when
+something a replica must know changed: the registration itself, the agent's health, or the
+resolution of its dependencies since it was last told (so the agent's next HEAD can be exact).
+An unchanged heartbeat only refreshes in-memory liveness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from registry import registration
+from registry.api.keys import NODE
+from registry.api.render import agent_info
+from registry.api.responses import fail, json_response, read_json
+from registry.registration import InvalidRegistration
+from registry.timefmt import iso_ms, now_ms
+from registry.view import HEALTHY
+
+EVENT_TYPES = (
+    "register",
+    "heartbeat",
+    "expire",
+    "update",
+    "unregister",
+    "unhealthy",
+    "rotate",
+    "dependency_resolved",
+    "dependency_unresolved",
+)
+EVENTS_LIMIT_DEFAULT = 50
+EVENTS_LIMIT_MAX = 500
+
+
+def _agent_id(request: web.Request) -> str:
+    agent_id = request.match_info["agent_id"]
+    if not registration.valid_agent_id(agent_id):
+        fail(400, "invalid agent_id: expected 1-64 characters of [A-Za-z0-9_-]", agent_id)
+    return agent_id
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    try:
+        agent = registration.from_heartbeat(await read_json(request))
+    except InvalidRegistration as exc:
+        fail(400, f"invalid registration: {exc}", exc.field or None)
+    agent_id = agent["agent_id"]
+    view = node.view
+    new = await node.register(agent)
+    stored = view.agents.get(agent_id)
+    resolved = stored.delivered if stored is not None else view.resolution(agent_id)
+    return json_response(
+        {
+            "agent_id": agent_id,
+            "dependencies_resolved": resolved,
+            "llm_tools": {},
+            "message": ("Agent registered via heartbeat" if new else "Agent updated via heartbeat"),
+            "status": "success",
+            "timestamp": iso_ms(now_ms()),
+        }
+    )
+
+
+async def heartbeat_check(request: web.Request) -> web.Response:
+    """HEAD /heartbeat/{id}: 200 unchanged, 202 send a full POST, 410 unknown, 503 trouble."""
+    node = request.app[NODE]
+    agent_id = _agent_id(request)
+    ok, _ = node.proposer.ready()
+    if not ok:
+        return web.Response(status=503)
+    agent = node.view.agents.get(agent_id)
+    if agent is None:
+        return web.Response(status=410)
+    node.liveness.seen(agent_id)
+    # An agent marked unhealthy is asked for a full heartbeat: that POST is what records its
+    # recovery in the log for every replica.
+    if agent.status != HEALTHY or node.view.resolution_changed(agent_id):
+        return web.Response(status=202)
+    return web.Response(status=200)
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    view = node.view
+    namespace = request.query.get("namespace")
+    status = request.query.get("status")
+    agents = [
+        agent_info(view, agent, node.liveness)
+        for agent in view.agents.values()
+        if (namespace is None or agent.registration.get("namespace") == namespace)
+        and (status is None or agent.status == status)
+    ]
+    return json_response({"agents": agents, "count": len(agents), "timestamp": iso_ms(now_ms())})
+
+
+async def unregister(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    agent_id = _agent_id(request)
+    if not await node.unregister(agent_id):
+        fail(404, "agent not found", agent_id)
+    return web.Response(status=204)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return EVENTS_LIMIT_DEFAULT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= EVENTS_LIMIT_MAX:
+        fail(400, f"limit must be an integer from 1 to {EVENTS_LIMIT_MAX}", raw)
+    return limit
+
+
+async def list_events(request: web.Request) -> web.Response:
+    """Newest-first registry events: a window on the log, kept in the view's history."""
+    node = request.app[NODE]
+    query = request.query
+    event_type = query.get("type")
+    if event_type is not None and event_type not in EVENT_TYPES:
+        fail(400, f"type must be one of {', '.join(EVENT_TYPES)}", event_type)
+    agent_id = query.get("agent_id")
+    if agent_id is not None and not registration.valid_agent_id(agent_id):
+        fail(400, "invalid agent_id: expected 1-64 characters of [A-Za-z0-9_-]", agent_id)
+    function_name = query.get("function_name")
+    limit = _limit(query.get("limit"))
+    selected: list[dict[str, Any]] = []
+    for item in reversed(node.view.history):
+        if event_type is not None and item["event_type"] != event_type:
+            continue
+        if agent_id is not None and item["agent_id"] != agent_id:
+            continue
+        if function_name is not None and item.get("function_name") != function_name:
+            continue
+        selected.append(
+            {
+                "event_type": item["event_type"],
+                "agent_id": item["agent_id"],
+                "agent_name": item["agent_name"],
+                "timestamp": iso_ms(item["timestamp_ms"]),
+                "data": {**item["data"], "log_index": item["index"]},
+            }
+        )
+        if len(selected) >= limit:
+            break
+    return json_response({"events": selected, "count": len(selected)})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/heartbeat", heartbeat),
+        web.head("/heartbeat/{agent_id}", heartbeat_check),
+        web.get("/agents", list_agents, allow_head=False),
+        web.delete("/agents/{agent_id}", unregister),
+        web.get("/events", list_events, allow_head=False),
+    ]

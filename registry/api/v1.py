@@ -1,0 +1,89 @@
+"""The deployment guide's REST API under ``/api/v1`` (operators, scripts, the guide's load test).
+
+Agents registered here join the same population as SDK agents: the body is normalized into a
+registration and goes through the same event, view and renderer.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from registry import registration
+from registry.api.keys import NODE
+from registry.api.render import agent_info, provider_info
+from registry.api.responses import fail, json_response, read_json
+from registry.registration import InvalidRegistration
+from registry.timefmt import iso_ms, now_ms
+
+
+def _agent_id(request: web.Request) -> str:
+    agent_id = request.match_info["id"]
+    if not registration.valid_agent_id(agent_id):
+        fail(400, "invalid id: expected 1-64 characters of [A-Za-z0-9_-]", agent_id)
+    return agent_id
+
+
+async def create_agent(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    try:
+        agent = registration.from_guide(await read_json(request))
+    except InvalidRegistration as exc:
+        fail(400, f"invalid agent: {exc}", exc.field or None)
+    agent_id = agent["agent_id"]
+    await node.register(agent)
+    stored = node.view.agents.get(agent_id)
+    if stored is None:  # removed by a concurrent DELETE after our write committed
+        fail(409, "agent was removed concurrently", agent_id)
+    return json_response(agent_info(node.view, stored, node.liveness))
+
+
+async def list_agents(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    agents = [agent_info(node.view, a, node.liveness) for a in node.view.agents.values()]
+    return json_response({"agents": agents, "count": len(agents), "timestamp": iso_ms(now_ms())})
+
+
+async def get_agent(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    agent = node.view.agents.get(_agent_id(request))
+    if agent is None:
+        fail(404, "agent not found", request.match_info["id"])
+    return json_response(agent_info(node.view, agent, node.liveness))
+
+
+async def delete_agent(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    agent_id = _agent_id(request)
+    if not await node.unregister(agent_id):
+        fail(404, "agent not found", agent_id)
+    return json_response({"deleted": agent_id})
+
+
+async def list_capabilities(request: web.Request) -> web.Response:
+    """Each capability with its providers; ``?name=`` and ``?tag=`` narrow the list."""
+    node = request.app[NODE]
+    name = request.query.get("name")
+    tag = request.query.get("tag")
+    result = []
+    for capability, providers in sorted(node.view.capabilities().items()):
+        if name is not None and capability != name:
+            continue
+        chosen = [p for p in providers if tag is None or tag in p.tags]
+        if chosen:
+            result.append(
+                {
+                    "name": capability,
+                    "providers": [provider_info(p, node.view) for p in chosen],
+                }
+            )
+    return json_response({"capabilities": result, "count": len(result)})
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v1/agents", list_agents, allow_head=False),
+        web.post("/api/v1/agents", create_agent),
+        web.get("/api/v1/agents/{id}", get_agent, allow_head=False),
+        web.delete("/api/v1/agents/{id}", delete_agent),
+        web.get("/api/v1/capabilities", list_capabilities, allow_head=False),
+    ]

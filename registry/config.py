@@ -1,0 +1,219 @@
+"""Configuration read once from the environment.
+
+Names and defaults follow the deployment guide's ConfigMap (see CONTRACT.md), so the
+guide's manifests work unchanged. Every value is parsed and checked up front: a bad value
+raises :class:`ConfigError` naming the variable and the accepted form, which the CLI turns
+into one line on stderr and exit status 2 instead of a traceback at first use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+DATABASE_TYPES = ("lmdb", "sqlite", "postgresql")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message is the one line shown."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented environment variable (``--help`` and the manifest drift check use these)."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("REGISTRY_HOST", "0.0.0.0", "bind address of the HTTP API"),
+    Setting("REGISTRY_PORT", "8080", "HTTP API port"),
+    Setting("METRICS_PORT", "9090", "Prometheus port (/metrics is also on REGISTRY_PORT)"),
+    Setting("LOG_LEVEL", "info", "debug, info, warn or error"),
+    Setting("DATABASE_TYPE", "lmdb", "lmdb, or sqlite to also keep a SQLite agents projection"),
+    Setting("DATABASE_PATH", "/data/registry.db", "SQLite projection path"),
+    Setting("DATA_DIR", "(dirname of DATABASE_PATH)", "LMDB event log and snapshots"),
+    Setting("HEALTH_CHECK_INTERVAL", "30s", "how often agent liveness is evaluated"),
+    Setting("AGENT_TIMEOUT", "60s", "no heartbeat for this long marks an agent unhealthy"),
+    Setting("SNAPSHOT_EVERY", "10000", "write a view snapshot every this many log entries"),
+    Setting("EVENTS_HISTORY", "1000", "registry events kept for GET /events"),
+    Setting("ENABLE_LEADER_ELECTION", "false", "true: replicated cluster mode (Raft)"),
+    Setting("LEADER_ELECTION_LEASE_DURATION", "15s", "mapped onto Raft timing"),
+    Setting("LEADER_ELECTION_RENEW_DEADLINE", "10s", "mapped onto Raft timing"),
+    Setting("LEADER_ELECTION_RETRY_PERIOD", "2s", "mapped onto Raft timing"),
+    Setting("REGISTRY_INSTANCE_ID", "(POD_NAME or hostname)", "this replica's id"),
+    Setting("POD_NAME", "(unset)", "pod name from the Downward API"),
+    Setting("POD_IP", "(unset)", "pod IP from the Downward API"),
+    Setting("POD_NAMESPACE", "mcp-mesh", "namespace used to build peer DNS names"),
+    Setting("CLUSTER_DOMAIN", "cluster.local", "cluster DNS domain"),
+    Setting("HEADLESS_SERVICE", "mcp-mesh-registry-headless", "headless Service for peers"),
+    Setting("RAFT_PORT", "4321", "Raft peer port"),
+    Setting("REGISTRY_PEERS", "(unset)", "explicit host:port,... peer list"),
+    Setting("AUTH_TOKEN", "(unset)", "Bearer token required for /api/v1 writes"),
+    Setting("ENCRYPTION_KEY", "(unset)", "key that authenticates and encrypts peer traffic"),
+)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``500ms``, ``30s``, ``1m``, ``1h`` or plain seconds; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_bool(text: str) -> bool:
+    """The boolean spellings Kubernetes manifests use."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(text)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(text)
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        lowered = text.strip().lower()
+        if lowered == "warning":
+            lowered = "warn"
+        if lowered not in choices:
+            raise ValueError(text)
+        return lowered
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the registry reads from its environment, already validated."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    metrics_port: int = 9090
+    log_level: str = "info"
+    database_type: str = "lmdb"
+    database_path: str = "/data/registry.db"
+    data_dir: str = "/data"
+    health_check_interval: float = 30.0
+    agent_timeout: float = 60.0
+    snapshot_every: int = 10000
+    events_history: int = 1000
+    enable_leader_election: bool = False
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    instance_id: str = ""
+    pod_name: str = ""
+    pod_ip: str = ""
+    pod_namespace: str = "mcp-mesh"
+    cluster_domain: str = "cluster.local"
+    headless_service: str = "mcp-mesh-registry-headless"
+    raft_port: int = 4321
+    peers: tuple[str, ...] = ()
+    auth_token: str = ""
+    encryption_key: str = ""
+
+    @property
+    def sqlite_projection(self) -> bool:
+        return self.database_type == "sqlite"
+
+
+def load(env: Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from ``env`` (default: ``os.environ``); raises ConfigError."""
+    env = os.environ if env is None else env
+
+    def get(name: str, parse: Callable[[str], T], default: T, form: str) -> T:
+        raw = env.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is invalid: expected {form}") from None
+
+    duration_form = "a positive duration such as 500ms, 30s, 1m, 1h or plain seconds"
+    database_path = env.get("DATABASE_PATH") or "/data/registry.db"
+    pod_name = env.get("POD_NAME", "")
+    config = Config(
+        host=env.get("REGISTRY_HOST") or "0.0.0.0",
+        port=get("REGISTRY_PORT", _port, 8080, "a port number 0-65535"),
+        metrics_port=get("METRICS_PORT", _port, 9090, "a port number 0-65535"),
+        log_level=get("LOG_LEVEL", _choice(LOG_LEVELS), "info", "one of debug, info, warn, error"),
+        database_type=get(
+            "DATABASE_TYPE", _choice(DATABASE_TYPES), "lmdb", "one of lmdb, sqlite, postgresql"
+        ),
+        database_path=database_path,
+        data_dir=env.get("DATA_DIR") or os.path.dirname(os.path.abspath(database_path)),
+        health_check_interval=get("HEALTH_CHECK_INTERVAL", _positive_duration, 30.0, duration_form),
+        agent_timeout=get("AGENT_TIMEOUT", _positive_duration, 60.0, duration_form),
+        snapshot_every=get("SNAPSHOT_EVERY", _positive_int, 10000, "a positive integer"),
+        events_history=get("EVENTS_HISTORY", _positive_int, 1000, "a positive integer"),
+        enable_leader_election=get("ENABLE_LEADER_ELECTION", parse_bool, False, "true or false"),
+        lease_duration=get(
+            "LEADER_ELECTION_LEASE_DURATION", _positive_duration, 15.0, duration_form
+        ),
+        renew_deadline=get(
+            "LEADER_ELECTION_RENEW_DEADLINE", _positive_duration, 10.0, duration_form
+        ),
+        retry_period=get("LEADER_ELECTION_RETRY_PERIOD", _positive_duration, 2.0, duration_form),
+        instance_id=env.get("REGISTRY_INSTANCE_ID") or pod_name or socket.gethostname(),
+        pod_name=pod_name,
+        pod_ip=env.get("POD_IP", ""),
+        pod_namespace=env.get("POD_NAMESPACE") or "mcp-mesh",
+        cluster_domain=env.get("CLUSTER_DOMAIN") or "cluster.local",
+        headless_service=env.get("HEADLESS_SERVICE") or "mcp-mesh-registry-headless",
+        raft_port=get("RAFT_PORT", _port, 4321, "a port number 0-65535"),
+        peers=get("REGISTRY_PEERS", _peer_list, (), "a comma-separated list of host:port"),
+        auth_token=env.get("AUTH_TOKEN", ""),
+        encryption_key=env.get("ENCRYPTION_KEY", ""),
+    )
+    if config.database_type == "postgresql":
+        raise ConfigError(
+            "DATABASE_TYPE='postgresql' is not supported yet: use lmdb (the replicated event "
+            "log) or sqlite (event log plus a SQLite agents projection at DATABASE_PATH)"
+        )
+    return config
+
+
+def _peer_list(text: str) -> tuple[str, ...]:
+    peers = tuple(part.strip() for part in text.split(",") if part.strip())
+    for peer in peers:
+        host, sep, port = peer.rpartition(":")
+        if not sep or not host:
+            raise ValueError(text)
+        _port(port)
+    return peers

@@ -1,0 +1,91 @@
+"""The registry's facts: immutable events and their on-disk encoding.
+
+Every state change is one of these events. The proposer (an HTTP handler or the leader's
+health monitor) decides everything time- or environment-dependent, the timestamp included,
+before the event enters the log; :func:`registry.view.apply` only ever reads the event.
+
+Encoding: a record is ``crc32(body) || body`` where ``body`` is msgpack of
+``[SCHEMA_VERSION, kind, ts_ms, payload]``. The checksum catches torn or corrupted records
+that LMDB itself would not notice (a bad disk, a hand-edited file); a record that fails the
+checksum, does not decode, or names an unknown schema or kind raises :class:`CorruptRecord`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+
+SCHEMA_VERSION: Final = 1
+
+# Kinds of events. New kinds get new names; an existing kind's payload only ever gains keys.
+UPSERT: Final = "upsert"
+"""An agent registered or changed: payload ``{"agent": <normalized registration>}``."""
+REMOVE: Final = "remove"
+"""An agent left: payload ``{"agent_id": str, "reason": "unregister"}``."""
+HEALTH: Final = "health"
+"""Liveness transitions: payload ``{"status": "healthy"|"unhealthy", "agent_ids": [str]}``."""
+KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH})
+
+
+class CorruptRecord(Exception):
+    """A log or snapshot record that cannot be trusted; startup stops and names the index."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"corrupt record at log index {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Event:
+    """One fact. ``ts_ms`` is wall-clock milliseconds chosen by the proposer (informative only)."""
+
+    kind: str
+    ts_ms: int
+    payload: dict[str, Any] = field(hash=False)
+
+
+def upsert(agent: dict[str, Any], ts_ms: int) -> Event:
+    return Event(UPSERT, ts_ms, {"agent": agent})
+
+
+def remove(agent_id: str, ts_ms: int, reason: str = "unregister") -> Event:
+    return Event(REMOVE, ts_ms, {"agent_id": agent_id, "reason": reason})
+
+
+def health(status: str, agent_ids: list[str], ts_ms: int) -> Event:
+    return Event(HEALTH, ts_ms, {"status": status, "agent_ids": sorted(agent_ids)})
+
+
+def encode(event: Event) -> bytes:
+    """The record stored in the log for ``event`` (checksum first, then msgpack)."""
+    body: bytes = msgpack.packb(
+        [SCHEMA_VERSION, event.kind, event.ts_ms, event.payload], use_bin_type=True
+    )
+    return zlib.crc32(body).to_bytes(4, "big") + body
+
+
+def decode(record: bytes, index: int) -> Event:
+    """The event in ``record`` at log ``index``; raises CorruptRecord naming ``index``."""
+    if len(record) < 5:
+        raise CorruptRecord(index, "record too short")
+    body = record[4:]
+    if zlib.crc32(body).to_bytes(4, "big") != record[:4]:
+        raise CorruptRecord(index, "checksum mismatch")
+    try:
+        decoded = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise CorruptRecord(index, f"undecodable msgpack ({exc})") from None
+    if not isinstance(decoded, list) or len(decoded) != 4:
+        raise CorruptRecord(index, "not an event record")
+    version, kind, ts_ms, payload = decoded
+    if version != SCHEMA_VERSION:
+        raise CorruptRecord(index, f"unknown schema version {version!r}")
+    if kind not in KINDS:
+        raise CorruptRecord(index, f"unknown event kind {kind!r}")
+    if not isinstance(ts_ms, int) or not isinstance(payload, dict):
+        raise CorruptRecord(index, "malformed event fields")
+    return Event(kind, ts_ms, payload)

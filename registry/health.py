@@ -1,0 +1,88 @@
+"""Agent liveness: soft state in memory, transitions as events.
+
+Heartbeats are far too frequent to log (10,000 agents at one HEAD per 5 s), so the time an
+agent was last heard from lives only in memory here. The monitor turns silence longer than
+AGENT_TIMEOUT into one ``health`` event for all agents that went quiet in a check, which is
+what the log and every replica see. An agent nobody on this node has heard from yet (after a
+restart or a failover) counts as heard at the moment this node started watching, so a node
+never declares healthy agents dead for lack of history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from registry import events
+from registry.commit import Proposer, Unavailable
+from registry.timefmt import now_ms
+from registry.view import HEALTHY, View
+
+log = logging.getLogger(__name__)
+
+
+class Liveness:
+    """When each agent was last heard from (monotonic for timing, wall clock for display)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.watching_since = clock()
+        self._seen: dict[str, float] = {}
+        self._seen_wall_ms: dict[str, int] = {}
+
+    def seen(self, agent_id: str) -> None:
+        self._seen[agent_id] = self._clock()
+        self._seen_wall_ms[agent_id] = now_ms()
+
+    def forget(self, agent_id: str) -> None:
+        self._seen.pop(agent_id, None)
+        self._seen_wall_ms.pop(agent_id, None)
+
+    def last_seen_ms(self, agent_id: str) -> int | None:
+        return self._seen_wall_ms.get(agent_id)
+
+    def silent(self, view: View, timeout: float) -> list[str]:
+        """Healthy agents not heard from for longer than ``timeout`` seconds."""
+        now = self._clock()
+        since = self.watching_since
+        return [
+            agent_id
+            for agent_id, agent in view.agents.items()
+            if agent.status == HEALTHY and now - self._seen.get(agent_id, since) > timeout
+        ]
+
+
+class HealthMonitor:
+    """Every HEALTH_CHECK_INTERVAL, marks agents silent for AGENT_TIMEOUT unhealthy."""
+
+    def __init__(
+        self,
+        view: View,
+        liveness: Liveness,
+        proposer: Proposer,
+        interval: float,
+        timeout: float,
+    ) -> None:
+        self.view = view
+        self.liveness = liveness
+        self.proposer = proposer
+        self.interval = interval
+        self.timeout = timeout
+
+    async def check(self) -> list[str]:
+        """One evaluation; returns the agents it marked unhealthy."""
+        stale = self.liveness.silent(self.view, self.timeout)
+        if stale:
+            await self.proposer.propose(events.health("unhealthy", stale, now_ms()))
+            log.info("agents marked unhealthy", extra={"agents": stale})
+        return stale
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Unavailable as exc:
+                log.warning("health check skipped", extra={"reason": str(exc)})

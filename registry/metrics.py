@@ -1,0 +1,86 @@
+"""Prometheus metrics, one registry per application (no process globals).
+
+Request metrics are updated by the HTTP middleware; everything about state (agents by
+status, log and snapshot indexes, events applied) is read from the state machine at scrape
+time by a collector, so the write path does no metrics work at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from registry.commit import StateMachine
+from registry.view import HEALTHY, UNHEALTHY
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _StateCollector(Collector):
+    def __init__(self, machine: StateMachine) -> None:
+        self.machine = machine
+
+    def collect(self) -> Iterator[Metric]:
+        view = self.machine.view
+        agents = GaugeMetricFamily(
+            "mcp_registry_agents_total", "Registered agents by status", labels=["status"]
+        )
+        counts = Tally(agent.status for agent in view.agents.values())
+        for status in (HEALTHY, UNHEALTHY):
+            agents.add_metric([status], counts.get(status, 0))
+        yield agents
+        yield GaugeMetricFamily(
+            "mcp_registry_log_index",
+            "Newest log index applied to this node's view",
+            value=view.applied_index,
+        )
+        yield GaugeMetricFamily(
+            "mcp_registry_snapshot_index",
+            "Log index covered by the newest view snapshot",
+            value=self.machine.snapshot_index,
+        )
+        yield CounterMetricFamily(
+            "mcp_registry_events_appended",
+            "Events committed and applied since start",
+            value=self.machine.events_applied,
+        )
+
+
+class Metrics:
+    """The application's metrics and their Prometheus text rendering."""
+
+    def __init__(self, machine: StateMachine) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created only adds noise
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "mcp_registry_requests",
+            "HTTP requests handled",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "mcp_registry_errors",
+            "Requests answered with an error (4xx or 5xx)",
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "mcp_registry_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.registry.register(_StateCollector(machine))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

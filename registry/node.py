@@ -1,0 +1,117 @@
+"""One registry node: storage, view, write path, liveness and projections, wired together.
+
+The HTTP layer receives a started :class:`Node` and never builds any of these itself, so tests
+and the CLI assemble the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from registry import events
+from registry.commit import LocalLog, Proposer, StateMachine, restore_view
+from registry.config import Config
+from registry.health import HealthMonitor, Liveness
+from registry.metrics import Metrics
+from registry.sqlite_projection import SqliteProjection
+from registry.store import Store
+from registry.timefmt import now_ms
+from registry.view import HEALTHY
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """Everything one registry process holds; build with :meth:`open`, then :meth:`start`."""
+
+    def __init__(self, config: Config, store: Store, machine: StateMachine) -> None:
+        self.config = config
+        self.store = store
+        self.machine = machine
+        self.view = machine.view
+        self.local_log = LocalLog(machine)
+        self.proposer: Proposer = self.local_log
+        self.liveness = Liveness()
+        self.metrics = Metrics(machine)
+        self.monitor = HealthMonitor(
+            self.view,
+            self.liveness,
+            self.proposer,
+            config.health_check_interval,
+            config.agent_timeout,
+        )
+        self.projection: SqliteProjection | None = None
+        if config.sqlite_projection:
+            self.projection = SqliteProjection(config.database_path, self.view)
+            machine.listeners.append(self.projection.on_applied)
+        self.started_monotonic = time.monotonic()
+        self._monitor_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def open(cls, config: Config) -> Node:
+        """Open the data directory and rebuild the view (raises CorruptRecord on damage)."""
+        store = Store(os.path.join(config.data_dir, "lmdb"))
+        started = time.monotonic()
+        try:
+            view = restore_view(store, config.events_history)
+        except BaseException:
+            store.close()
+            raise
+        log.info(
+            "view restored",
+            extra={
+                "applied_index": view.applied_index,
+                "agents": len(view.agents),
+                "seconds": round(time.monotonic() - started, 3),
+            },
+        )
+        return cls(config, store, StateMachine(store, view, config.snapshot_every))
+
+    async def start(self) -> None:
+        await self.local_log.start()
+        if self.projection is not None:
+            await self.projection.start()
+        self.liveness.watching_since = time.monotonic()
+        self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
+
+    async def stop(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor_task
+        await self.local_log.stop()
+        if self.projection is not None:
+            await self.projection.stop()
+        self.store.close()
+
+    async def register(self, agent: dict[str, Any]) -> bool:
+        """Record a registration or full heartbeat; True when the agent was new.
+
+        Appends an event only when a replica must learn something: the registration changed,
+        the agent was unhealthy, or its dependencies resolve differently from what it was last
+        told. Otherwise the heartbeat only refreshes in-memory liveness.
+        """
+        agent_id = agent["agent_id"]
+        self.liveness.seen(agent_id)
+        known = self.view.agents.get(agent_id)
+        if (
+            known is None
+            or known.registration != agent
+            or known.status != HEALTHY
+            or self.view.resolution_changed(agent_id)
+        ):
+            await self.proposer.propose(events.upsert(agent, now_ms()))
+        return known is None
+
+    async def unregister(self, agent_id: str) -> bool:
+        """Remove an agent; False when it is not registered."""
+        if agent_id not in self.view.agents:
+            return False
+        await self.proposer.propose(events.remove(agent_id, now_ms()))
+        self.liveness.forget(agent_id)
+        return True

@@ -1,0 +1,182 @@
+"""Checking and normalizing what agents send, before anything reaches the log.
+
+Two bodies register an agent: the SDK's ``POST /heartbeat`` (MeshAgentRegistration in the Go
+registry's OpenAPI spec) and the deployment guide's ``POST /api/v1/agents``
+(``{"id", "capabilities", "endpoint"}``). Both become one normalized registration dict, so
+the two populations are one. JSON Schema validation uses ``fastjsonschema`` (compiled
+validators, precise error paths) instead of hand-written type checks.
+
+Normalization fills the Go registry's defaults and keeps unknown fields (forward
+compatibility). Fields that change on every heartbeat without meaning a registration change
+(``timestamp``) are dropped, so an unchanged heartbeat compares equal and appends nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fastjsonschema
+
+AGENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+VOLATILE_FIELDS = ("timestamp",)
+"""Heartbeat fields that are not part of the registration (they change every time)."""
+
+_STRING = {"type": "string"}
+_TAGS = {"type": "array", "items": _STRING}
+_DEPENDENCY = {
+    "type": "object",
+    "required": ["capability"],
+    "properties": {
+        "capability": {"type": "string", "minLength": 1},
+        "tags": {"type": "array", "items": {"anyOf": [_STRING, _TAGS]}},
+        "version": _STRING,
+        "namespace": _STRING,
+    },
+}
+_TOOL = {
+    "type": "object",
+    "required": ["function_name", "capability"],
+    "properties": {
+        "function_name": {"type": "string", "minLength": 1},
+        "capability": {"type": "string", "minLength": 1},
+        "version": _STRING,
+        "tags": _TAGS,
+        "description": _STRING,
+        "dependencies": {"type": "array", "items": _DEPENDENCY},
+        "kwargs": {"type": ["object", "null"]},
+    },
+}
+_AGENT_ID = {"type": "string", "pattern": AGENT_ID_PATTERN}
+MESH_REGISTRATION = {
+    "type": "object",
+    "required": ["agent_id"],
+    "properties": {
+        "agent_id": _AGENT_ID,
+        "name": {"type": "string", "maxLength": 256},
+        "agent_type": _STRING,
+        "runtime": _STRING,
+        "version": _STRING,
+        "description": _STRING,
+        "http_host": _STRING,
+        "http_port": {"type": "integer", "minimum": 0, "maximum": 65535},
+        "namespace": {"type": "string", "maxLength": 256},
+        "tools": {"type": "array", "items": _TOOL},
+    },
+}
+GUIDE_REGISTRATION = {
+    "type": "object",
+    "required": ["id"],
+    "properties": {
+        "id": _AGENT_ID,
+        "name": _STRING,
+        "capabilities": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "endpoint": _STRING,
+        "namespace": _STRING,
+        "version": _STRING,
+        "tags": _TAGS,
+    },
+}
+
+_validate_mesh = fastjsonschema.compile(MESH_REGISTRATION)
+_validate_guide = fastjsonschema.compile(GUIDE_REGISTRATION)
+_validate_agent_id = fastjsonschema.compile(_AGENT_ID)
+
+
+class InvalidRegistration(ValueError):
+    """Bad input; ``str()`` is the message and ``field`` the JSON path that is wrong."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _check(validator: Any, body: Any) -> None:
+    try:
+        validator(body)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        path = ".".join(str(p) for p in exc.path[1:])
+        raise InvalidRegistration(exc.message.replace("data.", "", 1), path) from None
+
+
+def valid_agent_id(agent_id: str) -> bool:
+    try:
+        _validate_agent_id(agent_id)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
+def _normalize_dependency(dep: dict[str, Any]) -> dict[str, Any]:
+    out = dict(dep)
+    out.setdefault("tags", [])
+    out.setdefault("version", "")
+    out.setdefault("namespace", "")
+    return out
+
+
+def _normalize_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    out = dict(tool)
+    out["version"] = tool.get("version") or "1.0.0"
+    out["tags"] = list(tool.get("tags") or [])
+    out["dependencies"] = [_normalize_dependency(d) for d in tool.get("dependencies") or []]
+    return out
+
+
+def from_heartbeat(body: Any) -> dict[str, Any]:
+    """The normalized registration in a ``POST /heartbeat`` body; InvalidRegistration if bad."""
+    _check(_validate_mesh, body)
+    agent = {k: v for k, v in body.items() if k not in VOLATILE_FIELDS}
+    agent_id = agent["agent_id"]
+    agent["name"] = agent.get("name") or agent_id
+    agent["agent_type"] = agent.get("agent_type") or "mcp_agent"
+    agent["runtime"] = agent.get("runtime") or "python"
+    agent["version"] = agent.get("version") or "1.0.0"
+    agent["namespace"] = agent.get("namespace") or "default"
+    agent["http_host"] = agent.get("http_host") or "0.0.0.0"
+    agent["http_port"] = int(agent.get("http_port") or 0)
+    agent["tools"] = [_normalize_tool(t) for t in agent.get("tools") or []]
+    return agent
+
+
+def from_guide(body: Any) -> dict[str, Any]:
+    """The normalized registration in a guide-style ``POST /api/v1/agents`` body."""
+    _check(_validate_guide, body)
+    agent_id = body["id"]
+    extra = {
+        k: v
+        for k, v in body.items()
+        if k not in ("id", "capabilities", "name", "namespace", "version", "tags")
+    }
+    tags = list(body.get("tags") or [])
+    version = body.get("version") or "1.0.0"
+    agent: dict[str, Any] = {
+        **extra,
+        "agent_id": agent_id,
+        "name": body.get("name") or agent_id,
+        "agent_type": "mcp_agent",
+        "runtime": "python",
+        "version": version,
+        "namespace": body.get("namespace") or "default",
+        "http_host": "",
+        "http_port": 0,
+        "endpoint": body.get("endpoint") or "",
+        "tools": [
+            _normalize_tool(
+                {"function_name": cap, "capability": cap, "version": version, "tags": tags}
+            )
+            for cap in dict.fromkeys(body.get("capabilities") or [])
+        ],
+    }
+    return agent
+
+
+def endpoint(agent: dict[str, Any]) -> str:
+    """Where an agent is reached: its explicit endpoint (guide API), else ``http://host:port``,
+    else ``stdio://<id>`` for an agent without an HTTP port (as the Go registry reports it)."""
+    explicit = agent.get("endpoint")
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    host, port = agent.get("http_host"), agent.get("http_port")
+    if host and port:
+        return f"http://{host}:{port}"
+    return f"stdio://{agent.get('agent_id', '')}"

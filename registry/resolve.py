@@ -1,0 +1,238 @@
+"""Dependency resolution: which provider a declared dependency gets.
+
+Pure functions, no I/O and no randomness, so every replica gives the same answer for the same
+view. The rules follow MCP Mesh's own registry (CONTRACT.md):
+
+- candidates are tools of *healthy* agents in the dependency's namespace whose capability equals
+  the dependency's;
+- tags: ``"t"`` is required (+5), ``"+t"`` preferred (+10 when present), ``"-t"`` excludes;
+  a nested list is an OR group (at least one alternative present; +10 for a present preferred
+  alternative, otherwise +5);
+- version: semver constraints (``=, !=, >, <, >=, <=, ~, ^``, ranges, ``||``); an empty
+  constraint matches anything; an unparsable version or constraint falls back to exact string
+  comparison;
+- winner: highest tag score, then highest version (valid semver above unparsable ones), then
+  the smallest agent id, then the smallest function name.
+
+Semver parsing uses ``nodesemver`` (npm's range grammar, which is what MCP Mesh's Go registry
+accepts through Masterminds/semver) rather than a hand-written parser.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import nodesemver
+
+UNRESOLVED = "unresolved"
+AVAILABLE = "available"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """One tool as a dependency can see it (derived from an agent's registration)."""
+
+    agent_id: str
+    function_name: str
+    capability: str
+    version: str
+    tags: frozenset[str]
+    namespace: str
+    endpoint: str
+    kwargs: dict[str, Any] | None
+
+    def __hash__(self) -> int:  # kwargs is a dict; identity is (agent, function)
+        return hash((self.agent_id, self.function_name))
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A declared dependency, parsed once at registration."""
+
+    capability: str
+    namespace: str
+    version: str
+    required_tags: tuple[str, ...]
+    alternatives: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], default_namespace: str) -> Dependency:
+        """Parse a normalized dependency dict (see registry.registration)."""
+        plain: list[str] = []
+        groups: list[tuple[str, ...]] = []
+        for tag in spec.get("tags") or ():
+            if isinstance(tag, str):
+                plain.append(tag)
+            elif isinstance(tag, list):
+                groups.append(tuple(t for t in tag if isinstance(t, str)))
+        return cls(
+            capability=spec["capability"],
+            namespace=spec.get("namespace") or default_namespace,
+            version=spec.get("version") or "",
+            required_tags=tuple(plain),
+            alternatives=tuple(groups),
+        )
+
+
+def tag_score(tags: frozenset[str], dep: Dependency) -> int | None:
+    """The tag score of a provider with ``tags`` for ``dep``, or None when it does not match."""
+    score = 0
+    for tag in dep.required_tags:
+        if not tag:
+            continue
+        if tag[0] == "-":
+            if tag[1:] and tag[1:] in tags:
+                return None
+        elif tag[0] == "+":
+            if tag[1:] and tag[1:] in tags:
+                score += 10
+        elif tag in tags:
+            score += 5
+        else:
+            return None
+    for group in dep.alternatives:
+        if not group:
+            continue
+        best = 0
+        for alt in group:
+            if not alt:
+                continue
+            if alt[0] == "-":
+                if alt[1:] and alt[1:] in tags:
+                    return None
+            elif alt[0] == "+":
+                if alt[1:] and alt[1:] in tags:
+                    best = 10
+            elif alt in tags:
+                best = max(best, 5)
+        if best == 0:
+            return None
+        score += best
+    return score
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_version(version: str) -> nodesemver.SemVer | None:
+    try:
+        return nodesemver.make_semver(version.strip(), loose=True)
+    except (ValueError, TypeError):
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_range(constraint: str) -> nodesemver.Range | None:
+    # Masterminds separates AND-ed comparators with commas; npm's grammar with spaces.
+    text = ",".join(part.strip() for part in constraint.split(",")).replace(",", " ")
+    try:
+        return nodesemver.make_range(text, loose=True)
+    except (ValueError, TypeError):
+        return None
+
+
+def version_matches(version: str, constraint: str) -> bool:
+    """Whether provider ``version`` satisfies ``constraint`` (rules in the module docstring)."""
+    if not constraint:
+        return True
+    if not version:
+        return False
+    parsed = _parse_version(version)
+    if parsed is None:
+        return version == constraint
+    allowed = _parse_range(constraint)
+    if allowed is None:
+        return version == constraint
+    return bool(allowed.test(parsed))
+
+
+def _version_key(version: str) -> tuple[int, Any]:
+    """Sort key: valid semver above anything unparsable, each ordered among themselves."""
+    parsed = _parse_version(version)
+    if parsed is None:
+        return (0, version)
+    return (1, _SemverOrder(parsed))
+
+
+@functools.total_ordering
+class _SemverOrder:
+    """Wraps a parsed version so it orders by semver precedence inside tuples."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, version: nodesemver.SemVer) -> None:
+        self.version = version
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _SemverOrder) and self.version.compare(other.version) == 0
+
+    def __lt__(self, other: _SemverOrder) -> bool:
+        return bool(self.version.compare(other.version) < 0)
+
+
+def choose(
+    dep: Dependency, candidates: Iterable[Provider], is_healthy: Any, consumer_id: str
+) -> Provider | None:
+    """The provider ``dep`` resolves to among ``candidates`` (all offering its capability).
+
+    ``is_healthy(agent_id) -> bool`` reports the current health. The consumer's own tools are
+    used only when no other agent qualifies.
+    """
+    best: tuple[Any, ...] | None = None
+    winner: Provider | None = None
+    for provider in candidates:
+        if provider.namespace != dep.namespace or not is_healthy(provider.agent_id):
+            continue
+        score = tag_score(provider.tags, dep)
+        if score is None or not version_matches(provider.version, dep.version):
+            continue
+        # Larger is better for every component; ids are negated through _Desc ordering.
+        key = (
+            provider.agent_id != consumer_id,
+            score,
+            _version_key(provider.version),
+            _Reverse(provider.agent_id),
+            _Reverse(provider.function_name),
+        )
+        if best is None or key > best:
+            best, winner = key, provider
+    return winner
+
+
+@functools.total_ordering
+class _Reverse:
+    """Inverts string ordering so that "larger key wins" picks the smallest id."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Reverse) and self.text == other.text
+
+    def __lt__(self, other: _Reverse) -> bool:
+        return self.text > other.text
+
+
+def entry(dep: Dependency, provider: Provider | None) -> dict[str, Any]:
+    """One ``dependencies_resolved`` item, in the Go registry's shape."""
+    if provider is None:
+        return {
+            "agent_id": "",
+            "capability": dep.capability,
+            "endpoint": "",
+            "function_name": "",
+            "status": UNRESOLVED,
+        }
+    item: dict[str, Any] = {
+        "agent_id": provider.agent_id,
+        "capability": dep.capability,
+        "endpoint": provider.endpoint,
+        "function_name": provider.function_name,
+        "status": AVAILABLE,
+    }
+    if provider.kwargs:
+        item["kwargs"] = provider.kwargs
+    return item

@@ -1,0 +1,120 @@
+"""The node's durable storage: one LMDB environment holding the event log and view snapshots.
+
+Why LMDB: appends and snapshot writes are single transactions, so a crash (kill -9, power
+loss) leaves either the whole write or none of it, and with ``sync=True`` a commit returns only
+after the data is on disk, which is what lets us acknowledge a write. Keys of the log are
+big-endian indexes, so LMDB's ordering is log order and appends use the cheap append path.
+
+All methods block; callers on the event loop run them in a dedicated thread (see commit.py).
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import lmdb
+import msgpack
+
+from registry.events import CorruptRecord
+
+_LOG = b"log"
+_SNAPSHOTS = b"snapshots"
+DEFAULT_MAP_SIZE = 8 << 30
+"""Upper bound of the memory map (sparse: disk is used only as data grows)."""
+SNAPSHOTS_KEPT = 2
+"""Older snapshots are dropped; keeping two survives one bad snapshot write being noticed."""
+
+
+def index_key(index: int) -> bytes:
+    return index.to_bytes(8, "big")
+
+
+def _key_index(key: bytes) -> int:
+    return int.from_bytes(key, "big")
+
+
+class Store:
+    """Event log, snapshots and small metadata in one LMDB environment under ``path``."""
+
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self._env = lmdb.open(
+            path, map_size=map_size, max_dbs=4, sync=True, metasync=True, lock=True
+        )
+        self._log = self._env.open_db(_LOG)
+        self._snapshots = self._env.open_db(_SNAPSHOTS)
+
+    def close(self) -> None:
+        self._env.close()
+
+    # -- log -------------------------------------------------------------------------------
+
+    def append(self, entries: list[tuple[int, bytes]]) -> None:
+        """Write ``(index, record)`` pairs in one transaction, synced before returning."""
+        with self._env.begin(write=True, db=self._log) as txn:
+            for index, record in entries:
+                if not txn.put(index_key(index), record, append=True, db=self._log):
+                    raise ValueError(f"log index {index} is not after the last index")
+
+    def last_index(self) -> int:
+        """Index of the newest log entry (0 when the log is empty)."""
+        with self._env.begin(db=self._log) as txn:
+            cursor = txn.cursor(db=self._log)
+            return _key_index(cursor.key()) if cursor.last() else 0
+
+    def first_index(self) -> int:
+        """Index of the oldest log entry still kept (0 when the log is empty)."""
+        with self._env.begin(db=self._log) as txn:
+            cursor = txn.cursor(db=self._log)
+            return _key_index(cursor.key()) if cursor.first() else 0
+
+    def entries(self, start: int) -> Iterator[tuple[int, bytes]]:
+        """Log entries with index >= ``start``, in order, from one consistent read snapshot."""
+        with self._env.begin(db=self._log, buffers=False) as txn:
+            cursor = txn.cursor(db=self._log)
+            if not cursor.set_range(index_key(start)):
+                return
+            for key, value in cursor:
+                yield _key_index(key), value
+
+    def entry_count(self) -> int:
+        with self._env.begin(db=self._log) as txn:
+            return int(txn.stat(self._log)["entries"])
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def put_snapshot(self, index: int, state: Any) -> None:
+        """Store the view ``state`` covering the log up to ``index``; prune old snapshots."""
+        body = msgpack.packb(state, use_bin_type=True)
+        record = zlib.crc32(body).to_bytes(4, "big") + body
+        with self._env.begin(write=True, db=self._snapshots) as txn:
+            txn.put(index_key(index), record, db=self._snapshots)
+            cursor = txn.cursor(db=self._snapshots)
+            keys = [key for key, _ in cursor]
+            for key in keys[:-SNAPSHOTS_KEPT]:
+                txn.delete(key, db=self._snapshots)
+
+    def latest_snapshot(self) -> tuple[int, Any] | None:
+        """``(index, state)`` of the newest snapshot, or None; CorruptRecord if it is damaged."""
+        with self._env.begin(db=self._snapshots, buffers=False) as txn:
+            cursor = txn.cursor(db=self._snapshots)
+            if not cursor.last():
+                return None
+            index = _key_index(cursor.key())
+            record = cursor.value()
+        body = record[4:]
+        if len(record) < 5 or zlib.crc32(body).to_bytes(4, "big") != record[:4]:
+            raise CorruptRecord(index, "snapshot checksum mismatch")
+        try:
+            return index, msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated types for bad input
+            raise CorruptRecord(index, f"undecodable snapshot ({exc})") from None
+
+    def snapshot_index(self) -> int:
+        with self._env.begin(db=self._snapshots) as txn:
+            cursor = txn.cursor(db=self._snapshots)
+            return _key_index(cursor.key()) if cursor.last() else 0

@@ -1,0 +1,292 @@
+"""The materialized view: the registry's current state, built only from the event log.
+
+:func:`apply` is the one way the view changes. It is deterministic, reads no clock and does no
+I/O, so every replica that applies the same log holds the same view, and "last snapshot plus
+replay of the tail" equals "replay of everything". For speed it updates the view in place (a
+registry with 10,000 agents cannot copy itself per event); the view is owned by one applier.
+
+Besides agents the view keeps derived indexes (providers by capability, parsed dependencies)
+that are rebuilt from the agents on load rather than stored, and a bounded history of
+registry events for ``GET /events``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from registry import events
+from registry.events import Event
+from registry.registration import endpoint
+from registry.resolve import Dependency, Provider, choose, entry
+
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+STATE_VERSION = 1
+
+Resolution = dict[str, list[dict[str, Any]]]
+"""``dependencies_resolved``: function name -> one entry per declared dependency."""
+
+
+@dataclass(slots=True)
+class Agent:
+    """One registered agent as the log describes it."""
+
+    registration: dict[str, Any]
+    status: str
+    created_ms: int
+    updated_ms: int
+    status_ms: int
+    delivered: Resolution
+    """The resolution last sent to this agent (what HEAD /heartbeat compares against)."""
+
+    @property
+    def agent_id(self) -> str:
+        return str(self.registration["agent_id"])
+
+    def to_state(self) -> list[Any]:
+        return [
+            self.registration,
+            self.status,
+            self.created_ms,
+            self.updated_ms,
+            self.status_ms,
+            self.delivered,
+        ]
+
+    @classmethod
+    def from_state(cls, state: list[Any]) -> Agent:
+        registration, status, created, updated, status_ms, delivered = state
+        return cls(registration, status, created, updated, status_ms, delivered)
+
+
+def _providers_of(registration: dict[str, Any]) -> list[Provider]:
+    namespace = registration.get("namespace") or "default"
+    where = endpoint(registration)
+    return [
+        Provider(
+            agent_id=registration["agent_id"],
+            function_name=tool["function_name"],
+            capability=tool["capability"],
+            version=tool.get("version") or "",
+            tags=frozenset(t for t in tool.get("tags") or () if isinstance(t, str)),
+            namespace=namespace,
+            endpoint=where,
+            kwargs=tool.get("kwargs") or None,
+        )
+        for tool in registration.get("tools") or ()
+    ]
+
+
+def _dependencies_of(registration: dict[str, Any]) -> list[tuple[str, list[Dependency]]]:
+    namespace = registration.get("namespace") or "default"
+    return [
+        (
+            tool["function_name"],
+            [Dependency.from_spec(dep, namespace) for dep in tool["dependencies"]],
+        )
+        for tool in registration.get("tools") or ()
+        if tool.get("dependencies")
+    ]
+
+
+class View:
+    """Agents, their health, the provider index and recent registry events."""
+
+    def __init__(self, history_limit: int = 1000) -> None:
+        self.applied_index = 0
+        self.agents: dict[str, Agent] = {}
+        self.history: deque[dict[str, Any]] = deque(maxlen=history_limit)
+        # Derived state (rebuilt on load, never stored).
+        self._providers: dict[str, dict[tuple[str, str], Provider]] = {}
+        self._dependencies: dict[str, list[tuple[str, list[Dependency]]]] = {}
+        self._epoch = 0
+        self._capability_epoch: dict[str, int] = {}
+        self._resolved: dict[str, tuple[int, Resolution]] = {}
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def is_healthy(self, agent_id: str) -> bool:
+        agent = self.agents.get(agent_id)
+        return agent is not None and agent.status == HEALTHY
+
+    def providers(self, capability: str) -> Iterator[Provider]:
+        return iter(self._providers.get(capability, {}).values())
+
+    def capabilities(self) -> dict[str, list[Provider]]:
+        return {cap: list(by_key.values()) for cap, by_key in self._providers.items() if by_key}
+
+    def dependencies(self, agent_id: str) -> list[tuple[str, list[Dependency]]]:
+        return self._dependencies.get(agent_id, [])
+
+    def resolution(self, agent_id: str) -> Resolution:
+        """What ``agent_id``'s dependencies resolve to now (cached until a provider changes)."""
+        deps = self._dependencies.get(agent_id)
+        if not deps:
+            return {}
+        cached = self._resolved.get(agent_id)
+        if cached is not None and all(
+            self._capability_epoch.get(dep.capability, 0) <= cached[0]
+            for _, specs in deps
+            for dep in specs
+        ):
+            return cached[1]
+        result = {
+            function_name: [
+                entry(dep, choose(dep, self.providers(dep.capability), self.is_healthy, agent_id))
+                for dep in specs
+            ]
+            for function_name, specs in deps
+        }
+        self._resolved[agent_id] = (self._epoch, result)
+        return result
+
+    def resolution_changed(self, agent_id: str) -> bool:
+        """Whether the agent's resolution differs from the one it was last sent."""
+        agent = self.agents[agent_id]
+        return self.resolution(agent_id) != agent.delivered
+
+    # -- derived-index maintenance ------------------------------------------------------------
+
+    def _touch(self, capabilities: list[str]) -> None:
+        self._epoch += 1
+        for capability in capabilities:
+            self._capability_epoch[capability] = self._epoch
+
+    def _index(self, agent_id: str, registration: dict[str, Any] | None) -> None:
+        """Replace the agent's providers and dependencies; bump epochs where providers changed."""
+        current = self.agents.get(agent_id)
+        old = _providers_of(current.registration) if current is not None else []
+        new = _providers_of(registration) if registration is not None else []
+        if old != new:
+            for provider in old:
+                self._providers[provider.capability].pop((agent_id, provider.function_name), None)
+            for provider in new:
+                self._providers.setdefault(provider.capability, {})[
+                    (agent_id, provider.function_name)
+                ] = provider
+            self._touch([p.capability for p in old] + [p.capability for p in new])
+        self._resolved.pop(agent_id, None)
+        if registration is None:
+            self._dependencies.pop(agent_id, None)
+        else:
+            self._dependencies[agent_id] = _dependencies_of(registration)
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data (msgpack-able) that :meth:`from_state` turns back into an equal view."""
+        return {
+            "version": STATE_VERSION,
+            "applied_index": self.applied_index,
+            "history_limit": self.history.maxlen,
+            "agents": [agent.to_state() for agent in self.agents.values()],
+            "history": list(self.history),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> View:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown view state version {state.get('version')!r}")
+        view = cls(history_limit=state["history_limit"])
+        view.applied_index = state["applied_index"]
+        for item in state["agents"]:
+            agent = Agent.from_state(item)
+            view._index(agent.agent_id, agent.registration)
+            view.agents[agent.agent_id] = agent
+        view.history.extend(state["history"])
+        return view
+
+
+def _record(
+    view: View, index: int, event: Event, event_type: str, agent_id: str, data: dict[str, Any]
+) -> None:
+    agent = view.agents.get(agent_id)
+    view.history.append(
+        {
+            "index": index,
+            "event_type": event_type,
+            "agent_id": agent_id,
+            "agent_name": agent.registration.get("name", agent_id) if agent else agent_id,
+            "timestamp_ms": event.ts_ms,
+            "data": data,
+        }
+    )
+
+
+def apply(view: View, index: int, event: Event) -> View:
+    """Apply the committed ``event`` at log ``index`` to ``view`` and return it.
+
+    Never fails on a decoded event: anything the proposer could not have meant (removing an
+    unknown agent, a health change for an agent that has left) is a no-op, so every replica
+    stays in step whatever order concurrent writers proposed in.
+    """
+    if index <= view.applied_index:
+        raise ValueError(f"event {index} already applied (applied index {view.applied_index})")
+    view.applied_index = index
+    if event.kind == events.UPSERT:
+        _apply_upsert(view, index, event)
+    elif event.kind == events.REMOVE:
+        _apply_remove(view, index, event)
+    elif event.kind == events.HEALTH:
+        _apply_health(view, index, event)
+    return view
+
+
+def _apply_upsert(view: View, index: int, event: Event) -> None:
+    registration: dict[str, Any] = event.payload["agent"]
+    agent_id = registration["agent_id"]
+    previous = view.agents.get(agent_id)
+    view._index(agent_id, registration)
+    data: dict[str, Any] = {}
+    if previous is None:
+        agent = Agent(registration, HEALTHY, event.ts_ms, event.ts_ms, event.ts_ms, {})
+        view.agents[agent_id] = agent
+        event_type = "register"
+    else:
+        agent = previous
+        if previous.status != HEALTHY:
+            view._touch(_capabilities(registration))
+            data = {"old_status": previous.status, "new_status": HEALTHY}
+            agent.status, agent.status_ms = HEALTHY, event.ts_ms
+        if previous.registration != registration:
+            data["reason"] = "registration_changed"
+        agent.registration = registration
+        agent.updated_ms = event.ts_ms
+        event_type = "update"
+    agent.delivered = view.resolution(agent_id)
+    _record(view, index, event, event_type, agent_id, data)
+
+
+def _capabilities(registration: dict[str, Any]) -> list[str]:
+    return [tool["capability"] for tool in registration.get("tools") or ()]
+
+
+def _apply_remove(view: View, index: int, event: Event) -> None:
+    agent_id = event.payload["agent_id"]
+    if agent_id not in view.agents:
+        return
+    _record(view, index, event, "unregister", agent_id, {"reason": event.payload.get("reason")})
+    view._index(agent_id, None)
+    del view.agents[agent_id]
+
+
+def _apply_health(view: View, index: int, event: Event) -> None:
+    status = event.payload["status"]
+    for agent_id in event.payload["agent_ids"]:
+        agent = view.agents.get(agent_id)
+        if agent is None or agent.status == status:
+            continue
+        old = agent.status
+        agent.status, agent.status_ms = status, event.ts_ms
+        view._touch(_capabilities(agent.registration))
+        _record(
+            view,
+            index,
+            event,
+            "unhealthy" if status == UNHEALTHY else "heartbeat",
+            agent_id,
+            {"reason": "status_change", "old_status": old, "new_status": status},
+        )

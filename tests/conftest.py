@@ -1,0 +1,116 @@
+"""Shared fixtures: a real node on real LMDB files, served over a real loopback socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from registry.api.app import build_app
+from registry.config import Config
+from registry.node import Node
+
+
+def make_config(data_dir: Path, **overrides: Any) -> Config:
+    base = Config(
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        data_dir=str(data_dir),
+        database_path=str(data_dir / "registry.db"),
+        health_check_interval=30.0,
+        agent_timeout=60.0,
+        instance_id="test",
+    )
+    return replace(base, **overrides)
+
+
+class Api:
+    """A started node plus an HTTP client bound to it over 127.0.0.1."""
+
+    def __init__(self, node: Node, client: TestClient[Any, Any]) -> None:
+        self.node = node
+        self.client = client
+
+    @property
+    def log_index(self) -> int:
+        return self.node.view.applied_index
+
+
+@pytest.fixture
+async def start_api(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+    started: list[tuple[Node, TestClient[Any, Any]]] = []
+
+    async def start(data_dir: Path | None = None, **overrides: Any) -> Api:
+        node = Node.open(make_config(data_dir or tmp_path / "node", **overrides))
+        await node.start()
+        client: TestClient[Any, Any] = TestClient(TestServer(build_app(node), host="127.0.0.1"))
+        await client.start_server()
+        started.append((node, client))
+        return Api(node, client)
+
+    yield start
+    for node, client in reversed(started):
+        await client.close()
+        await node.stop()
+
+
+@pytest.fixture
+async def api(start_api: Callable[..., Awaitable[Api]]) -> Api:
+    return await start_api()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 5.0, every: float = 0.02) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(every)
+
+
+def agent_body(
+    agent_id: str,
+    capability: str | None = None,
+    *,
+    deps: list[Any] | None = None,
+    port: int = 9000,
+    tags: list[str] | None = None,
+    version: str = "1.0.0",
+    namespace: str = "default",
+    **extra: Any,
+) -> dict[str, Any]:
+    """A POST /heartbeat body shaped like the SDK's (see reference/ in ../shared)."""
+    tool: dict[str, Any] = {
+        "function_name": f"{capability or 'noop'}_fn",
+        "capability": capability or f"{agent_id}_cap",
+        "version": version,
+        "tags": tags or [],
+        "kwargs": {"function_name": f"{capability or 'noop'}_fn"},
+    }
+    if deps is not None:
+        tool["dependencies"] = [d if isinstance(d, dict) else {"capability": d} for d in deps]
+    return {
+        "agent_id": agent_id,
+        "name": agent_id.rsplit("-", 1)[0],
+        "agent_type": "mcp_agent",
+        "version": "1.0.0",
+        "http_host": "127.0.0.1",
+        "http_port": port,
+        "namespace": namespace,
+        "status": "healthy",
+        "runtime": "python",
+        "tools": [tool],
+        **extra,
+    }

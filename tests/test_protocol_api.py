@@ -1,0 +1,152 @@
+"""The agent protocol over a real socket, following the captured SDK 3.8 exchange."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import Api, agent_body, eventually
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+async def test_captured_sdk_exchange_is_answered_like_the_go_registry(api: Api) -> None:
+    """Replay the real SDK requests; statuses and response bodies must match (timestamps aside)."""
+    exchange = REFERENCE / "sdk-3.8-heartbeat-exchange.jsonl"
+    lines = [json.loads(line) for line in exchange.read_text().splitlines() if line.strip()]
+    assert len(lines) == 13
+    for step in lines:
+        method, path = step["method"], step["path"]
+        if method == "POST":
+            resp = await api.client.post(path, data=step["req"], headers=step["req_headers"])
+        else:
+            resp = await api.client.request(method, path)
+        assert resp.status == step["status"], (method, path)
+        if step["resp"]:
+            got = await resp.json()
+            want = json.loads(step["resp"])
+            got.pop("timestamp"), want.pop("timestamp")
+            assert got == want, (method, path)
+
+
+async def test_unchanged_heartbeat_appends_nothing(api: Api) -> None:
+    body = agent_body("provider-1", "date_service")
+    assert (await api.client.post("/heartbeat", json=body)).status == 200
+    index = api.log_index
+    for _ in range(5):
+        resp = await api.client.post("/heartbeat", json=body)
+        assert resp.status == 200
+        assert (await resp.json())["message"] == "Agent updated via heartbeat"
+        assert (await api.client.head("/heartbeat/provider-1")).status == 200
+    assert api.log_index == index
+    changed = agent_body("provider-1", "date_service", port=9999)
+    assert (await api.client.post("/heartbeat", json=changed)).status == 200
+    assert api.log_index == index + 1
+
+
+async def test_head_202_only_for_consumers_whose_resolution_changed(api: Api) -> None:
+    await api.client.post("/heartbeat", json=agent_body("consumer-1", "greeting", deps=["date"]))
+    await api.client.post("/heartbeat", json=agent_body("bystander-1", "other", deps=["weather"]))
+    assert (await api.client.head("/heartbeat/consumer-1")).status == 200
+    await api.client.post("/heartbeat", json=agent_body("provider-1", "date", port=9100))
+    assert (await api.client.head("/heartbeat/consumer-1")).status == 202
+    assert (await api.client.head("/heartbeat/bystander-1")).status == 200
+    assert (await api.client.head("/heartbeat/provider-1")).status == 200
+    # The consumer's full heartbeat acknowledges the new resolution; HEAD is quiet again.
+    resp = await api.client.post(
+        "/heartbeat", json=agent_body("consumer-1", "greeting", deps=["date"])
+    )
+    resolved = (await resp.json())["dependencies_resolved"]["greeting_fn"]
+    assert resolved == [
+        {
+            "agent_id": "provider-1",
+            "capability": "date",
+            "endpoint": "http://127.0.0.1:9100",
+            "function_name": "date_fn",
+            "kwargs": {"function_name": "date_fn"},
+            "status": "available",
+        }
+    ]
+    assert (await api.client.head("/heartbeat/consumer-1")).status == 200
+    # A provider endpoint change is a change for the consumer; unrelated churn is not.
+    await api.client.post("/heartbeat", json=agent_body("provider-1", "date", port=9101))
+    await api.client.post("/heartbeat", json=agent_body("unrelated-1", "weather_x"))
+    assert (await api.client.head("/heartbeat/consumer-1")).status == 202
+    assert (await api.client.head("/heartbeat/bystander-1")).status == 200
+
+
+async def test_unknown_agent_gets_410_and_delete_404(api: Api) -> None:
+    assert (await api.client.head("/heartbeat/nobody")).status == 410
+    resp = await api.client.delete("/agents/nobody")
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "agent not found"
+
+
+async def test_silent_agent_turns_unhealthy_then_recovers(start_api) -> None:  # type: ignore[no-untyped-def]
+    api: Api = await start_api(agent_timeout=0.3, health_check_interval=0.05)
+    await api.client.post("/heartbeat", json=agent_body("provider-1", "date"))
+    await api.client.post("/heartbeat", json=agent_body("consumer-1", "greet", deps=["date"]))
+    # Only the consumer keeps heartbeating.
+
+    async def provider_unhealthy() -> bool:
+        assert (await api.client.head("/heartbeat/consumer-1")).status in (200, 202)
+        return api.node.view.agents["provider-1"].status == "unhealthy"
+
+    await eventually(provider_unhealthy)
+    assert api.node.view.agents["consumer-1"].status == "healthy"
+    assert (await api.client.head("/heartbeat/consumer-1")).status == 202
+    resp = await api.client.post(
+        "/heartbeat", json=agent_body("consumer-1", "greet", deps=["date"])
+    )
+    assert (await resp.json())["dependencies_resolved"]["greet_fn"][0]["status"] == "unresolved"
+    # The provider's HEAD asks it for a full heartbeat, which brings it back.
+    assert (await api.client.head("/heartbeat/provider-1")).status == 202
+    await api.client.post("/heartbeat", json=agent_body("provider-1", "date"))
+    assert api.node.view.agents["provider-1"].status == "healthy"
+    assert (await api.client.head("/heartbeat/consumer-1")).status == 202
+    events = (await (await api.client.get("/events?agent_id=provider-1")).json())["events"]
+    assert [e["event_type"] for e in events][:3] == ["update", "unhealthy", "register"]
+
+
+async def test_agents_list_shape_for_meshctl(api: Api) -> None:
+    await api.client.post("/heartbeat", json=agent_body("provider-1", "date", tags=["system"]))
+    await api.client.post(
+        "/heartbeat", json=agent_body("consumer-1", "greet", deps=["date", "weather"])
+    )
+    body = await (await api.client.get("/agents")).json()
+    assert body["count"] == 2
+    consumer = next(a for a in body["agents"] if a["id"] == "consumer-1")
+    assert consumer["status"] == "healthy"
+    assert consumer["endpoint"] == "http://127.0.0.1:9000"
+    assert consumer["total_dependencies"] == 2
+    assert consumer["dependencies_resolved"] == 1
+    assert [r["status"] for r in consumer["dependency_resolutions"]] == ["available", "unresolved"]
+    assert consumer["dependency_resolutions"][0]["provider_agent_id"] == "provider-1"
+    provider = next(a for a in body["agents"] if a["id"] == "provider-1")
+    assert provider["capabilities"][0]["name"] == "date"
+    assert provider["capabilities"][0]["tags"] == ["system"]
+
+
+async def test_unknown_fields_are_kept(api: Api) -> None:
+    body = agent_body("provider-1", "date", future_field={"x": 1})
+    body["tools"][0]["new_tool_field"] = [1, 2]
+    await api.client.post("/heartbeat", json=body)
+    stored = api.node.view.agents["provider-1"].registration
+    assert stored["future_field"] == {"x": 1}
+    assert stored["tools"][0]["new_tool_field"] == [1, 2]
+
+
+async def test_events_window_newest_first_with_filters(api: Api) -> None:
+    await api.client.post("/heartbeat", json=agent_body("a-1", "x"))
+    await api.client.post("/heartbeat", json=agent_body("b-1", "y"))
+    await api.client.delete("/agents/a-1")
+    events = (await (await api.client.get("/events")).json())["events"]
+    assert [(e["event_type"], e["agent_id"]) for e in events] == [
+        ("unregister", "a-1"),
+        ("register", "b-1"),
+        ("register", "a-1"),
+    ]
+    only = await (await api.client.get("/events?type=register&limit=1")).json()
+    assert only["count"] == 1 and only["events"][0]["agent_id"] == "b-1"
+    assert (await api.client.get("/events?limit=0")).status == 400
+    assert (await api.client.get("/events?type=bogus")).status == 400
