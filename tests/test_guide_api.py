@@ -1,0 +1,68 @@
+"""The deployment guide's REST API and ops endpoints over a real socket."""
+
+from __future__ import annotations
+
+from tests.conftest import Api, agent_body
+
+
+async def test_guide_registration_roundtrip(api: Api) -> None:
+    body = {"id": "test-agent-1", "capabilities": ["test"], "endpoint": "http://agent-1:8080"}
+    resp = await api.client.post("/api/v1/agents", json=body)
+    assert resp.status == 200
+    stored = await resp.json()
+    assert stored["id"] == "test-agent-1"
+    assert stored["endpoint"] == "http://agent-1:8080"
+    assert [c["name"] for c in stored["capabilities"]] == ["test"]
+    got = await (await api.client.get("/api/v1/agents/test-agent-1")).json()
+    assert got["id"] == "test-agent-1"
+    listing = await (await api.client.get("/api/v1/agents")).json()
+    assert listing["count"] == 1
+    # One population: the guide's agents are visible to the agent protocol and resolvable.
+    assert (await (await api.client.get("/agents")).json())["count"] == 1
+    consumer = await api.client.post("/heartbeat", json=agent_body("c-1", "x", deps=["test"]))
+    resolved = (await consumer.json())["dependencies_resolved"]["x_fn"][0]
+    assert resolved["agent_id"] == "test-agent-1"
+    assert resolved["endpoint"] == "http://agent-1:8080"
+    resp = await api.client.delete("/api/v1/agents/test-agent-1")
+    assert resp.status == 200
+    assert (await api.client.get("/api/v1/agents/test-agent-1")).status == 404
+    assert (await api.client.delete("/api/v1/agents/test-agent-1")).status == 404
+
+
+async def test_capabilities_filters(api: Api) -> None:
+    await api.client.post("/heartbeat", json=agent_body("p-1", "date", tags=["system", "time"]))
+    await api.client.post("/heartbeat", json=agent_body("p-2", "date", tags=["fast"]))
+    await api.client.post("/heartbeat", json=agent_body("p-3", "weather", tags=["fast"]))
+    caps = await (await api.client.get("/api/v1/capabilities")).json()
+    assert [c["name"] for c in caps["capabilities"]] == ["date", "weather"]
+    by_name = await (await api.client.get("/api/v1/capabilities?name=date")).json()
+    assert [p["agent_id"] for p in by_name["capabilities"][0]["providers"]] == ["p-1", "p-2"]
+    by_tag = await (await api.client.get("/api/v1/capabilities?tag=fast")).json()
+    assert {(c["name"], p["agent_id"]) for c in by_tag["capabilities"] for p in c["providers"]} == {
+        ("date", "p-2"),
+        ("weather", "p-3"),
+    }
+
+
+async def test_ops_endpoints(api: Api) -> None:
+    health = await api.client.get("/health")
+    assert health.status == 200
+    body = await health.json()
+    assert body["status"] == "healthy" and body["service"] == "mcp-mesh-registry"
+    assert {"version", "uptime_seconds", "timestamp"} <= body.keys()
+    assert (await api.client.head("/health")).status == 200
+    assert (await api.client.get("/ready")).status == 200
+    root = await (await api.client.get("/")).json()
+    assert "/heartbeat" in root["endpoints"]
+    await api.client.post("/heartbeat", json=agent_body("p-1", "date"))
+    text = await (await api.client.get("/metrics")).text()
+    for name in (
+        'mcp_registry_agents_total{status="healthy"} 1.0',
+        "mcp_registry_requests_total{",
+        "mcp_registry_errors_total",
+        "mcp_registry_request_duration_seconds_bucket",
+        "mcp_registry_log_index 1.0",
+        "mcp_registry_snapshot_index",
+        "mcp_registry_events_appended_total 1.0",
+    ):
+        assert name in text, name

@@ -1,0 +1,239 @@
+"""The real program as a separate process: startup, crash safety, the guide's checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from registry import events
+from registry.store import Store, index_key
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Registry:
+    """``python -m registry`` on loopback ports with its data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "REGISTRY_HOST": "127.0.0.1",
+            "REGISTRY_PORT": str(self.port),
+            "METRICS_PORT": str(self.metrics_port),
+            "DATA_DIR": str(data_dir),
+            "DATABASE_PATH": str(data_dir / "registry.db"),
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir.parent / f"{data_dir.name}-{self.port}.log"
+
+    def start(self) -> Registry:
+        # Logs go to a file: an unread pipe would fill up and stall the server.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "registry"],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(self.log_path.read_text())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("registry did not start listening")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def registries(tmp_path: Path) -> Iterator[list[Registry]]:
+    made: list[Registry] = []
+    yield made
+    for registry in made:
+        if registry.proc is not None and registry.proc.poll() is None:
+            registry.proc.kill()
+            registry.proc.wait()
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "registry", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def register_agent(session: aiohttp.ClientSession, url: str, agent_id: int) -> bool:
+    """The guide's test_registry_load.py request, verbatim in substance."""
+    data = {
+        "id": f"test-agent-{agent_id}",
+        "capabilities": ["test"],
+        "endpoint": f"http://agent-{agent_id}:8080",
+    }
+    async with session.post(f"{url}/api/v1/agents", json=data) as response:
+        return response.status == 200
+
+
+async def test_guide_load_test_and_sqlite_projection(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    registry = Registry(tmp_path / "data", DATABASE_TYPE="sqlite")
+    registries.append(registry.start())
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(
+            *(register_agent(session, registry.url, i) for i in range(100))
+        )
+        assert sum(results) == 100
+        async with session.get(f"{registry.url}/api/v1/agents") as resp:
+            assert (await resp.json())["count"] == 100
+        async with session.get(f"http://127.0.0.1:{registry.metrics_port}/metrics") as resp:
+            assert 'mcp_registry_agents_total{status="healthy"} 100.0' in await resp.text()
+    assert registry.stop() == 0
+    database = tmp_path / "data" / "registry.db"
+    if shutil.which("sqlite3") is None:
+        pytest.skip("sqlite3 CLI not installed (.ci/run installs it): the guide's query untested")
+    query = subprocess.run(
+        ["sqlite3", str(database), "SELECT id, status FROM agents ORDER BY id;"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = query.stdout.split()
+    assert len(rows) == 100
+    assert rows[0] == "test-agent-0|healthy"
+
+
+async def test_kill_9_mid_load_loses_no_acknowledged_write(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    data = tmp_path / "data"
+    registry = Registry(data, SNAPSHOT_EVERY="50")
+    registries.append(registry.start())
+    acknowledged: set[str] = set()
+    stop = asyncio.Event()
+
+    async def writer(worker: int, session: aiohttp.ClientSession) -> None:
+        n = 0
+        while not stop.is_set():
+            agent_id = f"w{worker}-{n}"
+            n += 1
+            body = {"id": agent_id, "capabilities": ["c"], "endpoint": "http://x:1"}
+            try:
+                async with session.post(f"{registry.url}/api/v1/agents", json=body) as resp:
+                    if resp.status == 200:
+                        acknowledged.add(agent_id)
+            except aiohttp.ClientError:
+                return
+
+    async with aiohttp.ClientSession() as session:
+        tasks = [asyncio.create_task(writer(w, session)) for w in range(16)]
+        deadline = time.monotonic() + 20
+        while len(acknowledged) < 300 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        registry.kill()  # mid-load: writers are still sending
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert len(acknowledged) >= 300
+
+    restarted = Registry(data)
+    registries.append(restarted.start())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{restarted.url}/api/v1/agents") as resp,
+    ):
+        present = {agent["id"] for agent in (await resp.json())["agents"]}
+    missing = acknowledged - present
+    assert not missing, f"{len(missing)} acknowledged registrations lost"
+    store = Store(str(data / "lmdb"))
+    try:
+        assert store.snapshot_index() > 0  # the restart really went through snapshot + tail
+    finally:
+        store.close()
+
+
+def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = Store(str(data / "lmdb"))
+    store.append([(i, events.encode(events.remove(f"a-{i}", i))) for i in range(1, 6)])
+    store.close()
+    import lmdb
+
+    env = lmdb.open(str(data / "lmdb"), max_dbs=4)
+    log_db = env.open_db(b"log")
+    with env.begin(write=True, db=log_db) as txn:
+        txn.put(index_key(4), b"\x00\x01\x02garbage", db=log_db)
+    env.close()
+    result = run_cli({"DATA_DIR": str(data), "REGISTRY_PORT": str(free_port())})
+    assert result.returncode == 1
+    assert "corrupt record at log index 4" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AGENT_TIMEOUT", "soon"),
+        ("HEALTH_CHECK_INTERVAL", "-5s"),
+        ("REGISTRY_PORT", "http"),
+        ("METRICS_PORT", "70000"),
+        ("LOG_LEVEL", "loud"),
+        ("ENABLE_LEADER_ELECTION", "maybe"),
+        ("DATABASE_TYPE", "mysql"),
+        ("DATABASE_TYPE", "postgresql"),
+        ("REGISTRY_PEERS", "no-port-here"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str) -> None:
+    result = run_cli({"DATA_DIR": str(tmp_path), name: value})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0]
+
+
+def test_help_lists_every_setting() -> None:
+    from registry.config import SETTINGS
+
+    result = run_cli({}, "--help")
+    assert result.returncode == 0
+    for setting in SETTINGS:
+        assert setting.name in result.stdout
