@@ -47,6 +47,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATA_DIR", "(dirname of DATABASE_PATH)", "LMDB event log and snapshots"),
     Setting("HEALTH_CHECK_INTERVAL", "30s", "how often agent liveness is evaluated"),
     Setting("AGENT_TIMEOUT", "60s", "no heartbeat for this long marks an agent unhealthy"),
+    Setting("MCP_MESH_RETENTION", "1h", "unhealthy agents are removed after this long (0: never)"),
     Setting("SNAPSHOT_EVERY", "10000", "write a view snapshot every this many log entries"),
     Setting("EVENTS_HISTORY", "1000", "registry events kept for GET /events"),
     Setting("ENABLE_LEADER_ELECTION", "false", "true: replicated cluster mode (Raft)"),
@@ -130,6 +131,7 @@ class Config:
     data_dir: str = "/data"
     health_check_interval: float = 30.0
     agent_timeout: float = 60.0
+    retention: float = 3600.0
     snapshot_every: int = 10000
     events_history: int = 1000
     enable_leader_election: bool = False
@@ -180,6 +182,9 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         data_dir=env.get("DATA_DIR") or os.path.dirname(os.path.abspath(database_path)),
         health_check_interval=get("HEALTH_CHECK_INTERVAL", _positive_duration, 30.0, duration_form),
         agent_timeout=get("AGENT_TIMEOUT", _positive_duration, 60.0, duration_form),
+        retention=get(
+            "MCP_MESH_RETENTION", parse_duration, 3600.0, "a duration such as 30m or 1h (0: never)"
+        ),
         snapshot_every=get("SNAPSHOT_EVERY", _positive_int, 10000, "a positive integer"),
         events_history=get("EVENTS_HISTORY", _positive_int, 1000, "a positive integer"),
         enable_leader_election=get("ENABLE_LEADER_ELECTION", parse_bool, False, "true or false"),

@@ -24,7 +24,7 @@ SCHEMA_VERSION: Final = 1
 UPSERT: Final = "upsert"
 """An agent registered or changed: payload ``{"agent": <normalized registration>}``."""
 REMOVE: Final = "remove"
-"""An agent left: payload ``{"agent_id": str, "reason": "unregister"}``."""
+"""An agent left: payload ``{"agent_id": str, "reason": "unregister"|"expire"}``."""
 HEALTH: Final = "health"
 """Liveness transitions: payload ``{"status": "healthy"|"unhealthy", "agent_ids": [str]}``."""
 KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH})

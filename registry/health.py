@@ -54,8 +54,25 @@ class Liveness:
         ]
 
 
+def expired(view: View, retention: float, wall_ms: int) -> list[str]:
+    """Agents unhealthy for longer than ``retention`` seconds (0 keeps them forever).
+
+    Uses the wall-clock time of the event that marked them unhealthy, which survives
+    restarts and failovers; a clock jump can only move an expiry, never lose data.
+    """
+    if retention <= 0:
+        return []
+    limit = wall_ms - int(retention * 1000)
+    return [
+        agent_id
+        for agent_id, agent in view.agents.items()
+        if agent.status != HEALTHY and agent.status_ms < limit
+    ]
+
+
 class HealthMonitor:
-    """Every HEALTH_CHECK_INTERVAL, marks agents silent for AGENT_TIMEOUT unhealthy."""
+    """Every HEALTH_CHECK_INTERVAL: agents silent for AGENT_TIMEOUT become unhealthy, and
+    agents unhealthy for MCP_MESH_RETENTION are removed (``expire``), as the Go registry does."""
 
     def __init__(
         self,
@@ -64,12 +81,14 @@ class HealthMonitor:
         proposer: Proposer,
         interval: float,
         timeout: float,
+        retention: float,
     ) -> None:
         self.view = view
         self.liveness = liveness
         self.proposer = proposer
         self.interval = interval
         self.timeout = timeout
+        self.retention = retention
 
     async def check(self) -> list[str]:
         """One evaluation; returns the agents it marked unhealthy."""
@@ -77,6 +96,11 @@ class HealthMonitor:
         if stale:
             await self.proposer.propose(events.health("unhealthy", stale, now_ms()))
             log.info("agents marked unhealthy", extra={"agents": stale})
+        wall_ms = now_ms()
+        for agent_id in expired(self.view, self.retention, wall_ms):
+            await self.proposer.propose(events.remove(agent_id, wall_ms, reason="expire"))
+            self.liveness.forget(agent_id)
+            log.info("agent expired", extra={"agent_id": agent_id})
         return stale
 
     async def run(self) -> None:

@@ -44,6 +44,7 @@ class Node:
             self.proposer,
             config.health_check_interval,
             config.agent_timeout,
+            config.retention,
         )
         self.projection: SqliteProjection | None = None
         if config.sqlite_projection:

@@ -266,9 +266,13 @@ def _capabilities(registration: dict[str, Any]) -> list[str]:
 
 def _apply_remove(view: View, index: int, event: Event) -> None:
     agent_id = event.payload["agent_id"]
-    if agent_id not in view.agents:
+    agent = view.agents.get(agent_id)
+    reason = event.payload.get("reason")
+    # An expiry decided while the agent was unhealthy does not remove it if it came back first.
+    if agent is None or (reason == "expire" and agent.status == HEALTHY):
         return
-    _record(view, index, event, "unregister", agent_id, {"reason": event.payload.get("reason")})
+    event_type = "expire" if reason == "expire" else "unregister"
+    _record(view, index, event, event_type, agent_id, {"reason": reason})
     view._index(agent_id, None)
     del view.agents[agent_id]
 

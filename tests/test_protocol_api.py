@@ -150,3 +150,12 @@ async def test_events_window_newest_first_with_filters(api: Api) -> None:
     assert only["count"] == 1 and only["events"][0]["agent_id"] == "b-1"
     assert (await api.client.get("/events?limit=0")).status == 400
     assert (await api.client.get("/events?type=bogus")).status == 400
+
+
+async def test_unhealthy_agents_expire_after_retention(start_api) -> None:  # type: ignore[no-untyped-def]
+    api: Api = await start_api(agent_timeout=0.2, health_check_interval=0.05, retention=0.3)
+    await api.client.post("/heartbeat", json=agent_body("gone-1", "date"))
+    await eventually(lambda: "gone-1" not in api.node.view.agents)
+    assert (await api.client.head("/heartbeat/gone-1")).status == 410
+    events = (await (await api.client.get("/events?agent_id=gone-1")).json())["events"]
+    assert [e["event_type"] for e in events] == ["expire", "unhealthy", "register"]

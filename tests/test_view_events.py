@@ -125,3 +125,20 @@ def test_health_transitions() -> None:
     apply(view, 4, events.upsert(from_heartbeat(agent_body("p-1", "date")), 4))
     assert view.agents["p-1"].status == "healthy"
     assert not view.resolution_changed("c-1")
+
+
+def test_expiry_does_not_remove_an_agent_that_came_back() -> None:
+    body = from_heartbeat(agent_body("p-1", "date"))
+    view = replay(
+        [
+            events.upsert(body, 1),
+            events.health("unhealthy", ["p-1"], 2),
+            events.upsert(body, 3),
+            events.remove("p-1", 4, reason="expire"),
+        ]
+    )
+    assert view.agents["p-1"].status == "healthy"
+    apply(view, 5, events.health("unhealthy", ["p-1"], 5))
+    apply(view, 6, events.remove("p-1", 6, reason="expire"))
+    assert "p-1" not in view.agents
+    assert view.history[-1]["event_type"] == "expire"
