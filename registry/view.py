@@ -247,15 +247,17 @@ def _apply_upsert(view: View, index: int, event: Event) -> None:
         event_type = "register"
     else:
         agent = previous
-        if previous.status != HEALTHY:
-            view._touch(_capabilities(registration))
-            data = {"old_status": previous.status, "new_status": HEALTHY}
-            agent.status, agent.status_ms = HEALTHY, event.ts_ms
+        event_type = "update"
         if previous.registration != registration:
             data["reason"] = "registration_changed"
+        if previous.status != HEALTHY:
+            # As in the Go registry, a recovery is recorded as a register event.
+            view._touch(_capabilities(registration))
+            event_type = "register"
+            data = {"reason": "recovery", "old_status": previous.status, "new_status": HEALTHY}
+            agent.status, agent.status_ms = HEALTHY, event.ts_ms
         agent.registration = registration
         agent.updated_ms = event.ts_ms
-        event_type = "update"
     agent.delivered = view.resolution(agent_id)
     _record(view, index, event, event_type, agent_id, data)
 
@@ -290,7 +292,11 @@ def _apply_health(view: View, index: int, event: Event) -> None:
             view,
             index,
             event,
-            "unhealthy" if status == UNHEALTHY else "heartbeat",
+            "unhealthy" if status == UNHEALTHY else "register",
             agent_id,
-            {"reason": "status_change", "old_status": old, "new_status": status},
+            {
+                "reason": "health_degradation" if status == UNHEALTHY else "recovery",
+                "old_status": old,
+                "new_status": status,
+            },
         )

@@ -99,13 +99,15 @@ async def test_silent_agent_turns_unhealthy_then_recovers(start_api) -> None:  #
         "/heartbeat", json=agent_body("consumer-1", "greet", deps=["date"])
     )
     assert (await resp.json())["dependencies_resolved"]["greet_fn"][0]["status"] == "unresolved"
-    # The provider's HEAD asks it for a full heartbeat, which brings it back.
-    assert (await api.client.head("/heartbeat/provider-1")).status == 202
+    # The provider's HEAD gets 410 (as from the Go registry); its full heartbeat brings it back.
+    assert (await api.client.head("/heartbeat/provider-1")).status == 410
     await api.client.post("/heartbeat", json=agent_body("provider-1", "date"))
     assert api.node.view.agents["provider-1"].status == "healthy"
     assert (await api.client.head("/heartbeat/consumer-1")).status == 202
     events = (await (await api.client.get("/events?agent_id=provider-1")).json())["events"]
-    assert [e["event_type"] for e in events][:3] == ["update", "unhealthy", "register"]
+    assert [e["event_type"] for e in events][:3] == ["register", "unhealthy", "register"]
+    assert events[0]["data"]["reason"] == "recovery"
+    assert events[1]["data"]["reason"] == "health_degradation"
 
 
 async def test_agents_list_shape_for_meshctl(api: Api) -> None:

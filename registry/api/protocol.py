@@ -66,7 +66,8 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 
 async def heartbeat_check(request: web.Request) -> web.Response:
-    """HEAD /heartbeat/{id}: 200 unchanged, 202 send a full POST, 410 unknown, 503 trouble."""
+    """HEAD /heartbeat/{id}: 200 unchanged, 202 send a full POST, 410 unknown or unhealthy,
+    503 trouble."""
     node = request.app[NODE]
     agent_id = _agent_id(request)
     ok, _ = node.proposer.ready()
@@ -75,10 +76,12 @@ async def heartbeat_check(request: web.Request) -> web.Response:
     agent = node.view.agents.get(agent_id)
     if agent is None:
         return web.Response(status=410)
+    # As in the Go registry, an agent marked unhealthy gets 410: the SDK then re-registers with a
+    # full POST, which is what records its recovery in the log for every replica.
+    if agent.status != HEALTHY:
+        return web.Response(status=410)
     node.liveness.seen(agent_id)
-    # An agent marked unhealthy is asked for a full heartbeat: that POST is what records its
-    # recovery in the log for every replica.
-    if agent.status != HEALTHY or node.view.resolution_changed(agent_id):
+    if node.view.resolution_changed(agent_id):
         return web.Response(status=202)
     return web.Response(status=200)
 
