@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
+from typing import Any
 
 from aiohttp import web
 
@@ -68,19 +69,20 @@ async def serve(cfg: config.Config) -> None:
                 "metrics_port": cfg.metrics_port,
                 "data_dir": cfg.data_dir,
                 "applied_index": node.view.applied_index,
-                "mode": "single-node",
+                "mode": "raft" if cfg.enable_leader_election else "single-node",
             },
         )
-        if cfg.enable_leader_election:
-            log.warning(
-                "ENABLE_LEADER_ELECTION=true but replication is not built yet: "
-                "this node runs as a single-node registry"
-            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        assert node.fatal is not None
+        waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait()), node.fatal]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        stopped = waits[0]
+        stopped.cancel()
+        if node.fatal.done():
+            raise node.fatal.result()
         log.info("shutting down")
     finally:
         for runner in reversed(runners):
@@ -99,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in (None, "serve"):
         try:
             asyncio.run(serve(cfg))
+        except config.ConfigError as exc:
+            print(f"mcp-mesh-registry: {exc}", file=sys.stderr)
+            return 2
         except CorruptRecord as exc:
             print(f"mcp-mesh-registry: {exc}; refusing to start", file=sys.stderr)
             return 1

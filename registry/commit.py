@@ -17,7 +17,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from registry import events
 from registry.events import Event
@@ -36,10 +36,31 @@ class Unavailable(Exception):
 class Proposer(Protocol):
     """Commits events. ``propose`` returns the event's log index once applied locally."""
 
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
     async def propose(self, event: Event) -> int: ...
+
+    async def barrier(self) -> None:
+        """Return once everything committed before the call is applied locally (for
+        linearizable reads); raises Unavailable when that cannot be established."""
+        ...
 
     def ready(self) -> tuple[bool, str]:
         """Whether this node can serve consistent data, and why not."""
+        ...
+
+    def leading(self) -> bool:
+        """Whether this node decides time-driven state (health checks, expiry)."""
+        ...
+
+    def leader(self) -> str:
+        """The current leader's identity, or "" when none is known."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Cluster state for ``GET /api/v1/cluster``."""
         ...
 
 
@@ -106,8 +127,9 @@ class LocalLog:
     at one fsync per write.
     """
 
-    def __init__(self, machine: StateMachine) -> None:
+    def __init__(self, machine: StateMachine, node_id: str) -> None:
         self.machine = machine
+        self.node_id = node_id
         self._queue: asyncio.Queue[tuple[Event, asyncio.Future[int]]] = asyncio.Queue()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self._task: asyncio.Task[None] | None = None
@@ -128,6 +150,29 @@ class LocalLog:
         if self._task is None or self._task.done():
             return False, "log writer not running"
         return True, "single node"
+
+    async def barrier(self) -> None:
+        """A single node's view is always current: nothing to wait for."""
+
+    def leading(self) -> bool:
+        return True
+
+    def leader(self) -> str:
+        return self.node_id
+
+    def status(self) -> dict[str, Any]:
+        view = self.machine.view
+        return {
+            "mode": "single-node",
+            "node_id": self.node_id,
+            "role": "leader",
+            "term": 0,
+            "leader": self.node_id,
+            "members": [{"id": self.node_id, "state": "self", "connected": True}],
+            "commit_index": view.applied_index,
+            "applied_index": view.applied_index,
+            "log_size": self.machine.store.entry_count(),
+        }
 
     async def propose(self, event: Event) -> int:
         if self._task is None or self._task.done():

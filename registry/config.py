@@ -61,7 +61,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLUSTER_DOMAIN", "cluster.local", "cluster DNS domain"),
     Setting("HEADLESS_SERVICE", "mcp-mesh-registry-headless", "headless Service for peers"),
     Setting("RAFT_PORT", "4321", "Raft peer port"),
-    Setting("REGISTRY_PEERS", "(unset)", "explicit host:port,... peer list"),
+    Setting("REGISTRY_PEERS", "(unset)", "explicit host:port,... Raft peers, this node included"),
+    Setting("REGISTRY_REPLICAS", "1", "StatefulSet replicas: peers are ordinals 0..N-1"),
+    Setting("WRITE_TIMEOUT", "5s", "longest a write waits to commit before a 503"),
     Setting("AUTH_TOKEN", "(unset)", "Bearer token required for /api/v1 writes"),
     Setting("ENCRYPTION_KEY", "(unset)", "key that authenticates and encrypts peer traffic"),
 )
@@ -146,6 +148,8 @@ class Config:
     headless_service: str = "mcp-mesh-registry-headless"
     raft_port: int = 4321
     peers: tuple[str, ...] = ()
+    replicas: int = 1
+    write_timeout: float = 5.0
     auth_token: str = ""
     encryption_key: str = ""
 
@@ -203,6 +207,8 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         headless_service=env.get("HEADLESS_SERVICE") or "mcp-mesh-registry-headless",
         raft_port=get("RAFT_PORT", _port, 4321, "a port number 0-65535"),
         peers=get("REGISTRY_PEERS", _peer_list, (), "a comma-separated list of host:port"),
+        replicas=get("REGISTRY_REPLICAS", _positive_int, 1, "a positive integer"),
+        write_timeout=get("WRITE_TIMEOUT", _positive_duration, 5.0, duration_form),
         auth_token=env.get("AUTH_TOKEN", ""),
         encryption_key=env.get("ENCRYPTION_KEY", ""),
     )

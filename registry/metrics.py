@@ -80,6 +80,12 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.commit_latency = Histogram(
+            "mcp_registry_commit_latency_seconds",
+            "Time from proposing an event to having it committed and applied here",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
         self.registry.register(_StateCollector(machine))
 
     def render(self) -> bytes:

@@ -34,14 +34,22 @@ class Node:
         self.store = store
         self.machine = machine
         self.view = machine.view
-        self.local_log = LocalLog(machine)
-        self.proposer: Proposer = self.local_log
-        self.liveness = Liveness()
+        self.liveness = Liveness(forward=config.enable_leader_election)
         self.metrics = Metrics(machine)
+        self.fatal: asyncio.Future[BaseException] | None = None
+        self.proposer: Proposer
+        if config.enable_leader_election:
+            # The one place registry meets replication: its public entry point.
+            from replication import open_cluster
+
+            self.proposer = open_cluster(config, machine, self.liveness, self.metrics, self._die)
+        else:
+            self.proposer = LocalLog(machine, config.instance_id)
         self.monitor = HealthMonitor(
             self.view,
             self.liveness,
-            self.proposer,
+            self.propose,
+            self.proposer.leading,
             config.health_check_interval,
             config.agent_timeout,
             config.retention,
@@ -52,6 +60,18 @@ class Node:
             machine.listeners.append(self.projection.on_applied)
         self.started_monotonic = time.monotonic()
         self._monitor_task: asyncio.Task[None] | None = None
+
+    def _die(self, error: BaseException) -> None:
+        """Stop serving: the replicated log holds something this node must not skip."""
+        if self.fatal is not None and not self.fatal.done():
+            self.fatal.set_result(error)
+
+    async def propose(self, event: events.Event) -> int:
+        """Commit ``event`` through this node's proposer, timing it for the metrics."""
+        started = time.perf_counter()
+        index = await self.proposer.propose(event)
+        self.metrics.commit_latency.observe(time.perf_counter() - started)
+        return index
 
     @classmethod
     def open(cls, config: Config) -> Node:
@@ -74,7 +94,8 @@ class Node:
         return cls(config, store, StateMachine(store, view, config.snapshot_every))
 
     async def start(self) -> None:
-        await self.local_log.start()
+        self.fatal = asyncio.get_running_loop().create_future()
+        await self.proposer.start()
         if self.projection is not None:
             await self.projection.start()
         self.liveness.watching_since = time.monotonic()
@@ -85,7 +106,7 @@ class Node:
             self._monitor_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor_task
-        await self.local_log.stop()
+        await self.proposer.stop()
         if self.projection is not None:
             await self.projection.stop()
         self.store.close()
@@ -106,13 +127,13 @@ class Node:
             or known.status != HEALTHY
             or self.view.resolution_changed(agent_id)
         ):
-            await self.proposer.propose(events.upsert(agent, now_ms()))
+            await self.propose(events.upsert(agent, now_ms()))
         return known is None
 
     async def unregister(self, agent_id: str) -> bool:
         """Remove an agent; False when it is not registered."""
         if agent_id not in self.view.agents:
             return False
-        await self.proposer.propose(events.remove(agent_id, now_ms()))
+        await self.propose(events.remove(agent_id, now_ms()))
         self.liveness.forget(agent_id)
         return True

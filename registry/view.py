@@ -12,10 +12,13 @@ registry events for ``GET /events``.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import msgpack
 
 from registry import events
 from registry.events import Event
@@ -185,6 +188,11 @@ class View:
             "agents": [agent.to_state() for agent in self.agents.values()],
             "history": list(self.history),
         }
+
+    def digest(self) -> str:
+        """A hash of the whole state: equal on every replica that applied the same log."""
+        packed = msgpack.packb(self.to_state(), use_bin_type=True)
+        return hashlib.sha256(packed).hexdigest()
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> View:

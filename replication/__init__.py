@@ -1,6 +1,31 @@
-"""Raft replication of the event log (pysyncobj), peer discovery over headless-Service DNS.
+"""Raft replication of the event log (pysyncobj) between StatefulSet pods.
 
-Not built yet. It will implement :class:`registry.commit.Proposer` ("propose an event, get it
-back committed"), the interface single-node mode implements with
-:class:`registry.commit.LocalLog`; the registry never imports anything else from here.
+The registry uses only :func:`open_cluster`, which returns a :class:`registry.commit.Proposer`:
+the same "propose an event, get it back committed" interface that single-node mode implements
+with :class:`registry.commit.LocalLog`.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from registry.commit import Proposer, StateMachine
+from registry.config import Config
+from registry.health import Liveness
+from registry.metrics import Metrics
+
+
+def open_cluster(
+    config: Config,
+    machine: StateMachine,
+    liveness: Liveness,
+    metrics: Metrics,
+    on_fatal: Callable[[BaseException], None],
+) -> Proposer:
+    """A Raft proposer for this node (peers from REGISTRY_PEERS or the StatefulSet's DNS)."""
+    from replication.peers import discover
+    from replication.raft import RaftCollector, RaftProposer
+
+    proposer = RaftProposer(config, discover(config), machine, liveness, on_fatal)
+    metrics.registry.register(RaftCollector(proposer))
+    return proposer

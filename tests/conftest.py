@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from registry.api.app import build_app
 from registry.config import Config
 from registry.node import Node
+from tests.processes import Registry
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:
@@ -114,3 +115,14 @@ def agent_body(
         "tools": [tool],
         **extra,
     }
+
+
+@pytest.fixture
+def registries() -> Iterator[list[Registry]]:
+    """Registry processes a test started; killed at the end whatever happened."""
+    made: list[Registry] = []
+    yield made
+    for registry in made:
+        if registry.proc is not None and registry.proc.poll() is None:
+            registry.proc.kill()
+            registry.proc.wait()

@@ -2,10 +2,15 @@
 
 Every response, including aiohttp's own 404/405/413, leaves as JSON; an unexpected exception
 is logged with its traceback and answered 500 (a bug by definition: bad input is a 4xx).
+Every response says which log index it reflects (``X-Registry-Applied-Index``), who leads
+(``X-Registry-Leader``) and, from a node that is not ready, that it may be stale
+(``X-Registry-Stale: true``). ``?consistency=linearizable`` on a read first waits for a
+barrier through the log, so the answer reflects every write acknowledged before it.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -28,11 +33,26 @@ def _route(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+def _authorize(request: web.Request, token: str) -> None:
+    """With AUTH_TOKEN set, /api/v1 writes and cluster admin need ``Authorization: Bearer``."""
+    if not token or request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if not request.path.startswith("/api/v1/"):
+        return
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), token.encode()):
+        raise ApiError(401, "missing or wrong bearer token (AUTH_TOKEN is set)")
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    node = request.app[NODE]
     try:
+        _authorize(request, node.config.auth_token)
+        if request.query.get("consistency") == "linearizable" and request.method in ("GET", "HEAD"):
+            await node.proposer.barrier()
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
@@ -47,12 +67,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = json_response(error_body("internal error", request_id), status=500)
     elapsed = time.perf_counter() - started
     route = _route(request)
-    metrics = request.app[NODE].metrics
+    metrics = node.metrics
     metrics.requests.labels(request.method, route, str(response.status)).inc()
     metrics.duration.labels(route).observe(elapsed)
     if response.status >= 400:
         metrics.errors.inc()
     response.headers["X-Request-Id"] = request_id
+    response.headers["X-Registry-Applied-Index"] = str(node.view.applied_index)
+    response.headers["X-Registry-Leader"] = node.proposer.leader()
+    if not node.proposer.ready()[0]:
+        response.headers["X-Registry-Stale"] = "true"
     # Writes and errors at info; reads (mostly HEAD heartbeats at thousands a second) at debug.
     quiet = request.method in ("GET", "HEAD") and response.status < 400
     log.log(

@@ -79,6 +79,13 @@ async def list_capabilities(request: web.Request) -> web.Response:
     return json_response({"capabilities": result, "count": len(result)})
 
 
+async def cluster(request: web.Request) -> web.Response:
+    """Node id, role, term, leader, members, commit and applied index, log size, and a digest
+    of the view (equal on replicas that applied the same log)."""
+    node = request.app[NODE]
+    return json_response({**node.proposer.status(), "view_digest": node.view.digest()})
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/agents", list_agents, allow_head=False),
@@ -86,4 +93,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/v1/agents/{id}", get_agent, allow_head=False),
         web.delete("/api/v1/agents/{id}", delete_agent),
         web.get("/api/v1/capabilities", list_capabilities, allow_head=False),
+        web.get("/api/v1/cluster", cluster, allow_head=False),
     ]

@@ -1,0 +1,401 @@
+"""Raft replication of the event log with pysyncobj, behind registry.commit.Proposer.
+
+Threads: pysyncobj runs Raft on its own tick thread; the registry runs on the asyncio loop.
+Committed events cross over with ``loop.call_soon_threadsafe`` (FIFO), and a write's future is
+settled through the same queue *after* its event, so a handler that awaited ``propose`` reads
+its own write.
+
+Durability: the journal is :class:`replication.journal.LmdbJournal`. It is synced (one fsync
+for everything appended since the last sync) before a follower sends any ``next_node_idx`` ack
+and at every tick before the leader counts its own log toward a majority. So an event is
+committed only once a majority has it on disk, and the write is answered only after that.
+
+Liveness: heartbeats reach any replica but only the leader decides health. Followers send the
+ids of agents they heard from to the leader once a second, over the same authenticated Raft
+connection (a message type of our own), never through the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pysyncobj.syncobj
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import Journal
+from pysyncobj.transport import TCPTransport
+
+from registry import events
+from registry.commit import StateMachine, Unavailable
+from registry.config import Config
+from registry.events import CorruptRecord, Event
+from registry.health import Liveness
+from replication.journal import LmdbJournal
+from replication.peers import Peers, RaftTiming
+
+log = logging.getLogger(__name__)
+
+_create_journal = pysyncobj.syncobj.createJournal
+
+
+def _journal_factory(journal_file: Any) -> Any:
+    """pysyncobj builds its journal from ``conf.journalFile``; let that be our journal object.
+
+    (pysyncobj 0.3.17 has no journal parameter; it looks this function up at call time.)
+    """
+    return journal_file if isinstance(journal_file, Journal) else _create_journal(journal_file)
+
+
+pysyncobj.syncobj.createJournal = _journal_factory
+
+LIVENESS_MESSAGE = "mesh_liveness"
+LIVENESS_PERIOD = 1.0
+"""Seconds between a follower's liveness batches to the leader."""
+_FAILURES = {
+    FAIL_REASON.QUEUE_FULL: "write queue full",
+    FAIL_REASON.MISSING_LEADER: "no leader (this node cannot reach a majority)",
+    FAIL_REASON.DISCARDED: "write discarded by a leader change; retry",
+    FAIL_REASON.NOT_LEADER: "leader changed; retry",
+    FAIL_REASON.LEADER_CHANGED: "leader changed before the write was accepted; retry",
+    FAIL_REASON.REQUEST_DENIED: "write refused by the leader",
+    FAIL_REASON.UNKNOWN_OUTCOME: "outcome unknown after a leader change",
+}
+
+
+class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
+    """TCP transport that fsyncs the journal before acknowledging entries, and carries the
+    registry's liveness batches."""
+
+    def __init__(self, syncObj: RaftNode, selfNode: Any, otherNodes: Any) -> None:
+        super().__init__(syncObj, selfNode, otherNodes)
+        syncObj.transport = self
+
+    def send(self, node: Any, message: Any) -> bool:
+        if isinstance(message, dict) and message.get("type") == "next_node_idx":
+            self._syncObj.journal.sync()
+        return bool(super().send(node, message))
+
+    def _onMessageReceived(self, node: Any, message: Any) -> None:
+        if isinstance(message, dict) and message.get("type") == LIVENESS_MESSAGE:
+            self._syncObj.receive_liveness(message.get("agents") or [])
+            return
+        super()._onMessageReceived(node, message)
+
+
+class RaftNode(SyncObj):  # type: ignore[misc]
+    """The pysyncobj object: one replicated method that carries encoded registry events."""
+
+    def __init__(
+        self,
+        peers: Peers,
+        conf: SyncObjConf,
+        journal: LmdbJournal,
+        deliver: Callable[[int, bytes], None],
+        on_liveness: Callable[[list[str]], None],
+    ) -> None:
+        # Set before SyncObj.__init__: its tick thread starts inside it.
+        self.journal = journal
+        self.transport: DurableTransport | None = None
+        self._deliver = deliver
+        self._on_liveness = on_liveness
+        self.outbox: collections.deque[list[str]] = collections.deque()
+        self._last_liveness = 0.0
+        self.status_snapshot: dict[str, Any] = {}
+        self.leader_changes = 0
+        self._last_leader: Any = None
+        conf.journalFile = journal
+        super().__init__(
+            peers.self_address, list(peers.others), conf, transportClass=DurableTransport
+        )
+        self.addOnTickCallback(self._after_tick)
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        # Anything appended outside the tick callbacks (the election no-op) is synced before
+        # this tick counts the leader's log toward a majority.
+        self.journal.sync()
+        super()._onTick(timeToWait)
+
+    def _after_tick(self) -> None:
+        """Runs on the tick thread after appends: group commit, status, liveness batches."""
+        self.journal.sync()
+        status = self.getStatus()
+        self.status_snapshot = status
+        leader = status.get("leader")
+        if leader != self._last_leader:
+            self._last_leader = leader
+            self.leader_changes += 1
+            log.info(
+                "raft leader changed",
+                extra={"leader": str(leader) if leader else None, "term": status.get("raft_term")},
+            )
+        now = time.monotonic()
+        if now - self._last_liveness < LIVENESS_PERIOD or self.transport is None:
+            return
+        self._last_liveness = now
+        batch: list[str] = []
+        while self.outbox:
+            batch.extend(self.outbox.popleft())
+        if batch and leader is not None and not self._isLeader():
+            self.transport.send(leader, {"type": LIVENESS_MESSAGE, "agents": batch})
+
+    def receive_liveness(self, agent_ids: list[str]) -> None:
+        if self._isLeader():
+            self._on_liveness([a for a in agent_ids if isinstance(a, str)])
+
+    @replicated  # type: ignore[untyped-decorator]  # pysyncobj is untyped
+    def apply_event(self, record: bytes) -> int:
+        """Apply one committed entry (tick thread). Never raises: pysyncobj would retry forever."""
+        index = int(self.raftLastApplied) + 1
+        self._deliver(index, record)
+        return index
+
+
+def _conf(config: Config, timing: RaftTiming) -> SyncObjConf:
+    return SyncObjConf(
+        password=config.encryption_key or None,
+        dynamicMembershipChange=False,
+        appendEntriesUseBatch=False,
+        appendEntriesPeriod=timing.heartbeat,
+        raftMinTimeout=timing.election_min,
+        raftMaxTimeout=timing.election_max,
+        leaderFallbackTimeout=timing.step_down,
+        connectionTimeout=max(timing.election_max, 1.0),
+        connectionRetryTime=timing.reconnect,
+        dnsCacheTime=timing.dns_cache,
+        dnsFailCacheTime=min(1.0, timing.dns_cache),
+        commandsWaitLeader=False,
+        # Compaction is not driven yet: the journal stays in LMDB (not in memory) meanwhile.
+        logCompactionMinEntries=2**62,
+        logCompactionMinTime=2**31,
+    )
+
+
+class RaftProposer:
+    """registry.commit.Proposer over pysyncobj: writes from any replica, committed by Raft."""
+
+    def __init__(
+        self,
+        config: Config,
+        peers: Peers,
+        machine: StateMachine,
+        liveness: Liveness,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self.config = config
+        self.peers = peers
+        self.machine = machine
+        self.liveness = liveness
+        self.timing = RaftTiming.from_config(config)
+        self.node: RaftNode | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._in_flight = 0
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer")
+        self._snapshotting = False
+        self._liveness_task: asyncio.Task[None] | None = None
+        self._on_fatal = on_fatal
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        journal = LmdbJournal(os.path.join(self.config.data_dir, "raft"))
+        self.node = RaftNode(
+            self.peers, _conf(self.config, self.timing), journal, self._deliver, self._liveness_in
+        )
+        self._liveness_task = asyncio.create_task(self._forward_liveness(), name="liveness-out")
+        log.info(
+            "raft started",
+            extra={
+                "self": self.peers.self_address,
+                "peers": list(self.peers.others),
+                "encrypted": bool(self.config.encryption_key),
+            },
+        )
+        if not self.config.encryption_key:
+            log.warning(
+                "ENCRYPTION_KEY is not set: peer traffic is neither authenticated "
+                "nor encrypted; anyone reaching RAFT_PORT can join or inject"
+            )
+
+    async def stop(self) -> None:
+        if self._liveness_task is not None:
+            self._liveness_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._liveness_task
+        if self.node is not None:
+            node, self.node = self.node, None
+            await asyncio.get_running_loop().run_in_executor(None, node.destroy_synchronous)
+            node.journal._destroy()
+        self._io.shutdown(wait=True)
+
+    # -- tick thread -> loop --------------------------------------------------------------------
+
+    def _deliver(self, index: int, record: bytes) -> None:
+        """Tick thread: hand a committed entry to the loop (an empty record is a barrier)."""
+        if not record or self._loop is None:
+            return
+        self._in_flight += 1
+        self._loop.call_soon_threadsafe(self._apply, index, record)
+
+    def _apply(self, index: int, record: bytes) -> None:
+        self._in_flight -= 1
+        if index <= self.machine.view.applied_index:
+            return  # already in the view restored from the snapshot
+        try:
+            event = events.decode(record, index)
+        except CorruptRecord as exc:
+            log.critical("corrupt replicated record; stopping", extra={"index": index})
+            self._on_fatal(exc)
+            return
+        self.machine.apply(index, event)
+        if self.machine.snapshot_due() and not self._snapshotting:
+            self._snapshotting = True
+            asyncio.get_running_loop().create_task(self._snapshot())
+
+    async def _snapshot(self) -> None:
+        try:
+            await self.machine.snapshot(self._io)
+        finally:
+            self._snapshotting = False
+
+    def _liveness_in(self, agent_ids: list[str]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.liveness.seen_many, agent_ids)
+
+    async def _forward_liveness(self) -> None:
+        while True:
+            await asyncio.sleep(LIVENESS_PERIOD)
+            batch = self.liveness.drain_outbox()
+            if batch and self.node is not None and not self.node._isLeader():
+                self.node.outbox.append(batch)
+
+    # -- Proposer -------------------------------------------------------------------------------
+
+    async def _submit(self, record: bytes) -> int:
+        node = self.node
+        if node is None:
+            raise Unavailable("raft is not running")
+        if node._getLeader() is None:
+            raise Unavailable("no leader (this node cannot reach a majority)")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+
+        def settle(result: Any, error: int) -> None:
+            if future.done():
+                return
+            if error == FAIL_REASON.SUCCESS:
+                future.set_result(int(result))
+            else:
+                future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
+
+        def callback(result: Any, error: int) -> None:  # tick thread (or caller on QUEUE_FULL)
+            loop.call_soon_threadsafe(settle, result, error)
+
+        node.apply_event(record, callback=callback)
+        try:
+            return await asyncio.wait_for(future, self.config.write_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"not committed within {self.config.write_timeout:g}s; outcome unknown"
+            ) from None
+
+    async def propose(self, event: Event) -> int:
+        return await self._submit(events.encode(event))
+
+    async def barrier(self) -> None:
+        await self._submit(b"")
+
+    def ready(self) -> tuple[bool, str]:
+        node = self.node
+        status = node.status_snapshot if node is not None else {}
+        if not status:
+            return False, "raft not started"
+        if status.get("leader") is None:
+            return False, "no leader known (election in progress or cut off from the majority)"
+        if not node or not node.isReady():
+            return False, "catching up with the leader"
+        if status["last_applied"] < status["commit_idx"] or self._in_flight:
+            return False, "applying committed entries"
+        return True, "member of a cluster with a leader, caught up"
+
+    def leading(self) -> bool:
+        return self.node is not None and bool(self.node._isLeader())
+
+    def leader(self) -> str:
+        leader = self.node.status_snapshot.get("leader") if self.node is not None else None
+        return str(leader) if leader is not None else ""
+
+    def status(self) -> dict[str, Any]:
+        node = self.node
+        status = dict(node.status_snapshot) if node is not None else {}
+        members = [{"id": self.peers.self_address, "state": "self", "connected": True}]
+        for other in self.peers.others:
+            members.append(
+                {
+                    "id": other,
+                    "state": "peer",
+                    "connected": status.get(f"partner_node_status_server_{other}") == 2,
+                    "match_index": status.get(f"match_idx_server_{other}"),
+                }
+            )
+        role = {0: "follower", 1: "candidate", 2: "leader"}.get(status.get("state", -1), "unknown")
+        return {
+            "mode": "raft",
+            "node_id": self.peers.self_address,
+            "instance_id": self.config.instance_id,
+            "role": role,
+            "term": status.get("raft_term", 0),
+            "leader": self.leader(),
+            "members": members,
+            "commit_index": status.get("commit_idx", 0),
+            "applied_index": self.machine.view.applied_index,
+            "raft_applied_index": status.get("last_applied", 0),
+            "log_size": status.get("log_len", 0),
+            "leader_changes": node.leader_changes if node is not None else 0,
+        }
+
+
+class RaftCollector(Collector):
+    """Raft metrics, read from the tick thread's last status snapshot at scrape time."""
+
+    def __init__(self, proposer: RaftProposer) -> None:
+        self.proposer = proposer
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.proposer.node
+        status = node.status_snapshot if node is not None else {}
+        yield GaugeMetricFamily(
+            "mcp_registry_raft_term", "Raft term", value=status.get("raft_term", 0)
+        )
+        yield GaugeMetricFamily(
+            "mcp_registry_raft_is_leader",
+            "1 on the leader",
+            value=1 if status.get("state") == 2 else 0,
+        )
+        yield GaugeMetricFamily(
+            "mcp_registry_raft_commit_index", "Raft commit index", value=status.get("commit_idx", 0)
+        )
+        yield GaugeMetricFamily(
+            "mcp_registry_raft_applied_index",
+            "Raft last applied index",
+            value=status.get("last_applied", 0),
+        )
+        yield CounterMetricFamily(
+            "mcp_registry_raft_leader_changes",
+            "Leader changes seen",
+            value=node.leader_changes if node is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "mcp_registry_raft_peers",
+            "Cluster members including self",
+            value=self.proposer.peers.size,
+        )

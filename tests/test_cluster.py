@@ -1,0 +1,271 @@
+"""Three real registry processes replicating with Raft over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import agent_body
+from tests.processes import Registry, free_port
+
+pytestmark = pytest.mark.slow
+
+
+class Cluster:
+    """N registry processes that know each other through REGISTRY_PEERS."""
+
+    def __init__(self, root: Path, started: list[Registry], n: int = 3, **env: str) -> None:
+        self.root = root
+        self.started = started
+        self.raft_ports = [free_port() for _ in range(n)]
+        self.peers = ",".join(f"127.0.0.1:{port}" for port in self.raft_ports)
+        self.env = {"ENCRYPTION_KEY": "cluster-test-key", **env}
+        self.nodes = [self._make(i) for i in range(n)]
+
+    def _make(self, i: int, port: int | None = None, **env: str) -> Registry:
+        return Registry(
+            self.root / f"n{i}",
+            port=port,
+            ENABLE_LEADER_ELECTION="true",
+            REGISTRY_PEERS=self.peers,
+            RAFT_PORT=str(self.raft_ports[i]),
+            REGISTRY_INSTANCE_ID=f"n{i}",
+            **{**self.env, **env},
+        )
+
+    def start(self, i: int, **env: str) -> Registry:
+        node = self._make(i, port=self.nodes[i].port, **env)
+        self.nodes[i] = node
+        self.started.append(node.start())
+        return node
+
+    def start_all(self) -> None:
+        for i in range(len(self.nodes)):
+            self.start(i)
+
+
+async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url) as resp:
+        return await resp.json()
+
+
+async def ready(session: aiohttp.ClientSession, node: Registry) -> bool:
+    try:
+        async with session.get(f"{node.url}/ready") as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def until(check: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+async def all_ready(session: aiohttp.ClientSession, nodes: list[Registry]) -> None:
+    async def check() -> bool:
+        return all(await asyncio.gather(*(ready(session, n) for n in nodes)))
+
+    await until(check)
+
+
+async def leader_of(session: aiohttp.ClientSession, nodes: list[Registry]) -> int:
+    """The position in ``nodes`` of the node every reachable node agrees leads."""
+
+    async def check() -> int | None:
+        statuses = []
+        for node in nodes:
+            try:
+                statuses.append(await get_json(session, f"{node.url}/api/v1/cluster"))
+            except aiohttp.ClientError:
+                return None
+        roles = [s["role"] for s in statuses]
+        if roles.count("leader") != 1 or len({s["leader"] for s in statuses}) != 1:
+            return None
+        return roles.index("leader") + 1  # +1: position 0 must count as found
+
+    return int(await until(check)) - 1
+
+
+async def converged(session: aiohttp.ClientSession, nodes: list[Registry]) -> str:
+    """Wait until every node reports the same view digest; return it."""
+
+    async def check() -> str | None:
+        digests = {
+            (s["view_digest"], s["applied_index"])
+            for s in [await get_json(session, f"{n.url}/api/v1/cluster") for n in nodes]
+        }
+        return next(iter(digests))[0] if len(digests) == 1 else None
+
+    return str(await until(check))
+
+
+async def register(session: aiohttp.ClientSession, node: Registry, agent_id: str) -> bool:
+    body = {"id": agent_id, "capabilities": ["c"], "endpoint": "http://x:1"}
+    try:
+        async with session.post(f"{node.url}/api/v1/agents", json=body) as resp:
+            return resp.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def agent_ids(session: aiohttp.ClientSession, node: Registry) -> set[str]:
+    listing = await get_json(session, f"{node.url}/api/v1/agents")
+    return {agent["id"] for agent in listing["agents"]}
+
+
+async def test_write_on_follower_read_everywhere(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    nodes = cluster.nodes
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+        leader = await leader_of(session, nodes)
+        follower, other = [n for i, n in enumerate(nodes) if i != leader]
+        provider = agent_body("provider-1", "date", port=9100)
+        async with session.post(f"{follower.url}/heartbeat", json=provider) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Registry-Leader"] == f"127.0.0.1:{cluster.raft_ports[leader]}"
+        consumer = agent_body("consumer-1", "greet", deps=["date"])
+        async with session.post(f"{follower.url}/heartbeat", json=consumer) as resp:
+            resolved = (await resp.json())["dependencies_resolved"]["greet_fn"][0]
+            assert resolved["agent_id"] == "provider-1"
+        # A linearizable read on another replica sees the acknowledged writes at once.
+        listing = await get_json(session, f"{other.url}/agents?consistency=linearizable")
+        assert {a["id"] for a in listing["agents"]} == {"provider-1", "consumer-1"}
+        await converged(session, nodes)
+        for node in nodes:
+            async with session.head(f"{node.url}/heartbeat/consumer-1") as resp:
+                assert resp.status == 200
+            async with session.get(f"{node.url}/metrics") as resp:
+                text = await resp.text()
+                assert "mcp_registry_raft_term" in text
+                assert "mcp_registry_raft_peers 3.0" in text
+
+
+async def test_leader_kill_failover_and_catch_up(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    nodes = cluster.nodes
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+        acked = set()
+        for i in range(30):
+            if await register(session, nodes[i % 3], f"before-{i}"):
+                acked.add(f"before-{i}")
+        assert len(acked) == 30
+        leader = await leader_of(session, nodes)
+        nodes[leader].kill()
+        survivors = [n for i, n in enumerate(nodes) if i != leader]
+        killed_at = time.monotonic()
+
+        async def write_accepted() -> bool:
+            return await register(session, survivors[0], "after-kill")
+
+        await until(write_accepted, timeout=15)
+        failover = time.monotonic() - killed_at
+        acked.add("after-kill")
+        assert failover < 10, failover
+        new_leader = await leader_of(session, survivors)
+        assert survivors[new_leader].port != nodes[leader].port
+        for i in range(10):
+            assert await register(session, survivors[i % 2], f"after-{i}")
+            acked.add(f"after-{i}")
+        restarted = cluster.start(leader)
+        await all_ready(session, cluster.nodes)
+        await converged(session, cluster.nodes)
+        assert acked <= await agent_ids(session, restarted)
+
+
+async def test_restart_all_at_once_keeps_every_acknowledged_write(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+        results = await asyncio.gather(
+            *(register(session, cluster.nodes[i % 3], f"agent-{i}") for i in range(150))
+        )
+        acked = {f"agent-{i}" for i, ok in enumerate(results) if ok}
+        assert len(acked) == 150
+        for node in cluster.nodes:
+            node.kill()
+        cluster.start_all()
+        await all_ready(session, cluster.nodes)
+        digest = await converged(session, cluster.nodes)
+        assert digest
+        for node in cluster.nodes:
+            assert acked <= await agent_ids(session, node)
+
+
+async def test_node_with_wrong_key_cannot_join_or_inject(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    cluster = Cluster(tmp_path, registries)
+    cluster.start(0)
+    cluster.start(1)
+    intruder = cluster.start(2, ENCRYPTION_KEY="wrong-key")
+    good = cluster.nodes[:2]
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, good)
+        assert await register(session, good[0], "legit-1")
+        # The intruder never hears from the cluster: no leader, not ready, writes refused.
+        assert not await ready(session, intruder)
+        body = {"id": "injected-1", "capabilities": ["c"]}
+        async with session.post(f"{intruder.url}/api/v1/agents", json=body) as resp:
+            assert resp.status == 503
+            assert "error" in await resp.json()
+        status = await get_json(session, f"{good[0].url}/api/v1/cluster")
+        intruder_address = f"127.0.0.1:{cluster.raft_ports[2]}"
+        assert [m["connected"] for m in status["members"] if m["id"] == intruder_address] == [False]
+        for node in good:
+            assert await agent_ids(session, node) == {"legit-1"}
+        assert await agent_ids(session, intruder) == set()
+
+
+async def test_health_is_decided_by_the_leader_from_every_replicas_heartbeats(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    cluster = Cluster(tmp_path, registries, AGENT_TIMEOUT="2s", HEALTH_CHECK_INTERVAL="200ms")
+    cluster.start_all()
+    nodes = cluster.nodes
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+        leader = await leader_of(session, nodes)
+        follower = nodes[(leader + 1) % 3]
+        for agent_id in ("alive-1", "silent-1"):
+            async with session.post(
+                f"{follower.url}/heartbeat", json=agent_body(agent_id, "x")
+            ) as resp:
+                assert resp.status == 200
+
+        async def silent_marked() -> bool:
+            # Only alive-1 keeps heartbeating, and only through a follower.
+            async with session.head(f"{follower.url}/heartbeat/alive-1") as resp:
+                assert resp.status == 200, "a heartbeating agent was reported unhealthy"
+            listing = await get_json(session, f"{nodes[leader].url}/agents")
+            status = {a["id"]: a["status"] for a in listing["agents"]}
+            return status["silent-1"] == "unhealthy"
+
+        await until(silent_marked, timeout=15)
+        started = time.monotonic()
+        while time.monotonic() - started < 3:  # longer than AGENT_TIMEOUT: still healthy
+            await silent_marked()
+            await asyncio.sleep(0.3)
+        await converged(session, nodes)
