@@ -66,3 +66,20 @@ async def test_ops_endpoints(api: Api) -> None:
         "mcp_registry_events_appended_total 1.0",
     ):
         assert name in text, name
+
+
+async def test_auth_token_protects_api_v1_writes(start_api) -> None:  # type: ignore[no-untyped-def]
+    api: Api = await start_api(auth_token="s3cret")
+    body = {"id": "a-1", "capabilities": ["x"]}
+    resp = await api.client.post("/api/v1/agents", json=body)
+    assert resp.status == 401
+    assert "error" in await resp.json()
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await api.client.post("/api/v1/agents", json=body, headers=wrong)).status == 401
+    assert api.log_index == 0
+    good = {"Authorization": "Bearer s3cret"}
+    assert (await api.client.post("/api/v1/agents", json=body, headers=good)).status == 200
+    assert (await api.client.delete("/api/v1/agents/a-1")).status == 401
+    # Reads and the agent protocol stay open: SDK agents send no token.
+    assert (await api.client.get("/api/v1/agents")).status == 200
+    assert (await api.client.post("/heartbeat", json=agent_body("p-1", "x"))).status == 200

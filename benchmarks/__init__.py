@@ -1,0 +1,1 @@
+"""Measurements of the registry (speed targets live here, never in the test suite)."""
