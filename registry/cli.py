@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from registry import __version__, config, logs
@@ -43,7 +44,43 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run a registry node (the default)")
+    cluster = commands.add_parser("cluster", help="cluster administration").add_subparsers(
+        dest="action", required=True
+    )
+    remove = cluster.add_parser(
+        "remove",
+        help="remove a departed member (after scaling down), through a running node",
+        description="Remove a departed member, e.g. after `kubectl scale --replicas=2`: "
+        "mcp-mesh-registry cluster remove "
+        "mcp-mesh-registry-2.mcp-mesh-registry-headless.mcp-mesh.svc.cluster.local:4321. "
+        "Refused when the remaining reachable members would not be a majority.",
+    )
+    remove.add_argument("member", help="the member's Raft address (see GET /api/v1/cluster)")
+    remove.add_argument(
+        "--url", help="a running node's HTTP address (default: this node, 127.0.0.1:REGISTRY_PORT)"
+    )
     return parser
+
+
+def cluster_remove(cfg: config.Config, member: str, url: str | None) -> int:
+    """Ask a running node to remove ``member``; prints the node's answer."""
+    base = url or f"http://127.0.0.1:{cfg.port}"
+    headers = {"Authorization": f"Bearer {cfg.auth_token}"} if cfg.auth_token else {}
+
+    async def call() -> tuple[int, str]:
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            session.delete(f"{base}/api/v1/cluster/members/{member}") as resp,
+        ):
+            return resp.status, await resp.text()
+
+    try:
+        status, body = asyncio.run(call())
+    except aiohttp.ClientError as exc:
+        print(f"mcp-mesh-registry: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    print(body)
+    return 0 if status == 200 else 1
 
 
 async def serve(cfg: config.Config) -> None:
@@ -97,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"mcp-mesh-registry: {exc}", file=sys.stderr)
         return 2
+    if args.command == "cluster":
+        return cluster_remove(cfg, args.member, args.url)
     logs.setup(cfg.log_level, cfg.instance_id)
     if args.command in (None, "serve"):
         try:

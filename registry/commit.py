@@ -63,6 +63,10 @@ class Proposer(Protocol):
         """Cluster state for ``GET /api/v1/cluster``."""
         ...
 
+    async def remove_member(self, member: str) -> None:
+        """Remove a departed member; KeyError if unknown, ValueError if refused."""
+        ...
+
 
 class StateMachine:
     """Applies committed events to the view, snapshots it, and notifies listeners."""
@@ -159,6 +163,9 @@ class LocalLog:
 
     def leader(self) -> str:
         return self.node_id
+
+    async def remove_member(self, member: str) -> None:
+        raise ValueError("a single-node registry has no other members")
 
     def status(self) -> dict[str, Any]:
         view = self.machine.view

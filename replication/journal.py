@@ -55,6 +55,8 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
             voted = txn.get(b"voted_for", db=self._meta)
             self._voted_for = bytes(voted).decode() if voted else None
             self._commit = int(txn.get(b"commit", db=self._meta) or b"0")
+            members = txn.get(b"members", db=self._meta)
+            self._members = bytes(members).decode().split(",") if members else []
         self.synced_index = self.last_index
 
     # -- helpers -------------------------------------------------------------------------------
@@ -150,6 +152,17 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
     def onOneSecondTimer(self) -> None:
         self.sync(force=True)
 
+    # -- membership (ours, not pysyncobj's) ----------------------------------------------------
+
+    def members(self) -> list[str]:
+        """The cluster membership last seen by this node (empty for a node that never ran)."""
+        return list(self._members)
+
+    def set_members(self, members: list[str]) -> None:
+        """Remember the membership, so a restarted node rejoins the cluster it was part of."""
+        self._members = sorted(members)
+        self.sync(force=True)
+
     # -- durability -----------------------------------------------------------------------------
 
     def sync(self, force: bool = False) -> None:
@@ -164,6 +177,8 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
                 txn.put(b"term", str(self._term).encode(), db=self._meta)
                 txn.put(b"voted_for", (self._voted_for or "").encode(), db=self._meta)
                 txn.put(b"commit", str(self._commit).encode(), db=self._meta)
+                if self._members:
+                    txn.put(b"members", ",".join(self._members).encode(), db=self._meta)
             self._pending.clear()
             self.synced_index = self.last_index
 

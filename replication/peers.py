@@ -43,14 +43,13 @@ def discover(config: Config) -> Peers:
             "(set REGISTRY_PEERS=host:port,... outside a StatefulSet)"
         )
     ordinal = int(match.group("ordinal"))
-    if ordinal >= config.replicas:
-        raise ConfigError(
-            f"REGISTRY_REPLICAS={config.replicas} is invalid for pod ordinal {ordinal}: set it to "
-            "the StatefulSet's replica count (this pod would otherwise start a separate cluster)"
-        )
     sts = match.group("sts")
     suffix = f"{config.headless_service}.{config.pod_namespace}.svc.{config.cluster_domain}"
-    names = [f"{sts}-{i}.{suffix}:{config.raft_port}" for i in range(config.replicas)]
+    # Ordinals 0..REGISTRY_REPLICAS-1 form the initial cluster. A pod above them (added by
+    # `kubectl scale`) lists every lower ordinal: it finds the running cluster there and joins
+    # it, and can never elect itself alone, because its list holds more than itself.
+    count = max(config.replicas, ordinal + 1)
+    names = [f"{sts}-{i}.{suffix}:{config.raft_port}" for i in range(count)]
     mine = names[ordinal]
     return Peers(mine, tuple(n for n in names if n != mine))
 

@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPTransport
+from pysyncobj.utility import TcpUtility
 
 from registry import events
 from registry.commit import StateMachine, Unavailable
@@ -57,6 +58,7 @@ def _journal_factory(journal_file: Any) -> Any:
 
 pysyncobj.syncobj.createJournal = _journal_factory
 
+_PARTNER = "partner_node_status_server_"
 LIVENESS_MESSAGE = "mesh_liveness"
 LIVENESS_PERIOD = 1.0
 """Seconds between a follower's liveness batches to the leader."""
@@ -112,6 +114,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.status_snapshot: dict[str, Any] = {}
         self.leader_changes = 0
         self._last_leader: Any = None
+        self._members = sorted([peers.self_address, *peers.others])
         conf.journalFile = journal
         super().__init__(
             peers.self_address, list(peers.others), conf, transportClass=DurableTransport
@@ -129,6 +132,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.journal.sync()
         status = self.getStatus()
         self.status_snapshot = status
+        members = membership(status)
+        if members != self._members:
+            self._members = members
+            self.journal.set_members(members)
+            log.info("raft membership changed", extra={"members": members})
         leader = status.get("leader")
         if leader != self._last_leader:
             self._last_leader = leader
@@ -159,10 +167,24 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         return index
 
 
+def membership(status: dict[str, Any]) -> list[str]:
+    """The members a pysyncobj status names: itself plus every partner."""
+    partners = [key[len(_PARTNER) :] for key in status if key.startswith(_PARTNER)]
+    return sorted([str(status["self"]), *partners])
+
+
+def ask(peer: str, command: list[Any], password: str | None, timeout: float = 1.0) -> Any:
+    """One pysyncobj utility command (status/add/remove) to ``peer``; None when unreachable."""
+    try:
+        return TcpUtility(password, timeout).executeCommand(peer, command)
+    except Exception:  # UtilityException or a connection error: the peer did not answer
+        return None
+
+
 def _conf(config: Config, timing: RaftTiming) -> SyncObjConf:
     return SyncObjConf(
         password=config.encryption_key or None,
-        dynamicMembershipChange=False,
+        dynamicMembershipChange=True,
         appendEntriesUseBatch=False,
         appendEntriesPeriod=timing.heartbeat,
         raftMinTimeout=timing.election_min,
@@ -201,6 +223,7 @@ class RaftProposer:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer")
         self._snapshotting = False
         self._liveness_task: asyncio.Task[None] | None = None
+        self._join_task: asyncio.Task[None] | None = None
         self._on_fatal = on_fatal
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -208,9 +231,22 @@ class RaftProposer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         journal = LmdbJournal(os.path.join(self.config.data_dir, "raft"))
+        join_via = None
+        if journal.members():
+            # A node that ran before rejoins the membership it last saw, whatever the env says.
+            others = [m for m in journal.members() if m != self.peers.self_address]
+        else:
+            found = await self._loop.run_in_executor(None, self._existing_cluster)
+            others = list(self.peers.others)
+            if found is not None:
+                join_via, members = found
+                others = [m for m in members if m != self.peers.self_address]
+        self.peers = Peers(self.peers.self_address, tuple(others))
         self.node = RaftNode(
             self.peers, _conf(self.config, self.timing), journal, self._deliver, self._liveness_in
         )
+        if join_via is not None:
+            self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")
         self._liveness_task = asyncio.create_task(self._forward_liveness(), name="liveness-out")
         log.info(
             "raft started",
@@ -227,15 +263,86 @@ class RaftProposer:
             )
 
     async def stop(self) -> None:
-        if self._liveness_task is not None:
-            self._liveness_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._liveness_task
+        for task in (self._liveness_task, self._join_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.node is not None:
             node, self.node = self.node, None
             await asyncio.get_running_loop().run_in_executor(None, node.destroy_synchronous)
             node.journal._destroy()
         self._io.shutdown(wait=True)
+
+    # -- membership -------------------------------------------------------------------------------
+
+    def _existing_cluster(self) -> tuple[str, list[str]] | None:
+        """A running cluster that does not count this node yet: ``(peer to ask, members)``.
+
+        Blocking (utility connections); asked of the configured peers at first start only.
+        """
+        password = self.config.encryption_key or None
+        for peer in self.peers.others:
+            status = ask(peer, ["status"], password)
+            if isinstance(status, dict) and "self" in status:
+                members = membership(status)
+                if self.peers.self_address in members:
+                    return None
+                return peer, members
+        return None
+
+    async def _join(self, peer: str) -> None:
+        """Ask the cluster to add this node (dynamic membership), until it has."""
+        loop = asyncio.get_running_loop()
+        password = self.config.encryption_key or None
+        me = self.peers.self_address
+        while True:
+            log.info("asking to join the cluster", extra={"via": peer, "self": me})
+            await loop.run_in_executor(None, ask, peer, ["add", me], password, 5.0)
+            status = await loop.run_in_executor(None, ask, peer, ["status"], password)
+            if isinstance(status, dict) and "self" in status and me in membership(status):
+                log.info("joined the cluster", extra={"members": membership(status)})
+                return
+            await asyncio.sleep(1.0)
+
+    async def remove_member(self, member: str) -> None:
+        """Remove ``member`` from the cluster, refusing when that would leave no quorum."""
+        node = self.node
+        if node is None or not node.status_snapshot:
+            raise Unavailable("raft is not running")
+        status = node.status_snapshot
+        members = membership(status)
+        if member not in members:
+            raise KeyError(member)
+        if member == self.peers.self_address:
+            raise ValueError("a node cannot remove itself: run this against another member")
+        remaining = [m for m in members if m != member]
+        reachable = 1 + sum(
+            1 for m in remaining if status.get(f"{_PARTNER}{m}") == 2
+        )  # self + connected partners
+        if reachable < len(remaining) // 2 + 1:
+            raise ValueError(
+                f"removing {member} would leave {reachable} reachable of {len(remaining)} "
+                "members, less than a majority: bring members back first"
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def settle(error: int) -> None:
+            if future.done():
+                return
+            if error == FAIL_REASON.SUCCESS:
+                future.set_result(None)
+            else:
+                future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
+
+        node.removeNodeFromCluster(
+            member, callback=lambda _res, err: loop.call_soon_threadsafe(settle, err)
+        )
+        try:
+            await asyncio.wait_for(future, self.config.write_timeout)
+        except TimeoutError:
+            raise Unavailable("membership change not committed in time; outcome unknown") from None
 
     # -- tick thread -> loop --------------------------------------------------------------------
 
@@ -338,7 +445,8 @@ class RaftProposer:
         node = self.node
         status = dict(node.status_snapshot) if node is not None else {}
         members = [{"id": self.peers.self_address, "state": "self", "connected": True}]
-        for other in self.peers.others:
+        others = [m for m in membership(status) if m != self.peers.self_address] if status else []
+        for other in others:
             members.append(
                 {
                     "id": other,
@@ -397,5 +505,5 @@ class RaftCollector(Collector):
         yield GaugeMetricFamily(
             "mcp_registry_raft_peers",
             "Cluster members including self",
-            value=self.proposer.peers.size,
+            value=len(membership(status)) if status else 0,
         )

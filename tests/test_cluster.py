@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,16 +30,19 @@ class Cluster:
         self.env = {"ENCRYPTION_KEY": "cluster-test-key", **env}
         self.nodes = [self._make(i) for i in range(n)]
 
+    def address(self, i: int) -> str:
+        return f"127.0.0.1:{self.raft_ports[i]}"
+
     def _make(self, i: int, port: int | None = None, **env: str) -> Registry:
-        return Registry(
-            self.root / f"n{i}",
-            port=port,
-            ENABLE_LEADER_ELECTION="true",
-            REGISTRY_PEERS=self.peers,
-            RAFT_PORT=str(self.raft_ports[i]),
-            REGISTRY_INSTANCE_ID=f"n{i}",
-            **{**self.env, **env},
-        )
+        settings = {
+            "ENABLE_LEADER_ELECTION": "true",
+            "REGISTRY_PEERS": self.peers,
+            "RAFT_PORT": str(self.raft_ports[i]),
+            "REGISTRY_INSTANCE_ID": f"n{i}",
+            **self.env,
+            **env,
+        }
+        return Registry(self.root / f"n{i}", port=port, **settings)
 
     def start(self, i: int, **env: str) -> Registry:
         node = self._make(i, port=self.nodes[i].port, **env)
@@ -138,7 +144,7 @@ async def test_write_on_follower_read_everywhere(
         provider = agent_body("provider-1", "date", port=9100)
         async with session.post(f"{follower.url}/heartbeat", json=provider) as resp:
             assert resp.status == 200
-            assert resp.headers["X-Registry-Leader"] == f"127.0.0.1:{cluster.raft_ports[leader]}"
+            assert resp.headers["X-Registry-Leader"] == cluster.address(leader)
         consumer = agent_body("consumer-1", "greet", deps=["date"])
         async with session.post(f"{follower.url}/heartbeat", json=consumer) as resp:
             resolved = (await resp.json())["dependencies_resolved"]["greet_fn"][0]
@@ -232,7 +238,7 @@ async def test_node_with_wrong_key_cannot_join_or_inject(
             assert resp.status == 503
             assert "error" in await resp.json()
         status = await get_json(session, f"{good[0].url}/api/v1/cluster")
-        intruder_address = f"127.0.0.1:{cluster.raft_ports[2]}"
+        intruder_address = cluster.address(2)
         assert [m["connected"] for m in status["members"] if m["id"] == intruder_address] == [False]
         for node in good:
             assert await agent_ids(session, node) == {"legit-1"}
@@ -269,3 +275,56 @@ async def test_health_is_decided_by_the_leader_from_every_replicas_heartbeats(
             await silent_marked()
             await asyncio.sleep(0.3)
         await converged(session, nodes)
+
+
+async def members(session: aiohttp.ClientSession, node: Registry) -> list[str]:
+    status = await get_json(session, f"{node.url}/api/v1/cluster")
+    return sorted(m["id"] for m in status["members"])
+
+
+async def test_scale_one_to_three_to_two(tmp_path: Path, registries: list[Registry]) -> None:
+    """The guide's `kubectl scale` 1 -> 3 live, then down to 2 with `cluster remove`."""
+    cluster = Cluster(tmp_path, registries)
+    n0, n1, n2 = (cluster.address(i) for i in range(3))
+    first = cluster.start(0, REGISTRY_PEERS=n0)
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, [first])
+        assert await register(session, first, "early-1")
+        # New pods list the ordinals below them; they find the running cluster and join it.
+        cluster.start(1, REGISTRY_PEERS=f"{n0},{n1}")
+        await until(lambda: _has_members(session, first, [n0, n1]))
+        cluster.start(2, REGISTRY_PEERS=f"{n0},{n1},{n2}")
+        await until(lambda: _has_members(session, first, [n0, n1, n2]))
+        await all_ready(session, cluster.nodes)
+        await converged(session, cluster.nodes)
+        assert await register(session, cluster.nodes[2], "late-1")
+        assert {"early-1", "late-1"} <= await agent_ids(session, cluster.nodes[1])
+
+        # Scale down: pod 2 goes away. Removing it while pod 1 is also down would leave
+        # one reachable member of two: refused rather than losing the quorum silently.
+        cluster.nodes[2].stop()
+        cluster.nodes[1].kill()
+        removal = subprocess_remove(first, n2)
+        assert removal.returncode == 1
+        assert "less than a majority" in removal.stdout
+        cluster.start(1)  # restarts with the membership it last saw, whatever its env says
+        await all_ready(session, cluster.nodes[:2])
+        removal = subprocess_remove(first, n2)
+        assert removal.returncode == 0, removal.stdout + removal.stderr
+        await until(lambda: _has_members(session, first, [n0, n1]))
+        assert await register(session, cluster.nodes[1], "after-scale-down")
+        await converged(session, cluster.nodes[:2])
+
+
+async def _has_members(session: aiohttp.ClientSession, node: Registry, want: list[str]) -> bool:
+    return await members(session, node) == sorted(want)
+
+
+def subprocess_remove(node: Registry, member: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "registry", "cluster", "remove", member, "--url", node.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "REGISTRY_PORT": str(node.port)},
+    )

@@ -59,9 +59,9 @@ def test_peers_from_statefulset_dns_names() -> None:
     assert peers.others == (f"mcp-mesh-registry-0.{suffix}", f"mcp-mesh-registry-2.{suffix}")
 
 
-def test_peers_refuse_to_start_a_separate_cluster() -> None:
-    with pytest.raises(ConfigError, match="REGISTRY_REPLICAS=1 is invalid for pod ordinal 2"):
-        discover(base_config(pod_name="mcp-mesh-registry-2", replicas=1))
+def test_a_scaled_up_pod_lists_every_lower_ordinal_to_join_through() -> None:
+    peers = discover(base_config(pod_name="mcp-mesh-registry-2", replicas=1))
+    assert [p.split(".")[0] for p in peers.others] == ["mcp-mesh-registry-0", "mcp-mesh-registry-1"]
     with pytest.raises(ConfigError, match="POD_NAME"):
         discover(base_config(pod_name="registry"))
 

@@ -86,6 +86,18 @@ async def cluster(request: web.Request) -> web.Response:
     return json_response({**node.proposer.status(), "view_digest": node.view.digest()})
 
 
+async def remove_member(request: web.Request) -> web.Response:
+    """Remove a departed member (after a scale-down); refused if it would cost the quorum."""
+    member = request.match_info["member"]
+    try:
+        await request.app[NODE].proposer.remove_member(member)
+    except KeyError:
+        fail(404, "no such cluster member", member)
+    except ValueError as exc:
+        fail(409, str(exc), member)
+    return json_response({"removed": member})
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/agents", list_agents, allow_head=False),
@@ -94,4 +106,5 @@ def routes() -> list[web.RouteDef]:
         web.delete("/api/v1/agents/{id}", delete_agent),
         web.get("/api/v1/capabilities", list_capabilities, allow_head=False),
         web.get("/api/v1/cluster", cluster, allow_head=False),
+        web.delete("/api/v1/cluster/members/{member}", remove_member),
     ]
