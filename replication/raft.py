@@ -131,13 +131,21 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         """Runs on the tick thread after appends: group commit, status, liveness batches."""
         self.journal.sync()
         status = self.getStatus()
+        leader = status.get("leader")
+        # pysyncobj keeps naming a leader it can no longer reach (a follower that lost every
+        # connection never starts an election), so readiness and writes look at this too.
+        if status.get("state") == 2:
+            status["leader_reachable"] = bool(status.get("has_quorum"))
+        else:
+            status["leader_reachable"] = (
+                leader is not None and status.get(f"{_PARTNER}{leader}") == 2
+            )
         self.status_snapshot = status
         members = membership(status)
         if members != self._members:
             self._members = members
             self.journal.set_members(members)
             log.info("raft membership changed", extra={"members": members})
-        leader = status.get("leader")
         if leader != self._last_leader:
             self._last_leader = leader
             self.leader_changes += 1
@@ -391,8 +399,8 @@ class RaftProposer:
         node = self.node
         if node is None:
             raise Unavailable("raft is not running")
-        if node._getLeader() is None:
-            raise Unavailable("no leader (this node cannot reach a majority)")
+        if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
+            raise Unavailable("no reachable leader (this node cannot reach a majority)")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
 
@@ -426,8 +434,8 @@ class RaftProposer:
         status = node.status_snapshot if node is not None else {}
         if not status:
             return False, "raft not started"
-        if status.get("leader") is None:
-            return False, "no leader known (election in progress or cut off from the majority)"
+        if status.get("leader") is None or not status.get("leader_reachable"):
+            return False, "no reachable leader (election in progress or cut off from the majority)"
         if not node or not node.isReady():
             return False, "catching up with the leader"
         if status["last_applied"] < status["commit_idx"] or self._in_flight:

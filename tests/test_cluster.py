@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -328,3 +329,58 @@ def subprocess_remove(node: Registry, member: str) -> subprocess.CompletedProces
         timeout=30,
         env={**os.environ, "REGISTRY_PORT": str(node.port)},
     )
+
+
+async def test_node_cut_off_from_majority_serves_stale_reads_refuses_writes(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+        assert await register(session, cluster.nodes[0], "before-1")
+        await converged(session, cluster.nodes)
+        lonely = cluster.nodes[2]
+        cluster.nodes[0].kill()
+        cluster.nodes[1].kill()
+
+        async def not_ready() -> bool:
+            return not await ready(session, lonely)
+
+        await until(not_ready)
+        async with session.get(f"{lonely.url}/ready") as resp:
+            assert resp.status == 503
+            assert "leader" in (await resp.json())["detail"]
+        async with session.get(f"{lonely.url}/api/v1/agents") as resp:
+            assert resp.status == 200  # still serving its (stale) view, and saying so
+            assert resp.headers["X-Registry-Stale"] == "true"
+            assert {a["id"] for a in (await resp.json())["agents"]} == {"before-1"}
+        async with session.get(f"{lonely.url}/health") as resp:
+            assert resp.status == 200
+        body = {"id": "during-1", "capabilities": ["c"]}
+        async with session.post(f"{lonely.url}/api/v1/agents", json=body) as resp:
+            assert resp.status == 503
+            assert (await resp.json())["error"] == "registry unavailable"
+        async with session.get(f"{lonely.url}/agents?consistency=linearizable") as resp:
+            assert resp.status == 503
+
+
+async def test_wiped_node_rejoins_and_resyncs(tmp_path: Path, registries: list[Registry]) -> None:
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+        results = await asyncio.gather(
+            *(register(session, cluster.nodes[i % 3], f"agent-{i}") for i in range(40))
+        )
+        assert all(results)
+        leader = await leader_of(session, cluster.nodes)
+        victim = (leader + 1) % 3
+        cluster.nodes[victim].kill()
+        shutil.rmtree(cluster.nodes[victim].data_dir)  # its "PVC" is gone
+        assert await register(session, cluster.nodes[leader], "while-wiped")
+        cluster.start(victim)
+        await all_ready(session, cluster.nodes)
+        await converged(session, cluster.nodes)
+        ids = await agent_ids(session, cluster.nodes[victim])
+        assert {f"agent-{i}" for i in range(40)} | {"while-wiped"} <= ids
