@@ -21,12 +21,13 @@ from typing import Any, Protocol
 
 from registry import events
 from registry.events import Event
-from registry.store import Store
+from registry.store import Store, decode_snapshot
 from registry.view import View, apply
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[int, Event], None]
+ResetListener = Callable[[], None]
 
 
 class Unavailable(Exception):
@@ -78,12 +79,32 @@ class StateMachine:
         self.snapshot_index = store.snapshot_index()
         self.events_applied = 0
         self.listeners: list[Listener] = []
+        self.reset_listeners: list[ResetListener] = []
 
     def apply(self, index: int, event: Event) -> None:
         apply(self.view, index, event)
         self.events_applied += 1
         for listener in self.listeners:
             listener(index, event)
+
+    def install(self, index: int, record: bytes) -> None:
+        """Replace the view with a snapshot received from the leader (a node too far behind).
+
+        The record is kept as this node's own newest snapshot so a restart starts from it.
+        """
+        state = decode_snapshot(index, record)
+        try:
+            installed = View.from_state(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise events.CorruptRecord(index, f"unreadable snapshot ({exc})") from None
+        if installed.history.maxlen != self.view.history.maxlen:
+            installed.history = deque(installed.history, maxlen=self.view.history.maxlen)
+        self.store.put_snapshot_record(index, record)
+        self.snapshot_index = index
+        self.view.replace(installed)
+        for listener in self.reset_listeners:
+            listener()
+        log.info("snapshot installed", extra={"index": index})
 
     def snapshot_due(self) -> bool:
         return self.view.applied_index - self.snapshot_index >= self.snapshot_every

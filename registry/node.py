@@ -58,6 +58,7 @@ class Node:
         if config.sqlite_projection:
             self.projection = SqliteProjection(config.database_path, self.view)
             machine.listeners.append(self.projection.on_applied)
+            machine.reset_listeners.append(self.projection.on_reset)
         self.started_monotonic = time.monotonic()
         self._monitor_task: asyncio.Task[None] | None = None
 

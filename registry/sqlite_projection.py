@@ -81,6 +81,7 @@ class SqliteProjection:
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._full = True
 
     def on_applied(self, _index: int, event: Event) -> None:
         """State-machine listener: remember which agents to rewrite."""
@@ -93,9 +94,13 @@ class SqliteProjection:
             self._dirty.update(payload.get("agent_ids", ()))
         self._wake.set()
 
+    def on_reset(self) -> None:
+        """State-machine reset listener: the whole view was replaced; rewrite every row."""
+        self._full = True
+        self._wake.set()
+
     async def start(self) -> None:
-        rows = [row for agent_id in list(self.view.agents) if (row := _row(self.view, agent_id))]
-        await asyncio.get_running_loop().run_in_executor(self._io, self._rebuild, rows)
+        await self._flush()  # the first flush rebuilds the whole table
         self._task = asyncio.create_task(self._run(), name="sqlite-projection")
 
     async def stop(self) -> None:
@@ -115,6 +120,13 @@ class SqliteProjection:
             await asyncio.sleep(FLUSH_INTERVAL)
 
     async def _flush(self) -> None:
+        if self._full:
+            self._full, self._dirty = False, set()
+            rows = [
+                row for agent_id in list(self.view.agents) if (row := _row(self.view, agent_id))
+            ]
+            await asyncio.get_running_loop().run_in_executor(self._io, self._rebuild, rows)
+            return
         if not self._dirty:
             return
         ids, self._dirty = self._dirty, set()

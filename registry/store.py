@@ -90,7 +90,14 @@ class Store:
     def put_snapshot(self, index: int, state: Any) -> None:
         """Store the view ``state`` covering the log up to ``index``; prune old snapshots."""
         body = msgpack.packb(state, use_bin_type=True)
-        record = zlib.crc32(body).to_bytes(4, "big") + body
+        self._put_record(index, zlib.crc32(body).to_bytes(4, "big") + body)
+
+    def put_snapshot_record(self, index: int, record: bytes) -> None:
+        """Store a snapshot record received from a peer (checked first)."""
+        decode_snapshot(index, record)
+        self._put_record(index, record)
+
+    def _put_record(self, index: int, record: bytes) -> None:
         with self._env.begin(write=True, db=self._snapshots) as txn:
             txn.put(index_key(index), record, db=self._snapshots)
             cursor = txn.cursor(db=self._snapshots)
@@ -98,23 +105,34 @@ class Store:
             for key in keys[:-SNAPSHOTS_KEPT]:
                 txn.delete(key, db=self._snapshots)
 
-    def latest_snapshot(self) -> tuple[int, Any] | None:
-        """``(index, state)`` of the newest snapshot, or None; CorruptRecord if it is damaged."""
+    def latest_snapshot_record(self) -> tuple[int, bytes] | None:
+        """``(index, record)`` of the newest snapshot as stored (checksum included), or None."""
         with self._env.begin(db=self._snapshots, buffers=False) as txn:
             cursor = txn.cursor(db=self._snapshots)
             if not cursor.last():
                 return None
-            index = _key_index(cursor.key())
-            record = cursor.value()
-        body = record[4:]
-        if len(record) < 5 or zlib.crc32(body).to_bytes(4, "big") != record[:4]:
-            raise CorruptRecord(index, "snapshot checksum mismatch")
-        try:
-            return index, msgpack.unpackb(body, raw=False, strict_map_key=False)
-        except Exception as exc:  # msgpack raises several unrelated types for bad input
-            raise CorruptRecord(index, f"undecodable snapshot ({exc})") from None
+            return _key_index(cursor.key()), bytes(cursor.value())
+
+    def latest_snapshot(self) -> tuple[int, Any] | None:
+        """``(index, state)`` of the newest snapshot, or None; CorruptRecord if it is damaged."""
+        found = self.latest_snapshot_record()
+        if found is None:
+            return None
+        index, record = found
+        return index, decode_snapshot(index, record)
 
     def snapshot_index(self) -> int:
         with self._env.begin(db=self._snapshots) as txn:
             cursor = txn.cursor(db=self._snapshots)
             return _key_index(cursor.key()) if cursor.last() else 0
+
+
+def decode_snapshot(index: int, record: bytes) -> Any:
+    """The view state in a snapshot ``record``; CorruptRecord naming ``index`` if damaged."""
+    body = record[4:]
+    if len(record) < 5 or zlib.crc32(body).to_bytes(4, "big") != record[:4]:
+        raise CorruptRecord(index, "snapshot checksum mismatch")
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise CorruptRecord(index, f"undecodable snapshot ({exc})") from None

@@ -189,6 +189,11 @@ class View:
             "history": list(self.history),
         }
 
+    def replace(self, other: View) -> None:
+        """Become ``other`` in place (everything holding this view sees the installed state)."""
+        vars(self).clear()
+        vars(self).update(vars(other))
+
     def digest(self) -> str:
         """A hash of the whole state: equal on every replica that applied the same log."""
         packed = msgpack.packb(self.to_state(), use_bin_type=True)

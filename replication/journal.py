@@ -37,6 +37,7 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
 
     def __init__(self, path: str) -> None:
         os.makedirs(path, exist_ok=True)
+        self._path = path
         self._env = lmdb.open(path, map_size=_MAP_SIZE, max_dbs=2, sync=True, metasync=True)
         self._entries = self._env.open_db(_ENTRIES)
         self._meta = self._env.open_db(_META)
@@ -107,6 +108,13 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
             self._ops.append(("truncate_from", index))
 
     def deleteEntriesTo(self, entryTo: int) -> None:
+        # pysyncobj trims after renaming its new dump into this directory without a sync:
+        # make the rename durable before the entries it replaces go.
+        directory = os.open(self._path, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
         with self._lock:
             index = self._first + entryTo
             del self._terms[:entryTo]
@@ -151,6 +159,22 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
 
     def onOneSecondTimer(self) -> None:
         self.sync(force=True)
+
+    def trim_before_dump(self, prev: tuple[bytes, int, int], last: tuple[bytes, int, int]) -> None:
+        """Drop entries before ``prev`` when the journal holds the dump's two entries.
+
+        pysyncobj, loading a dump at startup, clears the whole journal unless it *starts* with
+        the dump's two entries; after a crash between writing a dump and trimming the journal
+        it would otherwise throw away entries after the dump that were already acknowledged.
+        """
+        with self._lock:
+            position = prev[1] - self._first
+            if position <= 0 or position + 1 >= len(self._terms):
+                return
+            if self._read(range(position, position + 2)) != [prev, last]:
+                return
+        self.deleteEntriesTo(position)
+        self.sync()
 
     # -- membership (ours, not pysyncobj's) ----------------------------------------------------
 

@@ -10,6 +10,12 @@ for everything appended since the last sync) before a follower sends any ``next_
 and at every tick before the leader counts its own log toward a majority. So an event is
 committed only once a majority has it on disk, and the write is answered only after that.
 
+Compaction: after this node writes a view snapshot (registry StateMachine, every
+SNAPSHOT_EVERY events), it asks pysyncobj to compact. Our serializer writes a dump holding that
+snapshot plus the few log records after it; pysyncobj then drops the journal up to there and
+sends the dump to any follower too far behind (a new or wiped node), whose deserializer installs
+the snapshot and replays the records.
+
 Liveness: heartbeats reach any replica but only the leader decides health. Followers send the
 ids of agents they heard from to the leader once a second, over the same authenticated Raft
 connection (a message type of our own), never through the log.
@@ -22,11 +28,14 @@ import collections
 import contextlib
 import logging
 import os
+import pickle
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import msgpack
 import pysyncobj.syncobj
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -60,6 +69,7 @@ pysyncobj.syncobj.createJournal = _journal_factory
 
 _PARTNER = "partner_node_status_server_"
 LIVENESS_MESSAGE = "mesh_liveness"
+DUMP_VERSION = 1
 LIVENESS_PERIOD = 1.0
 """Seconds between a follower's liveness batches to the leader."""
 _FAILURES = {
@@ -189,8 +199,11 @@ def ask(peer: str, command: list[Any], password: str | None, timeout: float = 1.
         return None
 
 
-def _conf(config: Config, timing: RaftTiming) -> SyncObjConf:
+def _conf(config: Config, timing: RaftTiming, dumps: Any) -> SyncObjConf:
     return SyncObjConf(
+        fullDumpFile=os.path.join(config.data_dir, "raft", "dump.bin"),
+        serializer=dumps.write,
+        deserializer=dumps.read,
         password=config.encryption_key or None,
         dynamicMembershipChange=True,
         appendEntriesUseBatch=False,
@@ -203,10 +216,98 @@ def _conf(config: Config, timing: RaftTiming) -> SyncObjConf:
         dnsCacheTime=timing.dns_cache,
         dnsFailCacheTime=min(1.0, timing.dns_cache),
         commandsWaitLeader=False,
-        # Compaction is not driven yet: the journal stays in LMDB (not in memory) meanwhile.
+        # Compaction is driven by our snapshots (forceLogCompaction), never by pysyncobj's timers.
         logCompactionMinEntries=2**62,
         logCompactionMinTime=2**31,
     )
+
+
+def _record_of(command: bytes) -> bytes | None:
+    """Our event record inside a pysyncobj journal command (None for no-ops, membership...)."""
+    if not command or command[0] != 0:  # pysyncobj's REGULAR command type
+        return None
+    # Our own journal, written by this process or received over the authenticated transport.
+    call = pickle.loads(command[1:])
+    args = call[1] if isinstance(call, tuple) and len(call) > 1 else ()
+    record = args[0] if args else b""
+    return record if isinstance(record, bytes) and record else None
+
+
+class Dumps:
+    """pysyncobj's full-dump file, in our format: view snapshot + the records after it.
+
+    Both methods run on the tick thread. ``write`` captures the newest view snapshot from the
+    store and the journal records after it; ``read`` (at startup, and when the leader sent the
+    dump to this follower) hands snapshot and records to the loop and returns the two journal
+    entries pysyncobj keeps, exactly as they are in the journal.
+    """
+
+    def __init__(self, proposer: RaftProposer) -> None:
+        self.proposer = proposer
+
+    def write(self, path: str, data: Any) -> None:
+        last, prev, cluster = data
+        store = self.proposer.machine.store
+        found = store.latest_snapshot_record()
+        node = self.proposer.node
+        if found is None or node is None:
+            raise RuntimeError("no view snapshot to compact to")
+        index, snapshot = found
+        journal = node.journal
+        first = journal[0][1]
+        if index + 1 < first:
+            raise RuntimeError(f"journal starts at {first}, after snapshot {index}")
+        tail = [
+            [entry[1], record]
+            for entry in journal[index + 1 - first : last[1] - first + 1]
+            if (record := _record_of(entry[0])) is not None
+        ]
+        body = msgpack.packb(
+            {
+                "version": DUMP_VERSION,
+                "last": list(last),
+                "prev": list(prev),
+                "cluster": sorted(str(member) for member in cluster),
+                "snapshot_index": index,
+                "snapshot": snapshot,
+                "tail": tail,
+            },
+            use_bin_type=True,
+        )
+        with open(path, "wb") as out:
+            out.write(zlib.crc32(body).to_bytes(4, "big") + body)
+            out.flush()
+            os.fsync(out.fileno())
+        log.info(
+            "raft log compacted",
+            extra={"snapshot_index": index, "tail": len(tail), "through": last[1]},
+        )
+
+    def read(self, path: str) -> tuple[Any, Any, Any]:
+        with open(path, "rb") as dump:
+            raw = dump.read()
+            os.fsync(dump.fileno())  # a received dump was written without a sync
+        body = raw[4:]
+        if len(raw) < 5 or zlib.crc32(body).to_bytes(4, "big") != raw[:4]:
+            raise CorruptRecord(0, f"raft dump {path} checksum mismatch")
+        dump_state = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        last = (
+            bytes(dump_state["last"][0]),
+            int(dump_state["last"][1]),
+            int(dump_state["last"][2]),
+        )
+        prev = (
+            bytes(dump_state["prev"][0]),
+            int(dump_state["prev"][1]),
+            int(dump_state["prev"][2]),
+        )
+        self.proposer.schedule_install(
+            dump_state["snapshot_index"], dump_state["snapshot"], dump_state["tail"]
+        )
+        node = self.proposer.node
+        if node is not None:
+            node.journal.trim_before_dump(prev, last)
+        return last, prev, list(dump_state["cluster"])
 
 
 class RaftProposer:
@@ -251,7 +352,11 @@ class RaftProposer:
                 others = [m for m in members if m != self.peers.self_address]
         self.peers = Peers(self.peers.self_address, tuple(others))
         self.node = RaftNode(
-            self.peers, _conf(self.config, self.timing), journal, self._deliver, self._liveness_in
+            self.peers,
+            _conf(self.config, self.timing, Dumps(self)),
+            journal,
+            self._deliver,
+            self._liveness_in,
         )
         if join_via is not None:
             self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")
@@ -379,8 +484,29 @@ class RaftProposer:
     async def _snapshot(self) -> None:
         try:
             await self.machine.snapshot(self._io)
+            if self.node is not None:
+                self.node.forceLogCompaction()
         finally:
             self._snapshotting = False
+
+    def schedule_install(self, index: int, snapshot: bytes, tail: list[list[Any]]) -> None:
+        """Tick thread: a dump was loaded; install its snapshot and records on the loop."""
+        if self._loop is None:
+            return
+        self._in_flight += 1
+        self._loop.call_soon_threadsafe(self._install, index, snapshot, tail)
+
+    def _install(self, index: int, snapshot: bytes, tail: list[list[Any]]) -> None:
+        self._in_flight -= 1
+        try:
+            if index > self.machine.view.applied_index:
+                self.machine.install(index, snapshot)
+            for entry_index, record in tail:
+                if entry_index > self.machine.view.applied_index:
+                    self.machine.apply(entry_index, events.decode(record, entry_index))
+        except CorruptRecord as exc:
+            log.critical("corrupt snapshot or record; stopping", extra={"index": exc.index})
+            self._on_fatal(exc)
 
     def _liveness_in(self, agent_ids: list[str]) -> None:
         if self._loop is not None:

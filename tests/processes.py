@@ -40,7 +40,7 @@ class Registry:
     def start(self) -> Registry:
         # Logs go to a file: an unread pipe would fill up and stall the server.
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log_file:
+        with self.log_path.open("ab") as log_file:  # restarts append to the same log
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "registry"],
                 env=self.env,

@@ -384,3 +384,42 @@ async def test_wiped_node_rejoins_and_resyncs(tmp_path: Path, registries: list[R
         await converged(session, cluster.nodes)
         ids = await agent_ids(session, cluster.nodes[victim])
         assert {f"agent-{i}" for i in range(40)} | {"while-wiped"} <= ids
+
+
+async def test_compaction_bounds_the_log_and_installs_snapshots(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    cluster = Cluster(tmp_path, registries, SNAPSHOT_EVERY="10")
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+        for i in range(60):
+            assert await register(session, cluster.nodes[i % 3], f"agent-{i}")
+        await converged(session, cluster.nodes)
+
+        async def compacted() -> bool:
+            sizes = [
+                (await get_json(session, f"{n.url}/api/v1/cluster"))["log_size"]
+                for n in cluster.nodes
+            ]
+            return max(sizes) < 30
+
+        await until(compacted)
+        leader = await leader_of(session, cluster.nodes)
+        victim = (leader + 1) % 3
+        cluster.nodes[victim].kill()
+        shutil.rmtree(cluster.nodes[victim].data_dir)
+        for i in range(60, 80):
+            assert await register(session, cluster.nodes[leader], f"agent-{i}")
+        cluster.start(victim)  # too far behind for the log: gets the snapshot
+        await all_ready(session, cluster.nodes)
+        await converged(session, cluster.nodes)
+        want = {f"agent-{i}" for i in range(80)}
+        assert want <= await agent_ids(session, cluster.nodes[victim])
+        for node in cluster.nodes:
+            node.kill()
+        cluster.start_all()  # restart from snapshots + dumps + journal tails
+        await all_ready(session, cluster.nodes)
+        await converged(session, cluster.nodes)
+        for node in cluster.nodes:
+            assert want <= await agent_ids(session, node)
