@@ -6,8 +6,9 @@ settled through the same queue *after* its event, so a handler that awaited ``pr
 its own write.
 
 Durability: the journal is :class:`replication.journal.LmdbJournal`. It is synced (one fsync
-for everything appended since the last sync) before a follower sends any ``next_node_idx`` ack
-and at every tick before the leader counts its own log toward a majority. So an event is
+for everything appended since the last sync) before a follower sends its queued
+``next_node_idx`` acks (all acks of one poll share one fsync) and at every tick before the
+leader counts its own log toward a majority. So an event is
 committed only once a majority has it on disk, and the write is answered only after that.
 
 Compaction: after this node writes a view snapshot (registry StateMachine, every
@@ -89,12 +90,25 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
 
     def __init__(self, syncObj: RaftNode, selfNode: Any, otherNodes: Any) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
+        self._acks: list[tuple[Any, Any]] = []
         syncObj.transport = self
 
     def send(self, node: Any, message: Any) -> bool:
+        # Acknowledgements wait for the next flush_acks: every entry received in one poll is
+        # then made durable by a single fsync before any of them is acknowledged.
         if isinstance(message, dict) and message.get("type") == "next_node_idx":
-            self._syncObj.journal.sync()
+            self._acks.append((node, message))
+            return True
         return bool(super().send(node, message))
+
+    def flush_acks(self) -> None:
+        """Sync the journal, then send the acknowledgements queued since the last flush."""
+        if not self._acks:
+            return
+        self._syncObj.journal.sync()
+        acks, self._acks = self._acks, []
+        for node, message in acks:
+            super().send(node, message)
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         if isinstance(message, dict) and message.get("type") == LIVENESS_MESSAGE:
@@ -132,14 +146,19 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.addOnTickCallback(self._after_tick)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
-        # Anything appended outside the tick callbacks (the election no-op) is synced before
-        # this tick counts the leader's log toward a majority.
+        # Anything appended outside the tick callbacks (the election no-op, entries received
+        # from the leader) is synced before this tick counts the leader's log toward a
+        # majority, and before a follower acknowledges it.
         self.journal.sync()
+        if self.transport is not None:
+            self.transport.flush_acks()
         super()._onTick(timeToWait)
 
     def _after_tick(self) -> None:
         """Runs on the tick thread after appends: group commit, status, liveness batches."""
         self.journal.sync()
+        if self.transport is not None:
+            self.transport.flush_acks()
         status = self.getStatus()
         leader = status.get("leader")
         # pysyncobj keeps naming a leader it can no longer reach (a follower that lost every
