@@ -25,8 +25,8 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check registry replication tests benchmarks
-	$(BIN)/ruff format --check registry replication tests benchmarks
+	$(BIN)/ruff check registry replication jepsen_like tests benchmarks
+	$(BIN)/ruff format --check registry replication jepsen_like tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tests.conftest import Api, agent_body, eventually
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+# A real exchange between SDK 3.8 agents and the Go registry (copied from shared/reference/).
+REFERENCE = Path(__file__).resolve().parent / "data"
 
 
 async def test_captured_sdk_exchange_is_answered_like_the_go_registry(api: Api) -> None:

@@ -1,0 +1,103 @@
+"""Operation histories: every invocation and completion, as JSON lines.
+
+An operation is invoked once and completed at most once. ``type`` is ``invoke``, then ``ok``
+(it happened, with its result), ``fail`` (it certainly did not happen) or ``info`` (unknown:
+a timeout; it may or may not have happened, now or at any later time). Times are monotonic
+nanoseconds from the client's clock.
+
+Functions (``f``) on one key (an agent id):
+- ``write``: register or update the agent with ``value`` (the agent protocol's POST or the
+  guide's POST /api/v1/agents); result ignored.
+- ``delete``: deregister; result ``True`` when the agent existed (204/200), ``False`` (404).
+- ``read``: a linearizable read; result the value, or ``None`` when the agent is absent.
+- ``heartbeat``: HEAD /heartbeat; result ``"ok"`` (200/202) or ``"gone"`` (410).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
+WRITE, DELETE, READ, HEARTBEAT = "write", "delete", "read", "heartbeat"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the history."""
+
+    type: str
+    process: int
+    f: str
+    key: str
+    time: int
+    value: Any = None
+    node: str = ""
+
+
+@dataclass
+class Op:
+    """An invocation joined with its completion (``outcome`` INFO if it never completed)."""
+
+    process: int
+    f: str
+    key: str
+    value: Any
+    start: int
+    end: int | None
+    outcome: str
+    result: Any = None
+    node: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_events(path: Path) -> list[Event]:
+    with path.open() as lines:
+        return [Event(**json.loads(line)) for line in lines if line.strip()]
+
+
+def write_events(path: Path, events: Iterable[Event]) -> None:
+    with path.open("w") as out:
+        for event in events:
+            out.write(json.dumps(event.__dict__) + "\n")
+
+
+def operations(events: Iterable[Event]) -> list[Op]:
+    """Pair invocations with completions per process; unfinished ones are INFO."""
+    pending: dict[int, Op] = {}
+    ops: list[Op] = []
+    for event in events:
+        if event.type == INVOKE:
+            if event.process in pending:
+                raise ValueError(f"process {event.process} invoked twice without completing")
+            op = Op(
+                event.process,
+                event.f,
+                event.key,
+                event.value,
+                event.time,
+                None,
+                INFO,
+                node=event.node,
+            )
+            pending[event.process] = op
+            ops.append(op)
+            continue
+        done = pending.pop(event.process, None)
+        if done is None or done.f != event.f or done.key != event.key:
+            raise ValueError(f"completion without matching invocation: {event}")
+        done.outcome = event.type
+        done.result = event.value
+        if event.type != INFO:
+            done.end = event.time
+    return ops
+
+
+def by_key(ops: Iterable[Op]) -> Iterator[tuple[str, list[Op]]]:
+    keys: dict[str, list[Op]] = {}
+    for op in ops:
+        keys.setdefault(op.key, []).append(op)
+    yield from sorted(keys.items())
