@@ -112,29 +112,41 @@ class Node:
             await self.projection.stop()
         self.store.close()
 
+    def _unchanged(self, agent: dict[str, Any]) -> bool:
+        known = self.view.agents.get(agent["agent_id"])
+        return (
+            known is not None
+            and known.registration == agent
+            and known.status == HEALTHY
+            and not self.view.resolution_changed(agent["agent_id"])
+        )
+
     async def register(self, agent: dict[str, Any]) -> bool:
         """Record a registration or full heartbeat; True when the agent was new.
 
         Appends an event only when a replica must learn something: the registration changed,
         the agent was unhealthy, or its dependencies resolve differently from what it was last
-        told. Otherwise the heartbeat only refreshes in-memory liveness.
+        told. Otherwise the heartbeat only refreshes in-memory liveness. "Unchanged" is decided
+        on a view brought up to date by a barrier first: a replica behind the leader (or cut off
+        from it) must not acknowledge a write against state that is already gone.
         """
         agent_id = agent["agent_id"]
         self.liveness.seen(agent_id)
-        known = self.view.agents.get(agent_id)
-        if (
-            known is None
-            or known.registration != agent
-            or known.status != HEALTHY
-            or self.view.resolution_changed(agent_id)
-        ):
+        new = agent_id not in self.view.agents
+        if self._unchanged(agent):
+            await self.proposer.barrier()
+        if not self._unchanged(agent):
+            new = agent_id not in self.view.agents
             await self.propose(events.upsert(agent, now_ms()))
-        return known is None
+        return new
 
     async def unregister(self, agent_id: str) -> bool:
-        """Remove an agent; False when it is not registered."""
+        """Remove an agent; False when it was not registered at the moment the removal took
+        effect (decided by the log, never by a possibly stale local view)."""
         if agent_id not in self.view.agents:
-            return False
-        await self.propose(events.remove(agent_id, now_ms()))
+            await self.proposer.barrier()
+            if agent_id not in self.view.agents:
+                return False
+        index = await self.propose(events.remove(agent_id, now_ms()))
         self.liveness.forget(agent_id)
-        return True
+        return self.view.recorded(index)

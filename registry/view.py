@@ -146,6 +146,16 @@ class View:
         self._resolved[agent_id] = (self._epoch, result)
         return result
 
+    def recorded(self, index: int) -> bool:
+        """Whether the event at log ``index`` changed something (left an entry in the history).
+
+        How a writer learns the outcome of its own conditional event (a removal of an agent
+        that a concurrent writer may have removed first)."""
+        for item in reversed(self.history):
+            if item["index"] <= index:
+                return bool(item["index"] == index)
+        return False
+
     def resolution_changed(self, agent_id: str) -> bool:
         """Whether the agent's resolution differs from the one it was last sent."""
         agent = self.agents[agent_id]

@@ -361,6 +361,13 @@ async def test_node_cut_off_from_majority_serves_stale_reads_refuses_writes(
         async with session.post(f"{lonely.url}/api/v1/agents", json=body) as resp:
             assert resp.status == 503
             assert (await resp.json())["error"] == "registry unavailable"
+        # Answers that only look like reads must not come from the stale view either (found by
+        # jepsen_like): an unchanged re-registration and a delete of an absent agent.
+        again = {"id": "before-1", "capabilities": ["c"], "endpoint": "http://x:1"}
+        async with session.post(f"{lonely.url}/api/v1/agents", json=again) as resp:
+            assert resp.status == 503
+        async with session.delete(f"{lonely.url}/api/v1/agents/never-1") as resp:
+            assert resp.status == 503
         async with session.get(f"{lonely.url}/agents?consistency=linearizable") as resp:
             assert resp.status == 503
 
