@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(STAMP)
 ## test: lint, type check and the whole test suite
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
+
+## chaos: a 5-minute partition-chaos run with every nemesis (needs root, iproute2, nftables)
+chaos: $(STAMP)
+	$(BIN)/python -m jepsen_like run --time-limit 300 --nemesis all --seed $${SEED:-$$(date +%s)}
 
 lint: $(STAMP)
 	$(BIN)/ruff check registry replication jepsen_like tests benchmarks

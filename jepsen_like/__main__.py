@@ -1,0 +1,66 @@
+"""python -m jepsen_like run --time-limit 60 --nemesis partition,kill,pause --seed 7
+python -m jepsen_like check RUN_DIR
+
+Exit status 0 only when the run (or the checked history) is valid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from jepsen_like.nemesis import KINDS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepsen_like", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a real 3-replica cluster under faults, then check")
+    run.add_argument("--time-limit", type=float, default=60)
+    run.add_argument(
+        "--nemesis",
+        default="partition,kill,pause",
+        help=f"comma-separated, from {', '.join(KINDS)}, or 'all'",
+    )
+    run.add_argument("--seed", type=int, default=int(time.time()))
+    run.add_argument("--workers", type=int, default=6)
+    run.add_argument("--out", type=Path, default=Path("store"))
+    check = commands.add_parser("check", help="check a run directory again")
+    check.add_argument("run_dir", type=Path)
+    workload = commands.add_parser("workload", help=argparse.SUPPRESS)
+    workload.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+
+    if args.command == "workload":
+        from jepsen_like.run import workload_main
+
+        workload_main(args.run_dir)
+        return 0
+    if args.command == "check":
+        from jepsen_like.check import check_run
+
+        results = check_run(args.run_dir)
+    else:
+        from jepsen_like.hosts import available
+        from jepsen_like.run import run as run_chaos
+
+        kinds = list(KINDS) if args.nemesis == "all" else args.nemesis.split(",")
+        unknown = set(kinds) - set(KINDS)
+        if unknown:
+            parser.error(f"unknown nemesis {', '.join(sorted(unknown))}")
+        problem = available()
+        if problem:
+            print(f"jepsen_like: cannot run here: {problem}", file=sys.stderr)
+            return 2
+        run_dir = args.out / f"run-{time.strftime('%Y%m%d-%H%M%S')}-seed{args.seed}"
+        results = run_chaos(run_dir, args.time_limit, kinds, args.seed, args.workers)
+        print(f"run directory: {run_dir}")
+    verdicts = {k: v["valid"] for k, v in results.items() if isinstance(v, dict)}
+    print(f"valid: {results['valid']}  {verdicts}")
+    print(f"availability: {results['availability']}")
+    return 0 if results["valid"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

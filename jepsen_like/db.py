@@ -1,0 +1,127 @@
+"""The system under test: registry replicas as processes inside their network namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jepsen_like.hosts import HEADLESS, NAMESPACE, STATEFULSET, Network
+
+HTTP_PORT = 8080
+KEY = "jepsen-cluster-key"
+
+
+class Replica:
+    """One StatefulSet pod: ``mcp-mesh-registry-<ordinal>`` with its data directory."""
+
+    def __init__(self, network: Network, ordinal: int, run_dir: Path, env: dict[str, str]) -> None:
+        self.network = network
+        self.ordinal = ordinal
+        self.data_dir = run_dir / f"pvc-{ordinal}"
+        self.log_path = run_dir / f"n{ordinal}.log"
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return self.network.hosts[self.ordinal].ip
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{HTTP_PORT}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "POD_NAME": f"{STATEFULSET}-{self.ordinal}",
+            "POD_NAMESPACE": NAMESPACE,
+            "HEADLESS_SERVICE": HEADLESS,
+            "REGISTRY_REPLICAS": str(len(self.network.hosts)),
+            "ENABLE_LEADER_ELECTION": "true",
+            "ENCRYPTION_KEY": KEY,
+            "REGISTRY_PORT": str(HTTP_PORT),
+            "DATA_DIR": str(self.data_dir),
+            "DATABASE_PATH": str(self.data_dir / "registry.db"),
+            **self.env,
+        }
+        netns = self.network.hosts[self.ordinal].netns
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", netns, sys.executable, "-m", "registry"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, object]:
+        """GET from inside the client namespace (the harness itself has no route there)."""
+        code = (
+            "import json,sys,urllib.request,urllib.error\n"
+            "try:\n"
+            f"    r=urllib.request.urlopen({self.url + path!r}, timeout={timeout})\n"
+            "    print(json.dumps([r.status, json.load(r)]))\n"
+            "except urllib.error.HTTPError as e:\n"
+            "    print(json.dumps([e.code, None]))\n"
+            "except Exception as e:\n"
+            "    print(json.dumps([0, str(e)]))\n"
+        )
+        out = subprocess.run(
+            ["ip", "netns", "exec", self.network.client.netns, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout + 10,
+        )
+        status, body = json.loads(out.stdout or "[0, null]")
+        return int(status), body
+
+
+def wait_ready(replicas: list[Replica], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(r.alive() and r.get("/ready")[0] == 200 for r in replicas):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def leader(replicas: list[Replica]) -> int | None:
+    """The ordinal of the replica that reports itself leader, if one does."""
+    for replica in replicas:
+        if not replica.alive():
+            continue
+        status, body = replica.get("/api/v1/cluster")
+        if status == 200 and isinstance(body, dict) and body.get("role") == "leader":
+            return replica.ordinal
+    return None

@@ -1,0 +1,77 @@
+"""An HTML report: verdicts, a timeline of operations by outcome with fault windows shaded,
+and latencies over time. Plain inline SVG, so the file opens anywhere with no assets."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from jepsen_like.history import FAIL, INFO, OK, Op
+
+COLORS = {OK: "#2a9d4b", FAIL: "#d1495b", INFO: "#edae49"}
+ROWS = {"write": 0, "delete": 1, "read": 2, "heartbeat": 3}
+WIDTH, ROW, LAT = 1000, 30, 160
+
+
+def _svg_timeline(ops: list[Op], faults: list[dict[str, Any]], t0: int, span: int) -> str:
+    def x(t: int) -> float:
+        return (t - t0) / span * WIDTH
+
+    parts = [f'<svg width="{WIDTH}" height="{ROW * len(ROWS) + 20}">']
+    for fault in faults:
+        left, right = x(fault["start"]), x(fault["end"])
+        title = html.escape(f"{fault['name']} {json.dumps(fault.get('detail', {}))}")
+        parts.append(
+            f'<rect x="{left:.1f}" y="0" width="{max(1.0, right - left):.1f}" '
+            f'height="{ROW * len(ROWS)}" fill="#ccc" opacity="0.5"><title>{title}</title></rect>'
+        )
+    for name, row in ROWS.items():
+        parts.append(f'<text x="2" y="{row * ROW + 12}" font-size="10">{name}</text>')
+    for op in ops:
+        y = ROWS.get(op.f, 0) * ROW + 15 + (op.process % 7)
+        parts.append(
+            f'<circle cx="{x(op.start):.1f}" cy="{y}" r="1.5" fill="{COLORS[op.outcome]}"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_latency(ops: list[Op], t0: int, span: int) -> str:
+    done = [op for op in ops if op.end is not None and op.outcome == OK]
+    if not done:
+        return ""
+    worst = max(op.end - op.start for op in done if op.end is not None) or 1
+    parts = [f'<svg width="{WIDTH}" height="{LAT}">']
+    for op in done:
+        assert op.end is not None
+        latency = op.end - op.start
+        cx = (op.start - t0) / span * WIDTH
+        cy = LAT - latency / worst * (LAT - 10)
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="1.2" fill="#3d5a80"/>')
+    parts.append(f'<text x="2" y="10" font-size="10">max {worst / 1e6:.0f} ms</text></svg>')
+    return "".join(parts)
+
+
+def write_report(
+    path: Path, ops: list[Op], faults: list[dict[str, Any]], results: dict[str, Any]
+) -> None:
+    times = [op.start for op in ops] + [op.end for op in ops if op.end is not None]
+    t0 = min(times, default=0)
+    span = max(1, max(times, default=1) - t0)
+    rows = "".join(
+        f"<tr><td>{name}</td><td>{html.escape(str(v.get('valid')))}</td></tr>"
+        for name, v in results.items()
+        if isinstance(v, dict)
+    )
+    path.write_text(
+        "<!doctype html><meta charset=utf-8><title>jepsen_like run</title>"
+        f"<h1>valid: {results['valid']}</h1><p>{results['operations']} operations, "
+        f"{results['faults']} faults (shaded)</p><table border=1>{rows}</table>"
+        "<h2>Operations (green ok, red fail, amber unknown)</h2>"
+        + _svg_timeline(ops, faults, t0, span)
+        + "<h2>Latency of successful operations</h2>"
+        + _svg_latency(ops, t0, span)
+        + f"<h2>Verdicts</h2><pre>{html.escape(json.dumps(results, indent=2, default=str))}</pre>"
+    )
