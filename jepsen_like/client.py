@@ -62,6 +62,15 @@ def _agent(agent_id: str, value: str) -> dict[str, Any]:
     }
 
 
+async def _refusal(resp: aiohttp.ClientResponse) -> str:
+    """A write's outcome from an error answer: a 503 refused before submission ("no reachable
+    leader") certainly did not apply; any other 503 may have; other errors did not."""
+    if resp.status != 503:
+        return FAIL
+    detail = str((await resp.json()).get("detail", ""))
+    return FAIL if detail.startswith("no reachable leader") else INFO
+
+
 async def _invoke(
     session: aiohttp.ClientSession,
     record: Recorder,
@@ -84,23 +93,13 @@ async def _invoke(
                 body = {"id": key, "capabilities": ["jepsen"], "endpoint": f"http://{value}"}
                 resp = await session.post(f"{url}/api/v1/agents", json=body)
             async with resp:
-                if resp.status == 200:
-                    outcome = OK
-                elif resp.status == 503:
-                    detail = str((await resp.json()).get("detail", ""))
-                    # Refused before submission: certainly not applied. Anything else: unknown.
-                    outcome = FAIL if detail.startswith("no reachable leader") else INFO
-                else:
-                    outcome = FAIL
+                outcome = OK if resp.status == 200 else await _refusal(resp)
         elif f == DELETE:
             async with session.delete(f"{url}/api/v1/agents/{key}") as resp:
                 if resp.status in (200, 404):
                     outcome, result = OK, resp.status == 200
-                elif resp.status == 503:
-                    detail = str((await resp.json()).get("detail", ""))
-                    outcome = FAIL if detail.startswith("no reachable leader") else INFO
                 else:
-                    outcome = FAIL
+                    outcome = await _refusal(resp)
         elif f == READ:
             path = f"{url}/api/v1/agents/{key}?consistency=linearizable"
             async with session.get(path) as resp:

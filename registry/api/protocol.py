@@ -15,7 +15,7 @@ from aiohttp import web
 from registry import registration
 from registry.api.keys import NODE
 from registry.api.render import agent_info
-from registry.api.responses import fail, json_response, read_json
+from registry.api.responses import fail, json_response, path_agent_id, read_json
 from registry.registration import InvalidRegistration
 from registry.timefmt import iso_ms, now_ms
 from registry.view import HEALTHY
@@ -33,13 +33,6 @@ EVENT_TYPES = (
 )
 EVENTS_LIMIT_DEFAULT = 50
 EVENTS_LIMIT_MAX = 500
-
-
-def _agent_id(request: web.Request) -> str:
-    agent_id = request.match_info["agent_id"]
-    if not registration.valid_agent_id(agent_id):
-        fail(400, "invalid agent_id: expected 1-64 characters of [A-Za-z0-9_-]", agent_id)
-    return agent_id
 
 
 async def heartbeat(request: web.Request) -> web.Response:
@@ -69,7 +62,7 @@ async def heartbeat_check(request: web.Request) -> web.Response:
     """HEAD /heartbeat/{id}: 200 unchanged, 202 send a full POST, 410 unknown or unhealthy,
     503 trouble."""
     node = request.app[NODE]
-    agent_id = _agent_id(request)
+    agent_id = path_agent_id(request, "agent_id")
     ok, _ = node.proposer.ready()
     if not ok:
         return web.Response(status=503)
@@ -102,7 +95,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 async def unregister(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    agent_id = _agent_id(request)
+    agent_id = path_agent_id(request, "agent_id")
     if not await node.unregister(agent_id):
         fail(404, "agent not found", agent_id)
     return web.Response(status=204)

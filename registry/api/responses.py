@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import orjson
 from aiohttp import web
 
+from registry.registration import valid_agent_id
 from registry.timefmt import iso_ms, now_ms
 
 JSON = "application/json"
@@ -57,3 +58,11 @@ async def read_json(request: web.Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         fail(400, "request body is not valid JSON", str(exc))
+
+
+def path_agent_id(request: web.Request, name: str) -> str:
+    """The agent id in the URL path segment ``name``; 400 unless it is a valid id."""
+    agent_id = request.match_info[name]
+    if not valid_agent_id(agent_id):
+        fail(400, f"invalid {name}: expected 1-64 characters of [A-Za-z0-9_-]", agent_id)
+    return agent_id

@@ -11,16 +11,9 @@ from aiohttp import web
 from registry import registration
 from registry.api.keys import NODE
 from registry.api.render import agent_info, provider_info
-from registry.api.responses import fail, json_response, read_json
+from registry.api.responses import fail, json_response, path_agent_id, read_json
 from registry.registration import InvalidRegistration
 from registry.timefmt import iso_ms, now_ms
-
-
-def _agent_id(request: web.Request) -> str:
-    agent_id = request.match_info["id"]
-    if not registration.valid_agent_id(agent_id):
-        fail(400, "invalid id: expected 1-64 characters of [A-Za-z0-9_-]", agent_id)
-    return agent_id
 
 
 async def create_agent(request: web.Request) -> web.Response:
@@ -45,7 +38,7 @@ async def list_agents(request: web.Request) -> web.Response:
 
 async def get_agent(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    agent = node.view.agents.get(_agent_id(request))
+    agent = node.view.agents.get(path_agent_id(request, "id"))
     if agent is None:
         fail(404, "agent not found", request.match_info["id"])
     return json_response(agent_info(node.view, agent, node.liveness))
@@ -53,7 +46,7 @@ async def get_agent(request: web.Request) -> web.Response:
 
 async def delete_agent(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    agent_id = _agent_id(request)
+    agent_id = path_agent_id(request, "id")
     if not await node.unregister(agent_id):
         fail(404, "agent not found", agent_id)
     return json_response({"deleted": agent_id})
