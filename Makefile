@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck chaos clean
+.PHONY: run test test-compat lint typecheck chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: $(STAMP)
 ## test: lint, type check and the whole test suite
 test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q
+
+## test-compat: only the compatibility suite (published SDK, meshctl)
+test-compat: $(STAMP)
+	$(BIN)/pytest -q -m compat
 
 ## chaos: a 5-minute partition-chaos run with every nemesis (needs root, iproute2, nftables)
 chaos: $(STAMP)

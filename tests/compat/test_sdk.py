@@ -1,0 +1,190 @@
+"""The published MCP Mesh SDK, unchanged, against a 3-replica cluster on loopback.
+
+Installs ``mcp-mesh`` into its own virtual environment (cached in ``.venv-compat``), runs a
+real provider and consumer (FastMCP tools with ``@mesh.tool``/``@mesh.agent``) registered
+through *different* replicas, and calls the consumer's tool over MCP: the answer must come
+from the provider through the proxy the SDK injected from our registry's resolution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.processes import Registry, free_port
+from tests.test_cluster import Cluster, all_ready
+
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
+
+SDK_VERSION = "3.8.*"
+ROOT = Path(__file__).resolve().parents[2]
+PROVIDER = """
+from datetime import datetime
+
+import mesh
+from fastmcp import FastMCP
+
+app = FastMCP("Date Provider")
+
+
+@app.tool()
+@mesh.tool(capability="date_service", tags=["system"])
+def get_current_date() -> str:
+    return "provider-says-" + datetime.now().isoformat(timespec="seconds")
+
+
+@mesh.agent(name="date-provider", http_port={port}, auto_run=True)
+class DateProvider:
+    pass
+"""
+CONSUMER = """
+import mesh
+from fastmcp import FastMCP
+
+app = FastMCP("Date Consumer")
+
+
+@app.tool()
+@mesh.tool(capability="greeting", dependencies=["date_service"])
+async def greet(name: str = "world", date_service: mesh.McpMeshTool = None) -> str:
+    if date_service is None:
+        return f"Hello {{name}}! (date_service unavailable)"
+    return f"Hello {{name}}! It is {{await date_service()}}"
+
+
+@mesh.agent(name="date-consumer", http_port={port}, auto_run=True)
+class DateConsumer:
+    pass
+"""
+
+
+@pytest.fixture(scope="session")
+def sdk_python() -> Path:
+    venv = ROOT / ".venv-compat"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    ready = venv / f".mcp-mesh-{SDK_VERSION}"
+    if not ready.exists():
+        install = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", f"mcp-mesh=={SDK_VERSION}"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if install.returncode != 0:
+            if "Could not find" in install.stderr or "connection" in install.stderr.lower():
+                pytest.skip(f"package registry unreachable: {install.stderr[-300:]}")
+            raise AssertionError(install.stderr[-3000:])
+        ready.touch()
+    return python
+
+
+class Agent:
+    def __init__(self, python: Path, source: str, registry: Registry, workdir: Path) -> None:
+        self.port = free_port()
+        self.script = workdir / f"agent_{self.port}.py"
+        self.script.write_text(source.format(port=self.port))
+        self.log = workdir / f"agent_{self.port}.log"
+        self.python = python
+        self.registry = registry
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Agent:
+        env = {
+            **os.environ,
+            "MCP_MESH_REGISTRY_URL": self.registry.url,
+            "MCP_MESH_HTTP_HOST": "127.0.0.1",
+            "HOST": "127.0.0.1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.python), str(self.script)],
+                env=env,
+                stdout=log,
+                stderr=log,
+                cwd=self.script.parent,
+            )
+        return self
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        agent.stop(signal.SIGKILL)
+
+
+async def call_greet(session: aiohttp.ClientSession, consumer: Agent) -> str:
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "greet", "arguments": {"name": "Ada"}},
+    }
+    headers = {"Accept": "application/json, text/event-stream"}
+    try:
+        async with session.post(
+            f"http://127.0.0.1:{consumer.port}/mcp", json=request, headers=headers
+        ) as resp:
+            return await resp.text()
+    except aiohttp.ClientError:
+        return ""
+
+
+async def eventually_says(
+    session: aiohttp.ClientSession, consumer: Agent, text: str, timeout: float
+) -> float:
+    started = time.monotonic()
+    last = ""
+    while time.monotonic() - started < timeout:
+        last = await call_greet(session, consumer)
+        if text in last:
+            return time.monotonic() - started
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"consumer never said {text!r}; last answer: {last[-500:]}")
+
+
+async def test_sdk_agents_resolve_and_call_through_different_replicas(
+    tmp_path: Path, registries: list[Registry], agents: list[Agent], sdk_python: Path
+) -> None:
+    cluster = Cluster(tmp_path, registries, AGENT_TIMEOUT="5s", HEALTH_CHECK_INTERVAL="1s")
+    cluster.start_all()
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await all_ready(session, cluster.nodes)
+        provider = Agent(sdk_python, PROVIDER, cluster.nodes[1], tmp_path).start()
+        consumer = Agent(sdk_python, CONSUMER, cluster.nodes[2], tmp_path).start()
+        agents.extend([provider, consumer])
+        await eventually_says(session, consumer, "It is provider-says-", timeout=90)
+
+        # Provider killed without a goodbye: unavailable within AGENT_TIMEOUT + interval.
+        provider.stop(signal.SIGKILL)
+        elapsed = await eventually_says(session, consumer, "date_service unavailable", 60)
+        assert elapsed < 5 + 1 + 15, elapsed  # + the consumer's 5 s HEAD period and slack
+        # Back, registered through another replica this time; then a graceful stop.
+        provider = Agent(sdk_python, PROVIDER, cluster.nodes[0], tmp_path).start()
+        agents.append(provider)
+        await eventually_says(session, consumer, "It is provider-says-", timeout=90)
+        provider.stop(signal.SIGTERM)
+        await eventually_says(session, consumer, "date_service unavailable", timeout=30)
