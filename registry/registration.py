@@ -130,7 +130,7 @@ def from_heartbeat(body: Any) -> dict[str, Any]:
     agent["name"] = agent.get("name") or agent_id
     agent["agent_type"] = agent.get("agent_type") or "mcp_agent"
     agent["runtime"] = agent.get("runtime") or "python"
-    agent["version"] = agent.get("version") or "1.0.0"
+    agent["version"] = agent.get("version") or ""  # the Go registry keeps it empty too
     agent["namespace"] = agent.get("namespace") or "default"
     agent["http_host"] = agent.get("http_host") or "0.0.0.0"
     agent["http_port"] = int(agent.get("http_port") or 0)

@@ -1,0 +1,189 @@
+"""Side by side with MCP Mesh's own Go registry, from the same npm package as ``meshctl``.
+
+The same agents are registered with our 3-replica cluster and with the Go registry; the
+dependency resolutions (tag operators, OR groups, version constraints) and what ``meshctl``
+shows must be the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.processes import Registry, free_port
+from tests.test_cluster import Cluster, all_ready, until
+
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI_PACKAGE = "@mcpmesh/cli-linux-x64@3.7"
+
+PROVIDERS = [
+    ("p-a", "1.0.0", ["fast", "python"]),
+    ("p-b", "2.1.0", ["slow", "typescript"]),
+    ("p-c", "1.5.0", ["fast", "typescript", "gpu"]),
+]
+# (dependency spec, the provider it must resolve to; "" = unresolved)
+CASES: list[tuple[dict[str, Any], str]] = [
+    ({}, "p-b"),
+    ({"tags": ["fast"]}, "p-c"),
+    ({"tags": ["+python"]}, "p-a"),
+    ({"tags": ["-typescript"]}, "p-a"),
+    ({"tags": [["python", "gpu"]]}, "p-c"),
+    ({"version": ">=2.0.0"}, "p-b"),
+    ({"version": "~1.0.0"}, "p-a"),
+    ({"version": "^1.0.0", "tags": ["fast"]}, "p-c"),
+    ({"version": "<1.0.0"}, ""),
+    ({"tags": ["fast", "-gpu"]}, "p-a"),
+    ({"version": "1.5.0 || 2.1.0"}, "p-b"),
+    ({"tags": ["+gpu", "fast"]}, "p-c"),
+    ({"version": ">=1.0.0, <2.0.0", "tags": ["+python"]}, "p-a"),
+    ({"tags": ["nonexistent"]}, ""),
+]
+
+
+@pytest.fixture(scope="session")
+def mesh_cli() -> Path:
+    """``meshctl`` and the Go ``mcp-mesh-registry`` from the published npm package."""
+    target = ROOT / ".npm-compat"
+    binaries = target / "package" / "bin"
+    if not (binaries / "meshctl").exists():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed: cannot fetch meshctl and the Go registry")
+        target.mkdir(exist_ok=True)
+        packed = subprocess.run(
+            ["npm", "pack", CLI_PACKAGE], cwd=target, capture_output=True, text=True, timeout=600
+        )
+        if packed.returncode != 0:
+            pytest.skip(f"npm registry unreachable: {packed.stderr[-300:]}")
+        tarball = packed.stdout.strip().splitlines()[-1]
+        subprocess.run(["tar", "xzf", tarball], cwd=target, check=True)
+    return binaries
+
+
+@pytest.fixture
+def go_registry(mesh_cli: Path, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "DATABASE_URL": str(tmp_path / "go-registry.db"),
+    }
+    with (tmp_path / "go-registry.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [str(mesh_cli / "mcp-mesh-registry")], env=env, stdout=log, stderr=log
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def provider_body(agent_id: str, version: str, tags: list[str], port: int) -> dict[str, Any]:
+    return {
+        "agent_id": agent_id,
+        "name": agent_id,
+        "http_host": "127.0.0.1",
+        "http_port": port,
+        "tools": [
+            {"function_name": "serve", "capability": "svc", "version": version, "tags": tags}
+        ],
+    }
+
+
+def consumer_body(i: int, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "agent_id": f"c-{i}",
+        "name": f"c-{i}",
+        "http_host": "127.0.0.1",
+        "http_port": 9100 + i,
+        "tools": [
+            {
+                "function_name": "use",
+                "capability": f"use-{i}",
+                "dependencies": [{"capability": "svc", **spec}],
+            }
+        ],
+    }
+
+
+async def register_all(session: aiohttp.ClientSession, url: str) -> list[str]:
+    """Register providers then consumers; the provider each consumer got, in CASES order."""
+    for n, (agent_id, version, tags) in enumerate(PROVIDERS):
+        async with session.post(
+            f"{url}/heartbeat", json=provider_body(agent_id, version, tags, 9001 + n)
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+    chosen = []
+    for i, (spec, _) in enumerate(CASES):
+        async with session.post(f"{url}/heartbeat", json=consumer_body(i, spec)) as resp:
+            assert resp.status == 200, await resp.text()
+            chosen.append((await resp.json())["dependencies_resolved"]["use"][0]["agent_id"])
+    return chosen
+
+
+def meshctl_json(mesh_cli: Path, url: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(mesh_cli / "meshctl"), "list", "--json", "--registry-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    agents = json.loads(out.stdout)["agents"]
+    volatile = ("last_seen", "last_heartbeat", "created_at", "uptime", "age", "start_time")
+    return sorted(
+        ({k: v for k, v in agent.items() if k not in volatile} for agent in agents),
+        key=lambda agent: agent["id"],
+    )
+
+
+async def test_resolution_and_meshctl_match_the_go_registry(
+    tmp_path: Path, registries: list[Registry], go_registry: str, mesh_cli: Path
+) -> None:
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+
+        async def go_up() -> bool:
+            try:
+                async with session.get(f"{go_registry}/health") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await until(go_up)
+        ours = await register_all(session, cluster.nodes[1].url)
+        theirs = await register_all(session, go_registry)
+    expected = [want for _, want in CASES]
+    assert theirs == expected, "the table's expectations disagree with the Go registry"
+    assert ours == expected
+    our_view = meshctl_json(mesh_cli, cluster.nodes[2].url)
+    go_view = meshctl_json(mesh_cli, go_registry)
+    assert [a["id"] for a in our_view] == [a["id"] for a in go_view]
+    differences = [
+        (ours_agent["id"], key, ours_agent.get(key), go_agent.get(key))
+        for ours_agent, go_agent in zip(our_view, go_view, strict=True)
+        for key in sorted(ours_agent.keys() | go_agent.keys())
+        if ours_agent.get(key) != go_agent.get(key)
+    ]
+    assert differences == [], "\n".join(map(str, differences))
+    status = subprocess.run(
+        [str(mesh_cli / "meshctl"), "status", "--registry-url", cluster.nodes[0].url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "c-0" in status.stdout and "p-b" in status.stdout
