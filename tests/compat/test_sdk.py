@@ -188,3 +188,99 @@ async def test_sdk_agents_resolve_and_call_through_different_replicas(
         await eventually_says(session, consumer, "It is provider-says-", timeout=90)
         provider.stop(signal.SIGTERM)
         await eventually_says(session, consumer, "date_service unavailable", timeout=30)
+
+
+class ServiceProxy:
+    """A ClusterIP Service stand-in on 127.0.0.1: each connection goes to a random replica
+    that accepts it."""
+
+    def __init__(self, backends: list[Registry]) -> None:
+        self.backends = backends
+        self.port = free_port()
+        self.server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import random
+
+        for backend in random.sample(self.backends, len(self.backends)):
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend.port)
+            except OSError:
+                continue
+            await asyncio.gather(
+                _pipe(reader, up_writer), _pipe(up_reader, writer), return_exceptions=True
+            )
+            return
+        writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def heartbeat_posts(nodes: list[Registry]) -> int:
+    """POST /heartbeat requests the replicas logged (writes are logged at info)."""
+    count = 0
+    for node in nodes:
+        if node.log_path.exists():
+            count += sum(
+                1
+                for line in node.log_path.read_text().splitlines()
+                if '"method": "POST"' in line.replace('":"', '": "') and '"/heartbeat"' in line
+            )
+    return count
+
+
+async def test_leader_failover_under_running_agents(
+    tmp_path: Path, registries: list[Registry], agents: list[Agent], sdk_python: Path
+) -> None:
+    """No dependency flapping and no re-registration storm while the leader is killed; agents
+    reach the survivors through the Service address."""
+    from tests.test_cluster import leader_of
+
+    cluster = Cluster(tmp_path, registries, AGENT_TIMEOUT="10s", HEALTH_CHECK_INTERVAL="1s")
+    cluster.start_all()
+    proxy = ServiceProxy(cluster.nodes)
+    await proxy.start()
+    service = Registry(tmp_path / "service", port=proxy.port)  # only its URL is used
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            await all_ready(session, cluster.nodes)
+            provider = Agent(sdk_python, PROVIDER, service, tmp_path).start()
+            consumer = Agent(sdk_python, CONSUMER, service, tmp_path).start()
+            agents.extend([provider, consumer])
+            await eventually_says(session, consumer, "It is provider-says-", timeout=90)
+            posts_before = heartbeat_posts(cluster.nodes)
+            assert posts_before >= 2  # both agents registered: the counter sees POSTs
+            leader = await leader_of(session, cluster.nodes)
+            cluster.nodes[leader].kill()
+            proxy.backends = [n for i, n in enumerate(cluster.nodes) if i != leader]
+            started = time.monotonic()
+            answers = []
+            while time.monotonic() - started < 20:  # two AGENT_TIMEOUTs across the failover
+                answers.append(await call_greet(session, consumer))
+                await asyncio.sleep(0.5)
+            assert all("It is provider-says-" in a for a in answers), [
+                a[-120:] for a in answers if "It is provider-says-" not in a
+            ]
+            posts_after = heartbeat_posts(cluster.nodes)  # the killed node's log included
+            assert posts_after - posts_before <= 4, (posts_before, posts_after)
+    finally:
+        await proxy.stop()
