@@ -159,7 +159,6 @@ class LocalLog:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self._task: asyncio.Task[None] | None = None
         self._next_index = machine.store.last_index() + 1
-        self.batches = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="local-log-writer")
@@ -226,7 +225,6 @@ class LocalLog:
                         future.set_exception(Unavailable(f"log append failed: {exc}"))
                 continue
             self._next_index += len(batch)
-            self.batches += 1
             for (index, _), (event, future) in zip(records, batch, strict=True):
                 self.machine.apply(index, event)
                 if not future.done():

@@ -66,12 +66,6 @@ class Store:
             cursor = txn.cursor(db=self._log)
             return _key_index(cursor.key()) if cursor.last() else 0
 
-    def first_index(self) -> int:
-        """Index of the oldest log entry still kept (0 when the log is empty)."""
-        with self._env.begin(db=self._log) as txn:
-            cursor = txn.cursor(db=self._log)
-            return _key_index(cursor.key()) if cursor.first() else 0
-
     def entries(self, start: int) -> Iterator[tuple[int, bytes]]:
         """Log entries with index >= ``start``, in order, from one consistent read snapshot."""
         with self._env.begin(db=self._log, buffers=False) as txn:
