@@ -1,0 +1,86 @@
+{{/* Names. With the release named like the chart (helm install mcp-mesh-registry ...), the
+objects are named as in k8s/base: mcp-mesh-registry, mcp-mesh-registry-headless. */}}
+{{- define "registry.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "registry.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* StatefulSet pod names are <fullname>-<ordinal>, and a pod's hostname must fit in 63. */}}
+{{- define "registry.headless" -}}
+{{- printf "%s-headless" (include "registry.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "registry.configName" -}}
+{{- printf "%s-config" (include "registry.fullname" .) -}}
+{{- end -}}
+
+{{- define "registry.secretName" -}}
+{{- default (printf "%s-secret" (include "registry.fullname" .)) .Values.existingSecret -}}
+{{- end -}}
+
+{{- define "registry.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "registry.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "registry.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "registry.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "registry.labels" -}}
+{{ include "registry.selectorLabels" . }}
+app.kubernetes.io/part-of: mcp-mesh
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The initial Raft cluster size (REGISTRY_REPLICAS): fixed at install. On upgrade it is read
+back from the running StatefulSet, so changing .Values.replicas scales by join/remove instead of
+redefining the initial cluster (which could let new pods elect a second leader). */}}
+{{- define "registry.initialClusterSize" -}}
+{{- if .Values.initialClusterSize -}}
+{{- .Values.initialClusterSize | toString -}}
+{{- else -}}
+{{- $size := .Values.replicas | toString -}}
+{{- $sts := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "registry.fullname" .) -}}
+{{- if $sts -}}
+{{- range $sts.spec.template.spec.containers -}}
+{{- range (default list .env) -}}
+{{- if eq .name "REGISTRY_REPLICAS" -}}{{- $size = .value -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $size -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A secret value: the given one, else the one already in the cluster, else a new random one. */}}
+{{- define "registry.secretValue" -}}
+{{- $given := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- $existing := index . 2 -}}
+{{- if $given -}}
+{{- $given -}}
+{{- else if and $existing $existing.data (hasKey $existing.data $key) -}}
+{{- index $existing.data $key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 40 -}}
+{{- end -}}
+{{- end -}}

