@@ -15,8 +15,7 @@ from aiohttp import web
 from registry import registration
 from registry.api.keys import NODE
 from registry.api.render import agent_info
-from registry.api.responses import fail, json_response, path_agent_id, read_json
-from registry.registration import InvalidRegistration
+from registry.api.responses import fail, json_response, path_agent_id, read_registration
 from registry.timefmt import iso_ms, now_ms
 from registry.view import HEALTHY
 
@@ -37,10 +36,7 @@ EVENTS_LIMIT_MAX = 500
 
 async def heartbeat(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    try:
-        agent = registration.from_heartbeat(await read_json(request))
-    except InvalidRegistration as exc:
-        fail(400, f"invalid registration: {exc}", exc.field or None)
+    agent = await read_registration(request, registration.from_heartbeat, "registration")
     agent_id = agent["agent_id"]
     view = node.view
     new = await node.register(agent)

@@ -7,12 +7,13 @@ first bad input, before anything is proposed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import orjson
 from aiohttp import web
 
-from registry.registration import valid_agent_id
+from registry.registration import InvalidRegistration, valid_agent_id
 from registry.timefmt import iso_ms, now_ms
 
 JSON = "application/json"
@@ -66,3 +67,13 @@ def path_agent_id(request: web.Request, name: str) -> str:
     if not valid_agent_id(agent_id):
         fail(400, f"invalid {name}: expected 1-64 characters of [A-Za-z0-9_-]", agent_id)
     return agent_id
+
+
+async def read_registration(
+    request: web.Request, parse: Callable[[Any], dict[str, Any]], what: str
+) -> dict[str, Any]:
+    """The request body parsed into a normalized registration by ``parse``; 400 if invalid."""
+    try:
+        return parse(await read_json(request))
+    except InvalidRegistration as exc:
+        fail(400, f"invalid {what}: {exc}", exc.field or None)

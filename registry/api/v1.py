@@ -11,17 +11,13 @@ from aiohttp import web
 from registry import registration
 from registry.api.keys import NODE
 from registry.api.render import agent_info, provider_info
-from registry.api.responses import fail, json_response, path_agent_id, read_json
-from registry.registration import InvalidRegistration
+from registry.api.responses import fail, json_response, path_agent_id, read_registration
 from registry.timefmt import iso_ms, now_ms
 
 
 async def create_agent(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    try:
-        agent = registration.from_guide(await read_json(request))
-    except InvalidRegistration as exc:
-        fail(400, f"invalid agent: {exc}", exc.field or None)
+    agent = await read_registration(request, registration.from_guide, "agent")
     agent_id = agent["agent_id"]
     await node.register(agent)
     stored = node.view.agents.get(agent_id)
