@@ -379,6 +379,10 @@ class RaftProposer:
         )
         if join_via is not None:
             self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")
+        elif not journal.members():
+            # Nobody answered yet: a cluster may come up after us (a scaled-up pod that started
+            # before the running ones were reachable); keep looking until we have a leader.
+            self._join_task = asyncio.create_task(self._watch_for_cluster(), name="raft-join")
         self._liveness_task = asyncio.create_task(self._forward_liveness(), name="liveness-out")
         log.info(
             "raft started",
@@ -422,6 +426,18 @@ class RaftProposer:
                     return None
                 return peer, members
         return None
+
+    async def _watch_for_cluster(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(2.0)
+            node = self.node
+            if node is not None and node.status_snapshot.get("leader_reachable"):
+                return
+            found = await loop.run_in_executor(None, self._existing_cluster)
+            if found is not None:
+                await self._join(found[0])
+                return
 
     async def _join(self, peer: str) -> None:
         """Ask the cluster to add this node (dynamic membership), until it has."""

@@ -430,3 +430,20 @@ async def test_compaction_bounds_the_log_and_installs_snapshots(
         await converged(session, cluster.nodes)
         for node in cluster.nodes:
             assert want <= await agent_ids(session, node)
+
+
+async def test_a_new_node_started_before_the_cluster_joins_it_later(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A scaled-up pod that starts before the running pods are reachable still joins."""
+    cluster = Cluster(tmp_path, registries)
+    n0, n1 = cluster.address(0), cluster.address(1)
+    early = cluster.start(1, REGISTRY_PEERS=f"{n0},{n1}")
+    async with aiohttp.ClientSession() as session:
+        assert not await ready(session, early)
+        first = cluster.start(0, REGISTRY_PEERS=n0)
+        await all_ready(session, [first])
+        await until(lambda: _has_members(session, first, [n0, n1]), timeout=30)
+        await all_ready(session, [first, early])
+        assert await register(session, early, "via-late-joiner")
+        await converged(session, [first, early])
