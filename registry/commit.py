@@ -92,13 +92,8 @@ class StateMachine:
 
         The record is kept as this node's own newest snapshot so a restart starts from it.
         """
-        state = decode_snapshot(index, record)
-        try:
-            installed = View.from_state(state)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise events.CorruptRecord(index, f"unreadable snapshot ({exc})") from None
-        if installed.history.maxlen != self.view.history.maxlen:
-            installed.history = deque(installed.history, maxlen=self.view.history.maxlen)
+        limit = self.view.history.maxlen or 0
+        installed = view_from_snapshot(index, decode_snapshot(index, record), limit)
         self.store.put_snapshot_record(index, record)
         self.snapshot_index = index
         self.view.replace(installed)
@@ -122,6 +117,18 @@ class StateMachine:
         log.info("snapshot written", extra={"index": index})
 
 
+def view_from_snapshot(index: int, state: Any, history_limit: int) -> View:
+    """The view in a decoded snapshot at ``index``, keeping ``history_limit`` events for
+    GET /events (the setting may have changed since the snapshot was written)."""
+    try:
+        view = View.from_state(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise events.CorruptRecord(index, f"unreadable snapshot ({exc})") from None
+    if view.history.maxlen != history_limit:
+        view.history = deque(view.history, maxlen=history_limit)
+    return view
+
+
 def restore_view(store: Store, history_limit: int) -> View:
     """Rebuild the view: newest snapshot, then replay of the log after it.
 
@@ -132,13 +139,7 @@ def restore_view(store: Store, history_limit: int) -> View:
     if snapshot is None:
         view = View(history_limit=history_limit)
     else:
-        index, state = snapshot
-        try:
-            view = View.from_state(state)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise events.CorruptRecord(index, f"unreadable snapshot ({exc})") from None
-        if view.history.maxlen != history_limit:
-            view.history = deque(view.history, maxlen=history_limit)
+        view = view_from_snapshot(*snapshot, history_limit)
     for index, record in store.entries(view.applied_index + 1):
         apply(view, index, events.decode(record, index))
     return view
