@@ -473,24 +473,10 @@ class RaftProposer:
                 f"removing {member} would leave {reachable} reachable of {len(remaining)} "
                 "members, less than a majority: bring members back first"
             )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-
-        def settle(error: int) -> None:
-            if future.done():
-                return
-            if error == FAIL_REASON.SUCCESS:
-                future.set_result(None)
-            else:
-                future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
-
-        node.removeNodeFromCluster(
-            member, callback=lambda _res, err: loop.call_soon_threadsafe(settle, err)
+        await self._committed(
+            lambda callback: node.removeNodeFromCluster(member, callback=callback),
+            "membership change not committed in time; outcome unknown",
         )
-        try:
-            await asyncio.wait_for(future, self.config.write_timeout)
-        except TimeoutError:
-            raise Unavailable("membership change not committed in time; outcome unknown") from None
 
     # -- tick thread -> loop --------------------------------------------------------------------
 
@@ -562,27 +548,39 @@ class RaftProposer:
             raise Unavailable("raft is not running")
         if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
             raise Unavailable("no reachable leader (this node cannot reach a majority)")
+        result = await self._committed(
+            lambda callback: node.apply_event(record, callback=callback),
+            f"not committed within {self.config.write_timeout:g}s; outcome unknown",
+        )
+        return int(result)
+
+    async def _committed(
+        self, submit: Callable[[Callable[[Any, int], None]], None], timeout_reason: str
+    ) -> Any:
+        """Submit a command to pysyncobj with a callback and await its result on the loop.
+
+        The callback runs on the tick thread (or the caller's, on QUEUE_FULL); a failure
+        reason becomes Unavailable, and so does no answer within WRITE_TIMEOUT.
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
 
         def settle(result: Any, error: int) -> None:
             if future.done():
                 return
             if error == FAIL_REASON.SUCCESS:
-                future.set_result(int(result))
+                future.set_result(result)
             else:
                 future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
 
-        def callback(result: Any, error: int) -> None:  # tick thread (or caller on QUEUE_FULL)
+        def callback(result: Any, error: int) -> None:
             loop.call_soon_threadsafe(settle, result, error)
 
-        node.apply_event(record, callback=callback)
+        submit(callback)
         try:
             return await asyncio.wait_for(future, self.config.write_timeout)
         except TimeoutError:
-            raise Unavailable(
-                f"not committed within {self.config.write_timeout:g}s; outcome unknown"
-            ) from None
+            raise Unavailable(timeout_reason) from None
 
     async def propose(self, event: Event) -> int:
         return await self._submit(events.encode(event))
