@@ -42,6 +42,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
+from pysyncobj.monotonic import monotonic
+from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.utility import TcpUtility
 
@@ -109,6 +111,30 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         acks, self._acks = self._acks, []
         for node, message in acks:
             super().send(node, message)
+
+    def _onTick(self) -> None:
+        self._drop_stalled_connects()
+        super()._onTick()
+
+    def _drop_stalled_connects(self) -> None:
+        """Give up on connection attempts that got no answer within connectionTimeout.
+
+        pysyncobj checks its timeout only when the socket reports an event, and a SYN sent to
+        an address nobody holds any more (a pod rescheduled with a new IP) reports nothing until
+        the kernel gives up, about two minutes later. Dropping the attempt lets the next one
+        resolve the name again and reach the peer at its new address.
+        """
+        timeout = self._syncObj.conf.connectionTimeout
+        now = monotonic()
+        for node, conn in list(self._connections.items()):
+            started = self._lastConnectAttempt.get(node)
+            if (
+                conn.state == CONNECTION_STATE.CONNECTING
+                and started is not None
+                and now - started > timeout
+            ):
+                log.info("no answer from %s within %.1f s; connecting again", node, timeout)
+                conn.disconnect()
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
         if isinstance(message, dict) and message.get("type") == LIVENESS_MESSAGE:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -80,11 +81,13 @@ async def until(check: Any, timeout: float = 20.0) -> Any:
         await asyncio.sleep(0.05)
 
 
-async def all_ready(session: aiohttp.ClientSession, nodes: list[Registry]) -> None:
+async def all_ready(
+    session: aiohttp.ClientSession, nodes: list[Registry], timeout: float = 20.0
+) -> None:
     async def check() -> bool:
         return all(await asyncio.gather(*(ready(session, n) for n in nodes)))
 
-    await until(check)
+    await until(check, timeout)
 
 
 async def leader_of(session: aiohttp.ClientSession, nodes: list[Registry]) -> int:
@@ -447,3 +450,54 @@ async def test_a_new_node_started_before_the_cluster_joins_it_later(
         await all_ready(session, [first, early])
         assert await register(session, early, "via-late-joiner")
         await converged(session, [first, early])
+
+
+def connecting_to(port: int) -> set[int]:
+    """Local ports of this machine's TCP sockets in SYN_SENT towards ``port`` on 127.0.0.1."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if state == "02" and remote == f"0100007F:{port:04X}":
+            found.add(int(local.rpartition(":")[2], 16))
+    return found
+
+
+async def test_a_peer_whose_address_swallows_connects_is_retried_and_reached(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A rescheduled pod's old IP swallows SYNs; the survivors must not wait for the kernel.
+
+    Stand-in for that address: a listener whose accept queue is full, so the kernel drops every
+    SYN to that port. A kernel connect retries its SYN only after 1, 3, 7, 15, 31... s (about
+    two minutes in all), so a stuck attempt shows up as the same socket still in SYN_SENT
+    seconds later; the survivors must instead start fresh attempts (new sockets) that resolve
+    the name again, and reach the node as soon as it answers.
+    """
+    cluster = Cluster(tmp_path, registries)
+    # pysyncobj connects from the greater address to the smaller one: the smallest is the node
+    # both survivors must reach by themselves.
+    late = min(range(3), key=cluster.address)
+    port = cluster.raft_ports[late]
+    blackhole = socket.socket()
+    blackhole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blackhole.bind(("127.0.0.1", port))
+    blackhole.listen(0)
+    filler = socket.create_connection(("127.0.0.1", port))  # fills the accept queue
+    try:
+        survivors = [i for i in range(3) if i != late]
+        for i in survivors:
+            cluster.start(i)
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            await all_ready(session, [cluster.nodes[i] for i in survivors])
+            assert await register(session, cluster.nodes[survivors[0]], "before-move")
+            attempts = await until(lambda: asyncio.sleep(0, connecting_to(port)))
+            await asyncio.sleep(3)  # longer than connectionTimeout (1.2 s) + retry (0.5 s)
+            assert not attempts & connecting_to(port), "a connect attempt stayed stuck"
+            filler.close()
+            blackhole.close()
+            cluster.start(late)
+            await all_ready(session, [cluster.nodes[late]], timeout=8)
+            assert "before-move" in await agent_ids(session, cluster.nodes[late])
+    finally:
+        filler.close()
+        blackhole.close()
