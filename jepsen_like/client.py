@@ -3,8 +3,11 @@
 Each worker owns a few agent ids and, at random, registers or updates them (through the
 agent protocol's POST /heartbeat or the guide's POST /api/v1/agents), deregisters them, or
 reads them linearizably, each time through a replica picked at random, as a ClusterIP
-Service would. Heartbeaters keep a few agents alive with HEAD /heartbeat the way the SDK
-does. Every invocation and completion goes to the history with monotonic timestamps.
+Service would. An id is retired for a fresh one after OPS_PER_KEY operations: the
+linearizability search is exponential in the operations of one key whose outcome is unknown,
+and short per-key histories keep a 5-minute run checkable in seconds. Heartbeaters keep a few
+agents alive with HEAD /heartbeat the way the SDK does. Every invocation and completion goes to
+the history with monotonic timestamps.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from jepsen_like.history import (
 )
 
 TIMEOUT = 3.0
+KEYS_PER_WORKER = 3
+OPS_PER_KEY = 50
+"""Operations on one agent id before a worker moves on to a fresh one."""
 
 
 class Recorder:
@@ -130,10 +136,16 @@ async def _worker(
     stop_at: float,
     rng: random.Random,
 ) -> None:
-    keys = [f"w{process}-{k}" for k in range(3)]
+    keys = [f"w{process}-{k}" for k in range(KEYS_PER_WORKER)]
+    used = dict.fromkeys(keys, 0)
     n = 0
     while time.monotonic() < stop_at:
-        key = rng.choice(keys)
+        slot = rng.randrange(KEYS_PER_WORKER)
+        key = keys[slot]
+        used[key] += 1
+        if used[key] > OPS_PER_KEY:
+            key = keys[slot] = f"w{process}-{len(used)}"
+            used[key] = 1
         f = rng.choices([WRITE, DELETE, READ], weights=[5, 1, 4])[0]
         n += 1
         value = f"v{process}x{n}:{1000 + n % 50000}" if f == WRITE else None
