@@ -10,18 +10,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from registry import __version__, config, logs
+from registry import __version__, backup, config, logs
 from registry.api.app import build_app, build_metrics_app
 from registry.events import CorruptRecord
 from registry.node import Node
+from registry.sqlite_projection import COLUMNS, agent_row
 
 log = logging.getLogger("registry")
 
@@ -56,31 +59,129 @@ def _parser() -> argparse.ArgumentParser:
         "Refused when the remaining reachable members would not be a majority.",
     )
     remove.add_argument("member", help="the member's Raft address (see GET /api/v1/cluster)")
-    remove.add_argument(
-        "--url", help="a running node's HTTP address (default: this node, 127.0.0.1:REGISTRY_PORT)"
+    remove.add_argument("--url", help=_URL_HELP)
+    backup = commands.add_parser(
+        "backup",
+        help="write a consistent backup of a running registry to a file",
+        description="Ask a running node for a backup (after a barrier, so it holds every write "
+        "acknowledged before it) and write it to FILE, plus FILE.sha256 for `sha256sum -c`.",
     )
+    backup.add_argument("--out", required=True, type=Path, metavar="FILE")
+    backup.add_argument("--url", help=_URL_HELP)
+    restore = commands.add_parser(
+        "restore",
+        help="make an empty data directory start from a backup",
+        description="Check FILE and write it into an empty data directory (DATA_DIR unless "
+        "--data-dir is given); the node started on it serves the backup's agents. For a "
+        "cluster, restore the same file into every member's empty data directory, then start "
+        "them all (k8s/README.md, 'Backup and restore').",
+    )
+    restore.add_argument("--from", dest="source", required=True, type=Path, metavar="FILE")
+    restore.add_argument("--data-dir", type=Path, help="target directory (default: DATA_DIR)")
+    inspect = commands.add_parser(
+        "inspect",
+        help="list the agents of a running node or of a backup file",
+        description="One row per agent, the columns of the guide's "
+        '`sqlite3 registry.db "SELECT * FROM agents;"` (without the raw registration).',
+    )
+    inspect.add_argument("--from", dest="source", type=Path, metavar="FILE", help="a backup")
+    inspect.add_argument("--url", help=_URL_HELP)
+    inspect.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     return parser
+
+
+_URL_HELP = "a running node's HTTP address (default: this node, 127.0.0.1:REGISTRY_PORT)"
+
+
+def _admin_call(cfg: config.Config, method: str, url: str | None, path: str) -> tuple[int, bytes]:
+    """One request to a running node with the AUTH_TOKEN; aiohttp.ClientError if unreachable."""
+    base = url or f"http://127.0.0.1:{cfg.port}"
+    headers = {"Authorization": f"Bearer {cfg.auth_token}"} if cfg.auth_token else {}
+
+    async def call() -> tuple[int, bytes]:
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            session.request(method, f"{base}{path}") as resp,
+        ):
+            return resp.status, await resp.read()
+
+    return asyncio.run(call())
+
+
+def _fail(message: str) -> int:
+    print(f"mcp-mesh-registry: {message}", file=sys.stderr)
+    return 1
 
 
 def cluster_remove(cfg: config.Config, member: str, url: str | None) -> int:
     """Ask a running node to remove ``member``; prints the node's answer."""
-    base = url or f"http://127.0.0.1:{cfg.port}"
-    headers = {"Authorization": f"Bearer {cfg.auth_token}"} if cfg.auth_token else {}
-
-    async def call() -> tuple[int, str]:
-        async with (
-            aiohttp.ClientSession(headers=headers) as session,
-            session.delete(f"{base}/api/v1/cluster/members/{member}") as resp,
-        ):
-            return resp.status, await resp.text()
-
     try:
-        status, body = asyncio.run(call())
+        status, body = _admin_call(cfg, "DELETE", url, f"/api/v1/cluster/members/{member}")
     except aiohttp.ClientError as exc:
-        print(f"mcp-mesh-registry: cannot reach {base}: {exc}", file=sys.stderr)
-        return 1
-    print(body)
+        return _fail(f"cannot reach the registry: {exc}")
+    print(body.decode())
     return 0 if status == 200 else 1
+
+
+def _fetch_backup(cfg: config.Config, url: str | None) -> backup.Backup:
+    try:
+        status, body = _admin_call(cfg, "POST", url, "/api/v1/backup")
+    except aiohttp.ClientError as exc:
+        raise backup.BackupError(f"cannot reach the registry: {exc}") from None
+    if status != 200:
+        raise backup.BackupError(f"the registry refused the backup ({status}): {body.decode()}")
+    return backup.decode(body)
+
+
+def _read_backup(path: Path) -> backup.Backup:
+    try:
+        return backup.decode(path.read_bytes())
+    except OSError as exc:
+        raise backup.BackupError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def backup_command(cfg: config.Config, out: Path, url: str | None) -> int:
+    made = _fetch_backup(cfg, url)
+    data = backup.encode(
+        made.applied_index,
+        made.record,
+        made.header["node"],
+        made.header["agents"],
+        made.header["created"],
+    )
+    digest = backup.write_file(out, data)
+    print(
+        f"backup of applied index {made.applied_index} ({made.header['agents']} agents, "
+        f"from {made.header['node']}) written to {out}, sha256 {digest}"
+    )
+    return 0
+
+
+def restore_command(cfg: config.Config, source: Path, data_dir: Path | None) -> int:
+    made = _read_backup(source)
+    target = data_dir or Path(cfg.data_dir)
+    backup.restore(made, target)
+    print(
+        f"restored applied index {made.applied_index} ({made.header['agents']} agents) "
+        f"into {target}; start the registry on it"
+    )
+    return 0
+
+
+def inspect_command(cfg: config.Config, source: Path | None, url: str | None, as_json: bool) -> int:
+    made = _read_backup(source) if source is not None else _fetch_backup(cfg, url)
+    view = made.view()
+    columns = COLUMNS[:-1]  # the raw registration is what the other columns summarize
+    rows = [row[:-1] for agent_id in sorted(view.agents) if (row := agent_row(view, agent_id))]
+    if as_json:
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row, strict=True))))
+        return 0
+    widths = [max([len(c), *(len(str(r[i])) for r in rows)]) for i, c in enumerate(columns)]
+    for line in [columns, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    print(f"({len(rows)} agents at applied index {made.applied_index})", file=sys.stderr)
+    return 0
 
 
 async def serve(cfg: config.Config) -> None:
@@ -136,6 +237,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "cluster":
         return cluster_remove(cfg, args.member, args.url)
+    try:
+        if args.command == "backup":
+            return backup_command(cfg, args.out, args.url)
+        if args.command == "restore":
+            return restore_command(cfg, args.source, args.data_dir)
+        if args.command == "inspect":
+            return inspect_command(cfg, args.source, args.url, args.json)
+    except backup.BackupError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"{exc.filename or ''}: {exc.strerror}")
     logs.setup(cfg.log_level, cfg.instance_id)
     if args.command in (None, "serve"):
         try:

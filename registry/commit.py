@@ -159,7 +159,8 @@ class LocalLog:
         self._queue: asyncio.Queue[tuple[Event, asyncio.Future[int]]] = asyncio.Queue()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self._task: asyncio.Task[None] | None = None
-        self._next_index = machine.store.last_index() + 1
+        # After a restore the log is empty and the view starts at the backup's index.
+        self._next_index = max(machine.store.last_index(), machine.view.applied_index) + 1
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="local-log-writer")

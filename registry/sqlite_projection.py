@@ -29,27 +29,30 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.2
 """Seconds between flushes of changed agents (bounds how stale the projection can be)."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS agents (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    agent_type TEXT NOT NULL,
-    runtime TEXT NOT NULL,
-    version TEXT NOT NULL,
-    status TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    capabilities TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    registration TEXT NOT NULL
+COLUMNS = (
+    "id",
+    "name",
+    "namespace",
+    "agent_type",
+    "runtime",
+    "version",
+    "status",
+    "endpoint",
+    "capabilities",
+    "created_at",
+    "updated_at",
+    "registration",
 )
-"""
+"""The ``agents`` table, one row per agent (also what ``mcp-mesh-registry inspect`` lists)."""
+_PLACEHOLDERS = ",".join("?" * len(COLUMNS))
+_SCHEMA = "CREATE TABLE IF NOT EXISTS agents ({})".format(
+    ", ".join(f"{c} TEXT PRIMARY KEY" if c == "id" else f"{c} TEXT NOT NULL" for c in COLUMNS)
+)
 
 Row = tuple[Any, ...]
 
 
-def _row(view: View, agent_id: str) -> Row | None:
+def agent_row(view: View, agent_id: str) -> Row | None:
     agent = view.agents.get(agent_id)
     if agent is None:
         return None
@@ -122,15 +125,14 @@ class SqliteProjection:
     async def _flush(self) -> None:
         if self._full:
             self._full, self._dirty = False, set()
-            rows = [
-                row for agent_id in list(self.view.agents) if (row := _row(self.view, agent_id))
-            ]
+            everyone = list(self.view.agents)
+            rows = [row for agent_id in everyone if (row := agent_row(self.view, agent_id))]
             await asyncio.get_running_loop().run_in_executor(self._io, self._rebuild, rows)
             return
         if not self._dirty:
             return
         ids, self._dirty = self._dirty, set()
-        changes = [(agent_id, _row(self.view, agent_id)) for agent_id in ids]
+        changes = [(agent_id, agent_row(self.view, agent_id)) for agent_id in ids]
         try:
             await asyncio.get_running_loop().run_in_executor(self._io, self._write, changes)
         except sqlite3.Error:
@@ -151,7 +153,7 @@ class SqliteProjection:
         conn = self._connect()
         with conn:
             conn.execute("DELETE FROM agents")
-            conn.executemany(f"INSERT INTO agents VALUES ({','.join('?' * 12)})", rows)
+            conn.executemany(f"INSERT INTO agents VALUES ({_PLACEHOLDERS})", rows)
 
     def _write(self, changes: list[tuple[str, Row | None]]) -> None:
         conn = self._connect()
@@ -160,9 +162,7 @@ class SqliteProjection:
                 if row is None:
                     conn.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
                 else:
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO agents VALUES ({','.join('?' * 12)})", row
-                    )
+                    conn.execute(f"INSERT OR REPLACE INTO agents VALUES ({_PLACEHOLDERS})", row)
 
     def _close(self) -> None:
         if self._conn is not None:

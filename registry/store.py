@@ -83,8 +83,7 @@ class Store:
 
     def put_snapshot(self, index: int, state: Any) -> None:
         """Store the view ``state`` covering the log up to ``index``; prune old snapshots."""
-        body = msgpack.packb(state, use_bin_type=True)
-        self._put_record(index, zlib.crc32(body).to_bytes(4, "big") + body)
+        self._put_record(index, snapshot_record(state))
 
     def put_snapshot_record(self, index: int, record: bytes) -> None:
         """Store a snapshot record received from a peer (checked first)."""
@@ -119,6 +118,12 @@ class Store:
         with self._env.begin(db=self._snapshots) as txn:
             cursor = txn.cursor(db=self._snapshots)
             return _key_index(cursor.key()) if cursor.last() else 0
+
+
+def snapshot_record(state: Any) -> bytes:
+    """A view state as stored: CRC32 of the body, then the msgpack body."""
+    body: bytes = msgpack.packb(state, use_bin_type=True)
+    return zlib.crc32(body).to_bytes(4, "big") + body
 
 
 def decode_snapshot(index: int, record: bytes) -> Any:

@@ -43,13 +43,14 @@ from prometheus_client.registry import Collector
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
 from pysyncobj.monotonic import monotonic
+from pysyncobj.node import TCPNode
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 from pysyncobj.utility import TcpUtility
 
 from registry import events
 from registry.commit import StateMachine, Unavailable
-from registry.config import Config
+from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
 from replication.journal import LmdbJournal
@@ -71,6 +72,8 @@ def _journal_factory(journal_file: Any) -> Any:
 pysyncobj.syncobj.createJournal = _journal_factory
 
 _PARTNER = "partner_node_status_server_"
+_NO_OP = pysyncobj.syncobj._bchr(pysyncobj.syncobj._COMMAND_TYPE.NO_OP)
+"""pysyncobj's no-op journal command (what a new leader appends)."""
 LIVENESS_MESSAGE = "mesh_liveness"
 DUMP_VERSION = 1
 LIVENESS_PERIOD = 1.0
@@ -244,9 +247,13 @@ def ask(peer: str, command: list[Any], password: str | None, timeout: float = 1.
         return None
 
 
+def dump_path(config: Config) -> str:
+    return os.path.join(config.data_dir, "raft", "dump.bin")
+
+
 def _conf(config: Config, timing: RaftTiming, dumps: Any) -> SyncObjConf:
     return SyncObjConf(
-        fullDumpFile=os.path.join(config.data_dir, "raft", "dump.bin"),
+        fullDumpFile=dump_path(config),
         serializer=dumps.write,
         deserializer=dumps.read,
         password=config.encryption_key or None,
@@ -307,22 +314,7 @@ class Dumps:
             for entry in journal[index + 1 - first : last[1] - first + 1]
             if (record := _record_of(entry[0])) is not None
         ]
-        body = msgpack.packb(
-            {
-                "version": DUMP_VERSION,
-                "last": list(last),
-                "prev": list(prev),
-                "cluster": sorted(str(member) for member in cluster),
-                "snapshot_index": index,
-                "snapshot": snapshot,
-                "tail": tail,
-            },
-            use_bin_type=True,
-        )
-        with open(path, "wb") as out:
-            out.write(zlib.crc32(body).to_bytes(4, "big") + body)
-            out.flush()
-            os.fsync(out.fileno())
+        write_dump(path, last, prev, [str(member) for member in cluster], index, snapshot, tail)
         log.info(
             "raft log compacted",
             extra={"snapshot_index": index, "tail": len(tail), "through": last[1]},
@@ -352,7 +344,37 @@ class Dumps:
         node = self.proposer.node
         if node is not None:
             node.journal.trim_before_dump(prev, last)
-        return last, prev, list(dump_state["cluster"])
+        # As nodes, not strings: pysyncobj drops itself from this list by comparing nodes, and
+        # a string never equals one (it would count itself as a peer and need one ack more).
+        return last, prev, [TCPNode(member) for member in dump_state["cluster"]]
+
+
+def write_dump(
+    path: str,
+    last: Any,
+    prev: Any,
+    cluster: list[str],
+    snapshot_index: int,
+    snapshot: bytes,
+    tail: list[list[Any]],
+) -> None:
+    """A dump file (CRC32 + msgpack), fsynced: pysyncobj trims the journal once it exists."""
+    body = msgpack.packb(
+        {
+            "version": DUMP_VERSION,
+            "last": list(last),
+            "prev": list(prev),
+            "cluster": sorted(cluster),
+            "snapshot_index": snapshot_index,
+            "snapshot": snapshot,
+            "tail": tail,
+        },
+        use_bin_type=True,
+    )
+    with open(path, "wb") as out:
+        out.write(zlib.crc32(body).to_bytes(4, "big") + body)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 class RaftProposer:
@@ -396,6 +418,14 @@ class RaftProposer:
                 join_via, members = found
                 others = [m for m in members if m != self.peers.self_address]
         self.peers = Peers(self.peers.self_address, tuple(others))
+        if self._restored(journal):
+            if join_via is not None:
+                raise ConfigError(
+                    f"this data directory was restored from a backup, but a cluster already runs "
+                    f"at {join_via}: restore every member from the same backup and start them "
+                    "together, or empty this directory to join the running cluster"
+                )
+            self._start_log_at_snapshot()
         self.node = RaftNode(
             self.peers,
             _conf(self.config, self.timing, Dumps(self)),
@@ -437,6 +467,40 @@ class RaftProposer:
         self._io.shutdown(wait=True)
 
     # -- membership -------------------------------------------------------------------------------
+
+    def _restored(self, journal: LmdbJournal) -> bool:
+        """A view that starts past 0 with a journal that never held anything: a restore."""
+        return (
+            self.machine.view.applied_index > 0
+            and len(journal) == 0
+            and not journal.members()
+            and not os.path.exists(dump_path(self.config))
+        )
+
+    def _start_log_at_snapshot(self) -> None:
+        """Make the Raft log start right after the restored snapshot.
+
+        Raft indexes are the view's indexes; a log starting at 1 would have every new entry up
+        to the snapshot's index skipped as already applied. A dump holding the snapshot and two
+        no-op entries ending at its index (term 0) is what pysyncobj loads as "compacted up to
+        here". Every member restored from the same backup starts with the same log, so they
+        agree on it and elect a leader as usual.
+        """
+        index = self.machine.view.applied_index
+        found = self.machine.store.latest_snapshot_record()
+        if found is None or found[0] != index:
+            raise ConfigError(f"restored view at {index} has no snapshot at that index")
+        members = [self.peers.self_address, *self.peers.others]
+        write_dump(
+            dump_path(self.config),
+            (_NO_OP, index, 0),
+            (_NO_OP, index - 1, 0),
+            members,
+            index,
+            found[1],
+            [],
+        )
+        log.info("raft log starts after the restored snapshot", extra={"index": index})
 
     def _existing_cluster(self) -> tuple[str, list[str]] | None:
         """A running cluster that does not count this node yet: ``(peer to ask, members)``.

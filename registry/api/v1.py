@@ -6,12 +6,15 @@ registration and goes through the same event, view and renderer.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from registry import registration
+from registry import backup, registration
 from registry.api.keys import NODE
 from registry.api.render import agent_info, provider_info
 from registry.api.responses import fail, json_response, path_agent_id, read_registration
+from registry.store import snapshot_record
 from registry.timefmt import iso_ms, now_ms
 
 
@@ -87,6 +90,26 @@ async def remove_member(request: web.Request) -> web.Response:
     return json_response({"removed": member})
 
 
+async def create_backup(request: web.Request) -> web.Response:
+    """The view as a backup file, after a barrier: it holds every write acknowledged before
+    the request, from any replica. POST because it is an admin action (AUTH_TOKEN applies)."""
+    node = request.app[NODE]
+    await node.proposer.barrier()
+    view = node.view
+    index, agents, state = view.applied_index, len(view.agents), view.to_state()
+    # The captured state is never mutated by later applies; pack it off the event loop.
+    record = await asyncio.get_running_loop().run_in_executor(None, snapshot_record, state)
+    body = backup.encode(index, record, node.config.instance_id, agents, iso_ms(now_ms()))
+    return web.Response(
+        body=body,
+        content_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="registry-{index}.backup"',
+            "X-Registry-Backup-Index": str(index),
+        },
+    )
+
+
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/agents", list_agents, allow_head=False),
@@ -96,4 +119,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/api/v1/capabilities", list_capabilities, allow_head=False),
         web.get("/api/v1/cluster", cluster, allow_head=False),
         web.delete("/api/v1/cluster/members/{member}", remove_member),
+        web.post("/api/v1/backup", create_backup),
     ]

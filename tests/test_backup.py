@@ -1,0 +1,177 @@
+"""``mcp-mesh-registry backup / restore / inspect`` against real processes and files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.processes import Registry
+from tests.test_cluster import (
+    Cluster,
+    agent_ids,
+    all_ready,
+    converged,
+    leader_of,
+    register,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "registry", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def register_many(session: aiohttp.ClientSession, node: Registry, ids: list[str]) -> None:
+    for agent_id in ids:
+        assert await register(session, node, agent_id), agent_id
+
+
+async def test_single_node_backup_inspect_restore_and_continue(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    node = Registry(tmp_path / "a", SNAPSHOT_EVERY="7")
+    registries.append(node.start())
+    backup_file = tmp_path / "registry.backup"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await register_many(session, node, [f"agent-{i}" for i in range(20)])
+
+        made = cli("backup", "--out", str(backup_file), "--url", node.url)
+        assert made.returncode == 0, made.stderr
+        assert "applied index 20 (20 agents" in made.stdout
+        digest = hashlib.sha256(backup_file.read_bytes()).hexdigest()
+        checksum = Path(f"{backup_file}.sha256").read_text()
+        assert checksum == f"{digest}  {backup_file.name}\n"
+        verify = ["sha256sum", "-c", f"{backup_file.name}.sha256"]
+        assert subprocess.run(verify, cwd=tmp_path, capture_output=True).returncode == 0
+
+        table = cli("inspect", "--from", str(backup_file))
+        assert table.returncode == 0, table.stderr
+        header, *rows = table.stdout.splitlines()
+        assert header.split()[:3] == ["id", "name", "namespace"]
+        assert sorted(row.split()[0] for row in rows) == sorted(f"agent-{i}" for i in range(20))
+        live = cli("inspect", "--json", "--url", node.url)
+        assert {json.loads(line)["id"] for line in live.stdout.splitlines()} == {
+            f"agent-{i}" for i in range(20)
+        }
+
+        # A write after the backup is not in it.
+        assert await register(session, node, "after-backup")
+    node.stop()
+
+    restored_dir = tmp_path / "restored"
+    done = cli("restore", "--from", str(backup_file), "--data-dir", str(restored_dir))
+    assert done.returncode == 0, done.stderr
+    restored = Registry(restored_dir, SNAPSHOT_EVERY="7")
+    registries.append(restored.start())
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        assert await agent_ids(session, restored) == {f"agent-{i}" for i in range(20)}
+        # New writes continue the log after the backup's index and survive a restart.
+        await register_many(session, restored, [f"new-{i}" for i in range(10)])
+        restored.stop()
+        registries.append(restored.start())
+        ids = await agent_ids(session, restored)
+    assert ids == {f"agent-{i}" for i in range(20)} | {f"new-{i}" for i in range(10)}
+
+
+def test_restore_refuses_a_used_directory_and_damaged_files(tmp_path: Path) -> None:
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "something").write_text("x")
+    missing = cli("restore", "--from", str(tmp_path / "nope"), "--data-dir", str(tmp_path / "d"))
+    assert missing.returncode == 1
+    assert "cannot read" in missing.stderr
+    assert not (tmp_path / "d").exists()
+
+    backup_file = tmp_path / "b.backup"
+    node_dir = tmp_path / "node"
+    node = Registry(node_dir)
+    node.start()
+    try:
+        assert cli("backup", "--out", str(backup_file), "--url", node.url).returncode == 0
+    finally:
+        node.stop()
+    refused = cli("restore", "--from", str(backup_file), "--data-dir", str(used))
+    assert refused.returncode == 1
+    assert "is not empty" in refused.stderr
+    assert sorted(p.name for p in used.iterdir()) == ["something"]
+
+    data = backup_file.read_bytes()
+    flipped = tmp_path / "flipped.backup"
+    flipped.write_bytes(data[:-3] + bytes([data[-3] ^ 1]) + data[-2:])
+    truncated = tmp_path / "truncated.backup"
+    truncated.write_bytes(data[:-10])
+    for damaged, message in ((flipped, "checksum mismatch"), (truncated, "truncated")):
+        target = tmp_path / f"into-{damaged.stem}"
+        result = cli("restore", "--from", str(damaged), "--data-dir", str(target))
+        assert result.returncode == 1
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not target.exists()
+
+
+def test_backup_needs_the_token_when_auth_is_on(tmp_path: Path, registries: list[Registry]) -> None:
+    node = Registry(tmp_path / "a", AUTH_TOKEN="s3cret")
+    registries.append(node.start())
+    denied = cli("backup", "--out", str(tmp_path / "x"), "--url", node.url)
+    assert denied.returncode == 1
+    assert "401" in denied.stderr
+    assert not (tmp_path / "x").exists()
+    allowed = cli("backup", "--out", str(tmp_path / "x"), "--url", node.url, AUTH_TOKEN="s3cret")
+    assert allowed.returncode == 0, allowed.stderr
+
+
+async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[Registry]) -> None:
+    """The documented procedure: back up from any member, restore the same file into every
+    member's empty data directory, start them all. They elect a leader and keep a quorum with
+    one member down (each counts the others, not itself, as peers)."""
+    original = Cluster(tmp_path / "original", registries)
+    original.start_all()
+    backup_file = tmp_path / "cluster.backup"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await all_ready(session, original.nodes)
+        leader = await leader_of(session, original.nodes)
+        await register_many(session, original.nodes[leader], [f"a-{i}" for i in range(30)])
+        follower = original.nodes[(leader + 1) % 3]
+        made = cli("backup", "--out", str(backup_file), "--url", follower.url)
+        assert made.returncode == 0, made.stderr
+        assert "(30 agents" in made.stdout  # the follower's backup waited for the writes
+    for node in original.nodes:
+        node.stop()
+
+    fresh = Cluster(tmp_path / "restored", registries)
+    for node in fresh.nodes:
+        done = cli("restore", "--from", str(backup_file), "--data-dir", str(node.data_dir))
+        assert done.returncode == 0, done.stderr
+    fresh.start_all()
+    expected = {f"a-{i}" for i in range(30)}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await all_ready(session, fresh.nodes)
+        for node in fresh.nodes:
+            assert await agent_ids(session, node) == expected
+        leader = await leader_of(session, fresh.nodes)
+        await register_many(session, fresh.nodes[(leader + 1) % 3], ["after-restore"])
+        await converged(session, fresh.nodes)
+
+        down = (leader + 2) % 3
+        fresh.nodes[down].kill()
+        up = [node for i, node in enumerate(fresh.nodes) if i != down]
+        assert await register(session, up[0], "one-member-down")
+        fresh.start(down)
+        await all_ready(session, fresh.nodes)
+        await converged(session, fresh.nodes)
+        for node in fresh.nodes:
+            assert await agent_ids(session, node) == expected | {"after-restore", "one-member-down"}
