@@ -109,7 +109,8 @@ def restore(backup: Backup, data_dir: Path) -> None:
     continues its log after it, and a Raft node starts its log at the snapshot's index (see
     replication.raft), which is why every member of a cluster is restored from the same file.
     """
-    if data_dir.exists() and any(data_dir.iterdir()):
+    # lost+found is what a fresh ext4 volume holds at its root, not a node's data.
+    if data_dir.exists() and any(p.name != "lost+found" for p in data_dir.iterdir()):
         raise BackupError(f"{data_dir} is not empty: restore only into an empty data directory")
     store = Store(str(data_dir / LMDB_DIR))
     try:
