@@ -183,6 +183,25 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self.transport.flush_acks()
         super()._onTick(timeToWait)
 
+    def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        """Keep a snapshot being received from moving the commit index over this node's log.
+
+        pysyncobj lets every ``append_entries`` message raise the follower's commit index to
+        ``min(leader's commit, own last index)``; for a chunk of a snapshot transfer nothing
+        has checked that this node's log matches the leader's, and a former leader still holds
+        entries of its old term that were never committed. Applying those acknowledged writes
+        the cluster never had (found by the chaos harness: a partitioned leader's writes
+        answered 200, then gone). Such chunks now carry this node's own commit index; the
+        snapshot, once complete, brings the right state.
+        """
+        if (
+            isinstance(message, dict)
+            and message.get("type") == "append_entries"
+            and "serialized" in message
+        ):
+            message = {**message, "commit_index": self.raftCommitIndex}
+        super()._SyncObj__onMessageReceived(node, message)
+
     def _checkCommandsToApply(self) -> None:
         """Append every queued command, then send them to each follower in one message.
 

@@ -6,10 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pysyncobj import SyncObjConf
+from pysyncobj.node import TCPNode
 
 from registry.config import Config, ConfigError
 from replication.journal import LmdbJournal
-from replication.peers import RaftTiming, discover
+from replication.peers import Peers, RaftTiming, discover
+from replication.raft import RaftNode
 
 
 def test_journal_survives_reopen_only_what_was_synced(tmp_path: Path) -> None:
@@ -83,3 +86,28 @@ def test_lease_settings_map_onto_raft_timing() -> None:
     doubled = RaftTiming.from_config(Config(lease_duration=30, renew_deadline=20))
     assert doubled.election_min == 2 * default.election_min
     assert doubled.step_down == 2 * default.step_down
+
+
+def test_a_snapshot_chunk_does_not_commit_a_former_leaders_own_entries(tmp_path: Path) -> None:
+    """A node holding entries of an old term (never committed) receives the first chunk of a
+    snapshot from the new leader: its commit index must not move over those entries."""
+    journal = LmdbJournal(str(tmp_path / "raft"))
+    peers = Peers("127.0.0.1:1", ("127.0.0.1:2", "127.0.0.1:3"))
+    conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
+    applied: list[int] = []
+    node = RaftNode(peers, conf, journal, lambda index, _: applied.append(index), lambda _: None)
+    try:
+        for index in range(2, 11):  # pysyncobj put its no-op at 1
+            journal.add(b"\x00uncommitted", index, 1)
+        before = node.raftCommitIndex
+        chunk = {
+            "type": "append_entries",
+            "term": 2,
+            "commit_index": 50,
+            "serialized": (b"first part of a snapshot", True, False),
+        }
+        node._SyncObj__onMessageReceived(TCPNode("127.0.0.1:2"), chunk)
+        assert node.raftCommitIndex == before < 2
+        assert applied == []
+    finally:
+        journal._destroy()
