@@ -91,28 +91,34 @@ def availability(ops: list[Op], faults: list[dict[str, Any]]) -> Verdict:
 def health(ops: list[Op], timeout_ns: int, grace_ns: int) -> Verdict:
     """(e) No agent that kept heartbeating was reported unhealthy.
 
-    A heartbeat answered ``gone`` (HEAD 410) for an agent that was registered and had a
-    successful heartbeat less than ``timeout_ns - grace_ns`` before is a false verdict (the
-    grace covers the check interval and the followers' liveness forwarding).
+    A heartbeat answered ``gone`` (HEAD 410) is a false verdict when, since the agent's last
+    registration, it was never silent for ``timeout_ns - grace_ns`` or more: every gap between
+    its acknowledged registrations and heartbeats, and from the last of them to the 410, is
+    shorter (the grace covers the check interval and the followers' liveness forwarding).
+    An agent that was silent long enough may rightly have been marked unhealthy, even if a
+    replica that had not yet applied that verdict answered a later heartbeat "ok".
     """
     false_alarms = []
     for key, key_ops in by_key(ops):
-        beats = sorted(
-            (op for op in key_ops if op.f == HEARTBEAT and op.outcome == OK),
-            key=lambda op: op.start,
+        registered = sorted(
+            op.end for op in key_ops if op.f == WRITE and op.outcome == OK and op.end is not None
+        )
+        alive = sorted(
+            op.end
+            for op in key_ops
+            if op.outcome == OK
+            and op.end is not None
+            and (op.f == WRITE or (op.f == HEARTBEAT and op.result == "ok"))
         )
         deleted = [op.start for op in key_ops if op.f == DELETE and op.outcome != FAIL]
-        last_ok: int | None = None
-        for beat in beats:
-            if beat.result == "ok":
-                last_ok = beat.end
+        for beat in key_ops:
+            if beat.f != HEARTBEAT or beat.outcome != OK or beat.result != "gone":
                 continue
-            recently_deleted = any(t <= beat.start for t in deleted)
-            if (
-                beat.result == "gone"
-                and not recently_deleted
-                and last_ok is not None
-                and beat.start - last_ok < timeout_ns - grace_ns
-            ):
+            since = max((t for t in registered if t <= beat.start), default=None)
+            if since is None or any(since <= t <= beat.start for t in deleted):
+                continue
+            marks = [t for t in alive if since <= t <= beat.start] + [beat.start]
+            if all(b - a < timeout_ns - grace_ns for a, b in itertools.pairwise(marks)):
+                last_ok = marks[-2] if len(marks) > 1 else since
                 false_alarms.append({"key": key, "at": beat.start, "last_ok": last_ok})
     return {"valid": not false_alarms, "false_unhealthy": false_alarms}

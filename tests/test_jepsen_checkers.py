@@ -118,14 +118,39 @@ def test_convergence_availability_and_health() -> None:
     assert figures["longest_write_gap_s"] == 5.0
     second = 1_000_000_000
     beats = [
-        op(HEARTBEAT, None, 0, 1, result="ok"),
+        op(WRITE, "hb:1", 0, 1),  # the agent registers
+        op(HEARTBEAT, None, 2, 3, result="ok"),
         op(HEARTBEAT, None, 5 * second, 5 * second + 1, result="ok"),
         op(HEARTBEAT, None, 9 * second, 9 * second + 1, result="gone"),  # 4 s after a beat
     ]
     timeout, grace = 60 * second, 5 * second
     assert not checkers.health(beats, timeout, grace)["valid"]
-    silent = [beats[0], op(HEARTBEAT, None, 70 * second, 70 * second + 1, result="gone")]
+    silent = [*beats[:2], op(HEARTBEAT, None, 70 * second, 70 * second + 1, result="gone")]
     assert checkers.health(silent, timeout, grace)["valid"]
+
+
+def test_health_silence_then_stale_ok_answers_is_not_a_false_alarm() -> None:
+    """Seen in a 5-minute run: heartbeats to a paused replica time out for 11 s (longer than
+    the 10 s timeout), the resumed replica answers two more "ok" from its not yet updated
+    view, then 410: the leader rightly marked the agent unhealthy."""
+    second = 1_000_000_000
+    timeout, grace = 10 * second, 4 * second
+    history = [
+        op(WRITE, "hb:1", 0, 1),
+        op(HEARTBEAT, None, 1 * second, 1 * second + 1, result="ok"),
+        *(op(HEARTBEAT, None, t * second, None, outcome=INFO) for t in range(2, 13, 4)),
+        op(HEARTBEAT, None, 13 * second, 13 * second + 1, result="ok"),
+        op(HEARTBEAT, None, 14 * second, 14 * second + 1, result="ok"),
+        op(HEARTBEAT, None, 15 * second, 15 * second + 1, result="gone"),
+    ]
+    assert checkers.health(history, timeout, grace)["valid"]
+    # the same answers with no silence before them: a false alarm
+    steady = [
+        op(WRITE, "hb:1", 0, 1),
+        *(op(HEARTBEAT, None, t * second, t * second + 1, result="ok") for t in range(1, 15)),
+        op(HEARTBEAT, None, 15 * second, 15 * second + 1, result="gone"),
+    ]
+    assert not checkers.health(steady, timeout, grace)["valid"]
 
 
 def test_history_roundtrip_and_pairing(tmp_path: Path) -> None:
