@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.processes import Registry
+from tests.processes import Registry, free_port
 from tests.test_cluster import (
     Cluster,
     agent_ids,
@@ -175,3 +175,20 @@ async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[R
         await converged(session, fresh.nodes)
         for node in fresh.nodes:
             assert await agent_ids(session, node) == expected | {"after-restore", "one-member-down"}
+
+    # A restored directory started next to a cluster that already runs without it refuses to
+    # start (it would replay that cluster's log over the backup's view).
+    extra_dir = tmp_path / "extra"
+    assert cli("restore", "--from", str(backup_file), "--data-dir", str(extra_dir)).returncode == 0
+    raft_port = free_port()
+    extra = Registry(
+        extra_dir,
+        ENABLE_LEADER_ELECTION="true",
+        ENCRYPTION_KEY="cluster-test-key",
+        REGISTRY_PEERS=f"{fresh.peers},127.0.0.1:{raft_port}",
+        RAFT_PORT=str(raft_port),
+    )
+    command = [sys.executable, "-m", "registry"]
+    refused = subprocess.run(command, env=extra.env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "restored from a backup, but a cluster already runs" in refused.stderr
