@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-compat lint typecheck chaos clean
+.PHONY: run test test-compat lint typecheck chaos bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP) lint typecheck
 ## test-compat: only the compatibility suite (published SDK, meshctl)
 test-compat: $(STAMP)
 	$(BIN)/pytest -q -m compat
+
+## bench: issue 7's scenarios against the Go registry (~5 min); writes benchmarks/RESULTS.md
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks run --scenario all
 
 ## chaos: a 5-minute partition-chaos run with every nemesis (needs root, iproute2, nftables)
 chaos: $(STAMP)

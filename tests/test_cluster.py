@@ -270,7 +270,7 @@ async def test_health_is_decided_by_the_leader_from_every_replicas_heartbeats(
             async with session.head(f"{follower.url}/heartbeat/alive-1") as resp:
                 assert resp.status == 200, "a heartbeating agent was reported unhealthy"
             listing = await get_json(session, f"{nodes[leader].url}/agents")
-            status = {a["id"]: a["status"] for a in listing["agents"]}
+            status = {a["id"]: str(a["status"]) for a in listing["agents"]}
             return status["silent-1"] == "unhealthy"
 
         await until(silent_marked, timeout=15)
@@ -409,7 +409,7 @@ async def test_compaction_bounds_the_log_and_installs_snapshots(
 
         async def compacted() -> bool:
             sizes = [
-                (await get_json(session, f"{n.url}/api/v1/cluster"))["log_size"]
+                int((await get_json(session, f"{n.url}/api/v1/cluster"))["log_size"])
                 for n in cluster.nodes
             ]
             return max(sizes) < 30

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +18,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from benchmarks.go_registry import ensure_go_registry
 from tests.processes import Registry, free_port
 from tests.test_cluster import Cluster, all_ready, until
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI_PACKAGE = "@mcpmesh/cli-linux-x64@3.7"
 
 PROVIDERS = [
     ("p-a", "1.0.0", ["fast", "python"]),
@@ -54,19 +52,9 @@ CASES: list[tuple[dict[str, Any], str]] = [
 @pytest.fixture(scope="session")
 def mesh_cli() -> Path:
     """``meshctl`` and the Go ``mcp-mesh-registry`` from the published npm package."""
-    target = ROOT / ".npm-compat"
-    binaries = target / "package" / "bin"
-    if not (binaries / "meshctl").exists():
-        if shutil.which("npm") is None:
-            pytest.skip("npm is not installed: cannot fetch meshctl and the Go registry")
-        target.mkdir(exist_ok=True)
-        packed = subprocess.run(
-            ["npm", "pack", CLI_PACKAGE], cwd=target, capture_output=True, text=True, timeout=600
-        )
-        if packed.returncode != 0:
-            pytest.skip(f"npm registry unreachable: {packed.stderr[-300:]}")
-        tarball = packed.stdout.strip().splitlines()[-1]
-        subprocess.run(["tar", "xzf", tarball], cwd=target, check=True)
+    binaries, why_not = ensure_go_registry()
+    if binaries is None:
+        pytest.skip(why_not)
     return binaries
 
 

@@ -1,0 +1,59 @@
+"""The benchmark driver end to end at smoke scale (seconds): CI checks that it works, not the
+figures (those live in benchmarks/RESULTS.md, measured at full scale)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--scenario",
+            "all",
+            "--smoke",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "latest.json").read_text())
+    results = report["results"]
+    assert set(results) == {"s1", "s2", "s3", "s4", "s5"}
+    ours = results["s1"]["ours"]
+    assert ours["requests"] > 0 and ours["errors"] == 0
+    assert set(ours["statuses"]) == {"200"}
+    assert len(ours["cpu_seconds"]) == 3 and all(c > 0 for c in ours["cpu_seconds"])
+    assert results["s2"]["false_unhealthy"] == 0
+    assert results["s2"]["head"]["errors"] == 0
+    assert results["s3"]["ours_agents"]["statuses"] == {
+        "200": results["s3"]["ours_agents"]["requests"]
+    }
+    assert len(results["s4"]["trials_s"]) == 2
+    assert results["s5"]["met"] is True
+    assert (tmp_path / "RESULTS.md").read_text().startswith("# Benchmark results")
+
+
+def test_unknown_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--scenario", "s9", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("unknown scenario(s): s9")
