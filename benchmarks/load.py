@@ -1,72 +1,90 @@
 """The load generator: one asyncio/aiohttp client used for both registries.
 
-Closed loop (``closed_loop``: N connections each sending its next request when the previous
-answered) measures throughput; paced (``paced``: requests started on a fixed schedule,
-whether or not earlier ones answered) measures latency at a given rate, the way thousands
-of agents heartbeating on their own timers load a registry. Pure Python on purpose: wrk
-mishandles HEAD, and the same client for both systems keeps the comparison fair.
+Closed loop (:func:`closed_loop`: N connections, each sending its next request when the
+previous one answered) measures throughput. Open loop (:func:`paced`: requests started on a
+fixed schedule whether or not earlier ones answered) measures latency at a given rate, the way
+thousands of agents heartbeating on their own timers load a registry; a closed loop would slow
+down with the server and hide its queueing. Pure Python on purpose: wrk mishandles HEAD, and
+one client for both systems keeps the comparison fair. The client shares the machine's cores
+with the servers, so every phase also records the client's own CPU time: a client near one
+full core per second is itself a bottleneck, and its figures are a lower bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
 Request = Callable[[aiohttp.ClientSession, int], Awaitable[int]]
-"""Sends request number ``n`` and returns the HTTP status."""
+"""Sends request number ``n`` on the session and returns the HTTP status."""
+
+LATE_AFTER = 0.005
+"""A paced send starting this far behind its schedule counts as late (the client fell behind)."""
 
 
 @dataclass
 class Stats:
+    """What one phase of load saw: per-request latencies, statuses, transport errors."""
+
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     late: int = 0
     seconds: float = 0.0
+    client_cpu_seconds: float = 0.0
 
     def record(self, status: int, latency: float) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
         self.latencies.append(latency)
 
-    def summary(self) -> dict[str, float | int | dict[str, int]]:
+    def summary(self) -> dict[str, Any]:
+        """Throughput and latency percentiles (ms) in the shape the report tables use."""
         ordered = sorted(self.latencies)
 
         def pct(q: float) -> float:
+            if not ordered:
+                return 0.0
             return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
         return {
             "requests": len(ordered),
             "per_second": round(len(ordered) / self.seconds, 1) if self.seconds else 0.0,
-            "p50_ms": pct(0.50) if ordered else 0.0,
-            "p99_ms": pct(0.99) if ordered else 0.0,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
             "errors": self.errors,
             "late_sends": self.late,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "client_cpu_seconds": round(self.client_cpu_seconds, 2),
         }
 
 
-async def _timed(session: aiohttp.ClientSession, request: Request, n: int, stats: Stats) -> None:
+async def timed(client: aiohttp.ClientSession, request: Request, n: int, stats: Stats) -> None:
+    """Send request ``n`` and record its status and latency (or a transport error)."""
     started = time.perf_counter()
     try:
-        status = await request(session, n)
+        status = await request(client, n)
     except (aiohttp.ClientError, TimeoutError):
         stats.errors += 1
         return
     stats.record(status, time.perf_counter() - started)
 
 
-def session(connections: int) -> aiohttp.ClientSession:
+def session(connections: int, timeout: float = 10.0) -> aiohttp.ClientSession:
+    """A session for one system under test, holding at most ``connections`` connections."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections),
-        timeout=aiohttp.ClientTimeout(total=10),
+        timeout=aiohttp.ClientTimeout(total=timeout),
     )
 
 
 async def closed_loop(request: Request, connections: int, seconds: float) -> Stats:
+    """``connections`` workers sending back to back for ``seconds``."""
     stats = Stats()
     counter = iter(range(1 << 62))
     async with session(connections) as client:
@@ -74,33 +92,51 @@ async def closed_loop(request: Request, connections: int, seconds: float) -> Sta
 
         async def worker() -> None:
             while time.monotonic() < deadline:
-                await _timed(client, request, next(counter), stats)
+                await timed(client, request, next(counter), stats)
 
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(connections)))
         stats.seconds = time.monotonic() - started
+        stats.client_cpu_seconds = time.process_time() - cpu
     return stats
 
 
-async def paced(request: Request, rate: float, seconds: float, connections: int = 256) -> Stats:
-    """Start ``rate`` requests a second for ``seconds``; a send more than 5 ms behind its
-    schedule counts as late (the client, not the server, could not keep up)."""
+async def paced(
+    request: Request,
+    rate: float,
+    seconds: float,
+    *,
+    stop: asyncio.Event | None = None,
+    connections: int = 256,
+    drain: float = 15.0,
+) -> Stats:
+    """Start ``rate`` requests a second for ``seconds`` (or until ``stop`` is set).
+
+    Requests still unanswered ``drain`` seconds after the last send are cancelled and counted
+    as errors, so a stalled server cannot hang the run.
+    """
     stats = Stats()
     async with session(connections) as client:
-        started = time.monotonic()
-        total = int(rate * seconds)
+        started, cpu = time.monotonic(), time.process_time()
         pending: set[asyncio.Task[None]] = set()
-        for n in range(total):
-            due = started + n / rate
-            delay = due - time.monotonic()
+        for n in range(int(rate * seconds)):
+            if stop is not None and stop.is_set():
+                break
+            delay = started + n / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -0.005:
+            elif delay < -LATE_AFTER:
                 stats.late += 1
-            task = asyncio.create_task(_timed(client, request, n, stats))
+            task = asyncio.create_task(timed(client, request, n, stats))
             pending.add(task)
             task.add_done_callback(pending.discard)
+        stats.seconds = time.monotonic() - started  # the sending window, not the drain
         if pending:
-            await asyncio.wait(pending, timeout=15)
-        stats.seconds = time.monotonic() - started
+            _, stalled = await asyncio.wait(pending, timeout=drain)
+            for task in stalled:
+                task.cancel()
+                stats.errors += 1
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*stalled, return_exceptions=True)
+        stats.client_cpu_seconds = time.process_time() - cpu
     return stats

@@ -2,13 +2,18 @@
 
 Ours: three ``python -m registry`` processes replicating with Raft (ENCRYPTION_KEY set, every
 commit fsynced on a majority), the same processes the cluster tests run. Theirs: the Go
-``mcp-mesh-registry`` from the npm package, one process on SQLite.
+``mcp-mesh-registry`` from the npm package, one process on SQLite. Both are context managers
+that kill every process they started, whatever happens inside.
+
+CPU and memory come from ``/proc`` (no psutil): utime+stime of ``/proc/<pid>/stat`` and the
+``VmHWM`` high-water mark of ``/proc/<pid>/status``. Each scenario starts fresh processes, so a
+peak is that scenario's peak.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,19 +22,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
+
 from benchmarks.go_registry import ensure_go_registry
+from registry.config import Config
 from tests.processes import Registry, free_port
 from tests.test_cluster import Cluster
 
 TICKS = os.sysconf("SC_CLK_TCK")
+OURS = "ours"
+GO = "Go"
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def peak_rss_mib(pid: int) -> float:
+    """Peak resident set size of ``pid`` so far (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return round(int(line.split()[1]) / 1024, 1)
@@ -43,45 +56,60 @@ class System:
     name: str
     urls: list[str]
     pids: list[int]
+    ready_path: str
+    listings: tuple[str, ...]
+    """The endpoints that list agents with their health (S2 watches them)."""
     cluster: Cluster | None = None
     _cpu_mark: list[float] = field(default_factory=list)
 
     def mark(self) -> None:
+        """Start counting CPU time for :meth:`cost`."""
         self._cpu_mark = [cpu_seconds(pid) for pid in self.pids]
 
     def cost(self) -> dict[str, list[float]]:
         """CPU seconds per node since :meth:`mark`, and peak RSS per node so far."""
+        marks = self._cpu_mark or [0.0] * len(self.pids)
         return {
             "cpu_seconds": [
                 round(cpu_seconds(pid) - before, 2)
-                for pid, before in zip(self.pids, self._cpu_mark, strict=True)
+                for pid, before in zip(self.pids, marks, strict=True)
             ],
             "peak_rss_mib": [peak_rss_mib(pid) for pid in self.pids],
         }
 
+    async def wait_ready(self, limit: float = 30.0) -> None:
+        """Poll every node's readiness path (bounded): ours /ready, Go /health."""
+        deadline = time.monotonic() + limit
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as client:
+            for url in self.urls:
+                while not await _answers_200(client, f"{url}{self.ready_path}"):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{url} not ready within {limit} s")
+                    await asyncio.sleep(0.05)
 
-def _wait_listening(port: int, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+async def _answers_200(client: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with client.get(url) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 @contextmanager
 def ours() -> Iterator[System]:
+    """Our 3-replica cluster (the cluster tests' processes: Raft, ENCRYPTION_KEY, fsync)."""
     started: list[Registry] = []
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as root:
         cluster = Cluster(Path(root), started)
         try:
             cluster.start_all()
             yield System(
-                "ours (3 replicas, Raft)",
+                OURS,
                 [node.url for node in cluster.nodes],
                 [node.proc.pid for node in cluster.nodes if node.proc is not None],
+                "/ready",
+                ("/agents", "/api/v1/agents"),
                 cluster,
             )
         finally:
@@ -92,12 +120,19 @@ def ours() -> Iterator[System]:
 
 @contextmanager
 def go() -> Iterator[System | None]:
-    """The Go registry, or None (with the reason printed) when it cannot be fetched."""
+    """The Go registry, or None (with the reason printed) when it cannot be fetched.
+
+    Its liveness settings are set to our defaults (AGENT_TIMEOUT 60 s, checked every 30 s;
+    Go's own are 20 s and 10 s) so both declare an agent unhealthy under the same rule, and
+    the setup phase (registering 10,000 agents takes the Go registry tens of seconds) cannot
+    age the first agents out before they start heartbeating.
+    """
     binaries, why_not = ensure_go_registry()
     if binaries is None:
-        print(f"Go registry skipped: {why_not}")
+        print(f"Go registry skipped: {why_not}", flush=True)
         yield None
         return
+    defaults = Config()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-go-") as root:
         env = {
@@ -105,14 +140,16 @@ def go() -> Iterator[System | None]:
             "PORT": str(port),
             "HOST": "127.0.0.1",
             "DATABASE_URL": str(Path(root) / "registry.db"),
+            "DEFAULT_TIMEOUT_THRESHOLD": str(int(defaults.agent_timeout)),
+            "HEALTH_CHECK_INTERVAL": str(int(defaults.health_check_interval)),
         }
         with (Path(root) / "go.log").open("wb") as log:
             proc = subprocess.Popen(
                 [str(binaries / "mcp-mesh-registry")], env=env, stdout=log, stderr=log
             )
         try:
-            _wait_listening(port)
-            yield System("Go registry (1 node, SQLite)", [f"http://127.0.0.1:{port}"], [proc.pid])
+            url = f"http://127.0.0.1:{port}"
+            yield System(GO, [url], [proc.pid], "/health", ("/agents",))
         finally:
             proc.kill()
             proc.wait()

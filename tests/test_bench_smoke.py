@@ -33,19 +33,24 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "latest.json").read_text())
     results = report["results"]
-    assert set(results) == {"s1", "s2", "s3", "s4", "s5"}
-    ours = results["s1"]["ours"]
-    assert ours["requests"] > 0 and ours["errors"] == 0
+    assert list(results) == ["s1", "s2", "s3", "s4", "s5", "s6"]
+    for result in results.values():
+        assert {"name", "target", "measured", "met", "rows", "notes"} <= set(result)
+    ours = results["s1"]["rows"][0]
+    assert ours["system"] == "ours" and ours["requests"] > 0 and ours["errors"] == 0
     assert set(ours["statuses"]) == {"200"}
     assert len(ours["cpu_seconds"]) == 3 and all(c > 0 for c in ours["cpu_seconds"])
-    assert results["s2"]["false_unhealthy"] == 0
-    assert results["s2"]["head"]["errors"] == 0
-    assert results["s3"]["ours_agents"]["statuses"] == {
-        "200": results["s3"]["ours_agents"]["requests"]
-    }
-    assert len(results["s4"]["trials_s"]) == 2
+    assert results["s2"]["ours"]["false_unhealthy"] == 0
+    head = results["s2"]["rows"][0]
+    assert head["request"].startswith("HEAD") and head["errors"] == 0
+    listing = results["s3"]["rows"][0]
+    assert listing["system"] == "ours" and listing["statuses"] == {"200": listing["requests"]}
+    assert len(results["s4"]["first_write_s"]) == 2
     assert results["s5"]["met"] is True
-    assert (tmp_path / "RESULTS.md").read_text().startswith("# Benchmark results")
+    assert len(results["s6"]["peak_rss_mib"]) == 3
+    markdown = (tmp_path / "RESULTS.md").read_text()
+    assert markdown.startswith("# Benchmark results")
+    assert all(f"## {result['name']}" in markdown for result in results.values())
 
 
 def test_unknown_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
