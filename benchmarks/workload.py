@@ -114,7 +114,7 @@ async def _heads(system: System, prefix: str, items: list[int]) -> dict[int, int
     return statuses
 
 
-async def settle(system: System, prefix: str, count: int, rounds: int = 5) -> dict[str, Any]:
+async def settle(system: System, prefix: str, count: int, rounds: int) -> dict[str, Any]:
     """Bring every agent to "nothing changed for you", as SDK agents would on their own.
 
     Agents registered before the providers they depend on (or before a provider with a

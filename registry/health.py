@@ -35,12 +35,15 @@ class Liveness:
         self.watching_since = clock()
         self._seen: dict[str, float] = {}
         self._seen_wall_ms: dict[str, int] = {}
+        self.version = 0
+        """Bumped whenever a last-seen time changes (lets listings reuse a rendering)."""
         self._forward = forward
         self._outbox: set[str] = set()
 
     def seen(self, agent_id: str) -> None:
         self._seen[agent_id] = self._clock()
         self._seen_wall_ms[agent_id] = now_ms()
+        self.version += 1
         if self._forward:
             self._outbox.add(agent_id)
 
@@ -50,6 +53,7 @@ class Liveness:
         for agent_id in agent_ids:
             self._seen[agent_id] = now
             self._seen_wall_ms[agent_id] = wall
+        self.version += 1
 
     def drain_outbox(self) -> list[str]:
         batch, self._outbox = list(self._outbox), set()
@@ -58,6 +62,7 @@ class Liveness:
     def forget(self, agent_id: str) -> None:
         self._seen.pop(agent_id, None)
         self._seen_wall_ms.pop(agent_id, None)
+        self.version += 1
 
     def last_seen_ms(self, agent_id: str) -> int | None:
         return self._seen_wall_ms.get(agent_id)

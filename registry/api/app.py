@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from registry.api import ops, protocol, v1
-from registry.api.keys import NODE
+from registry.api.keys import LISTINGS, NODE
+from registry.api.listing import Listings
 from registry.api.middleware import observe
 from registry.node import Node
 
@@ -16,6 +17,7 @@ MAX_BODY = 1 << 20
 def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
     app[NODE] = node
+    app[LISTINGS] = Listings()
     app.add_routes(ops.routes() + protocol.routes() + v1.routes())
     return app
 

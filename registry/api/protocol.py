@@ -13,9 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from registry import registration
-from registry.api.keys import NODE
-from registry.api.render import agent_info
-from registry.api.responses import fail, json_response, path_agent_id, read_registration
+from registry.api.keys import LISTINGS, NODE
+from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
 from registry.timefmt import iso_ms, now_ms
 from registry.view import HEALTHY
 
@@ -80,13 +79,16 @@ async def list_agents(request: web.Request) -> web.Response:
     view = node.view
     namespace = request.query.get("namespace")
     status = request.query.get("status")
-    agents = [
-        agent_info(view, agent, node.liveness)
+    listings = request.app[LISTINGS]
+    if namespace is None and status is None:
+        return web.Response(body=listings.everyone(view, node.liveness), content_type=JSON)
+    agents = (
+        agent
         for agent in view.agents.values()
         if (namespace is None or agent.registration.get("namespace") == namespace)
         and (status is None or agent.status == status)
-    ]
-    return json_response({"agents": agents, "count": len(agents), "timestamp": iso_ms(now_ms())})
+    )
+    return web.Response(body=listings.body(view, agents, node.liveness), content_type=JSON)
 
 
 async def unregister(request: web.Request) -> web.Response:

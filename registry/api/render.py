@@ -34,6 +34,16 @@ def capability_info(tool: dict[str, Any], agent: Agent) -> dict[str, Any]:
 
 def agent_info(view: View, agent: Agent, liveness: Liveness) -> dict[str, Any]:
     """AgentInfo: what ``meshctl list`` renders (status, DEPS, CAPS, endpoint, age, last seen)."""
+    return {**agent_info_from_log(view, agent), "last_seen": iso_ms(last_seen_ms(agent, liveness))}
+
+
+def last_seen_ms(agent: Agent, liveness: Liveness) -> int:
+    """The newest of a heartbeat seen by this node and the agent's last registration."""
+    return max(liveness.last_seen_ms(agent.agent_id) or 0, agent.updated_ms)
+
+
+def agent_info_from_log(view: View, agent: Agent) -> dict[str, Any]:
+    """AgentInfo without ``last_seen``: everything that changes only when the log does."""
     reg = agent.registration
     agent_id = agent.agent_id
     resolutions: list[dict[str, Any]] = []
@@ -51,7 +61,6 @@ def agent_info(view: View, agent: Agent, liveness: Liveness) -> dict[str, Any]:
                 info["mcp_tool"] = item["function_name"]
                 info["endpoint"] = item["endpoint"]
             resolutions.append(info)
-    seen_ms = liveness.last_seen_ms(agent_id)
     return {
         "id": agent_id,
         "name": reg.get("name", agent_id),
@@ -71,7 +80,6 @@ def agent_info(view: View, agent: Agent, liveness: Liveness) -> dict[str, Any]:
         "llm_tool_resolutions": [],
         "llm_provider_resolutions": [],
         "created_at": iso_ms(agent.created_ms),
-        "last_seen": iso_ms(max(seen_ms or 0, agent.updated_ms)),
     }
 
 

@@ -11,9 +11,9 @@ import asyncio
 from aiohttp import web
 
 from registry import backup, registration
-from registry.api.keys import NODE
+from registry.api.keys import LISTINGS, NODE
 from registry.api.render import agent_info, provider_info
-from registry.api.responses import fail, json_response, path_agent_id, read_registration
+from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
 from registry.store import snapshot_record
 from registry.timefmt import iso_ms, now_ms
 
@@ -31,8 +31,8 @@ async def create_agent(request: web.Request) -> web.Response:
 
 async def list_agents(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    agents = [agent_info(node.view, a, node.liveness) for a in node.view.agents.values()]
-    return json_response({"agents": agents, "count": len(agents), "timestamp": iso_ms(now_ms())})
+    body = request.app[LISTINGS].everyone(node.view, node.liveness)
+    return web.Response(body=body, content_type=JSON)
 
 
 async def get_agent(request: web.Request) -> web.Response:
