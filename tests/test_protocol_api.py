@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from tests.conftest import Api, agent_body, eventually
 
@@ -74,6 +77,27 @@ async def test_head_202_only_for_consumers_whose_resolution_changed(api: Api) ->
     await api.client.post("/heartbeat", json=agent_body("unrelated-1", "weather_x"))
     assert (await api.client.head("/heartbeat/consumer-1")).status == 202
     assert (await api.client.head("/heartbeat/bystander-1")).status == 200
+
+
+async def test_head_heartbeats_reuse_one_connection(api: Api) -> None:
+    """HEAD answers carry Content-Length: 0, so a keep-alive client (aiohttp's) reuses its
+    connection instead of opening one per heartbeat."""
+    await api.client.post("/heartbeat", json=agent_body("steady-1", "greeting"))
+    created = 0
+
+    async def count(*_: Any) -> None:
+        nonlocal created
+        created += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(count)
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
+        for path, status in [("steady-1", 200), ("nobody", 410)] * 3:
+            async with session.head(api.client.make_url(f"/heartbeat/{path}")) as resp:
+                assert resp.status == status
+                assert resp.headers["Content-Length"] == "0"
+    assert created == 1
 
 
 async def test_unknown_agent_gets_410_and_delete_404(api: Api) -> None:
