@@ -28,7 +28,7 @@ test: $(STAMP) lint typecheck
 test-compat: $(STAMP)
 	$(BIN)/pytest -q -m compat
 
-## bench: issue 7's scenarios against the Go registry (~5 min); writes benchmarks/RESULTS.md
+## bench: issue 7's scenarios against the Go registry (~12 min); writes benchmarks/RESULTS.md
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks run --scenario all
 
