@@ -17,6 +17,10 @@ snapshot plus the few log records after it; pysyncobj then drops the journal up 
 sends the dump to any follower too far behind (a new or wiped node), whose deserializer installs
 the snapshot and replays the records.
 
+Barriers (an answer that must reflect every acknowledged write): a read index confirmed by a
+majority, which appends nothing (``replication/read_index.py``); an empty entry through the log
+only where no read index can be had (no leader, or one that has not committed in its term).
+
 Liveness: heartbeats reach any replica but only the leader decides health. Followers send the
 ids of agents they heard from to the leader once a second, over the same authenticated Raft
 connection (a message type of our own), never through the log.
@@ -53,8 +57,10 @@ from registry.commit import StateMachine, Unavailable
 from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
+from replication import read_index
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
+from replication.read_index import ReadIndex
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +93,10 @@ _FAILURES = {
     FAIL_REASON.REQUEST_DENIED: "write refused by the leader",
     FAIL_REASON.UNKNOWN_OUTCOME: "outcome unknown after a leader change",
 }
+
+
+class _Refused(Unavailable):
+    """A read index could not be had; a barrier entry will do instead."""
 
 
 class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
@@ -143,6 +153,9 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         if isinstance(message, dict) and message.get("type") == LIVENESS_MESSAGE:
             self._syncObj.receive_liveness(message.get("agents") or [])
             return
+        if isinstance(message, dict) and message.get("type") in read_index.MESSAGES:
+            self._syncObj.read_index.on_message(node, message)
+            return
         super()._onMessageReceived(node, message)
 
 
@@ -168,6 +181,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.leader_changes = 0
         self._last_leader: Any = None
         self._members = sorted([peers.self_address, *peers.others])
+        self.read_index = ReadIndex(self)
         conf.journalFile = journal
         super().__init__(
             peers.self_address, list(peers.others), conf, transportClass=DurableTransport
@@ -241,6 +255,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 leader is not None and status.get(f"{_PARTNER}{leader}") == 2
             )
         self.status_snapshot = status
+        self.read_index.tick()
         members = membership(status)
         if members != self._members:
             self._members = members
@@ -262,6 +277,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             batch.extend(self.outbox.popleft())
         if batch and leader is not None and not self._isLeader():
             self.transport.send(leader, {"type": LIVENESS_MESSAGE, "agents": batch})
+
+    def wake(self) -> None:
+        """Make the tick thread run now (as pysyncobj does for a queued command)."""
+        notifier = getattr(self, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            notifier.notify()
+
+    def send(self, node: Any, message: dict[str, Any]) -> bool:
+        """Tick thread: one of our own messages to a member over the Raft connection; False
+        when there is no connection to send it on."""
+        return self.transport is not None and bool(self.transport.send(node, message))
 
     def receive_liveness(self, agent_ids: list[str]) -> None:
         if self._isLeader():
@@ -702,6 +728,8 @@ class RaftProposer:
                 return
             if error == FAIL_REASON.SUCCESS:
                 future.set_result(result)
+            elif error == read_index.REFUSED:
+                future.set_exception(_Refused("no read index here and now"))
             else:
                 future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
 
@@ -718,7 +746,23 @@ class RaftProposer:
         return await self._submit(events.encode(event))
 
     async def barrier(self) -> None:
-        await self._submit(b"")
+        """Wait until this node's view holds every write acknowledged before the call.
+
+        A read index (see replication/read_index.py) when the leader can give one, which
+        writes nothing; otherwise (no leader, a leader changing, or one that has not committed
+        in its term yet) an empty entry through the log, which decides those cases itself."""
+        node = self.node
+        if node is None:
+            raise Unavailable("raft is not running")
+        if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
+            raise Unavailable("no reachable leader (this node cannot reach a majority)")
+        try:
+            await self._committed(
+                node.read_index.request,
+                f"no read index within {self.config.write_timeout:g}s",
+            )
+        except _Refused:
+            await self._submit(b"")
 
     def ready(self) -> tuple[bool, str]:
         node = self.node

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -501,3 +502,75 @@ async def test_a_peer_whose_address_swallows_connects_is_retried_and_reached(
     finally:
         filler.close()
         blackhole.close()
+
+
+async def commit_index(session: aiohttp.ClientSession, node: Registry) -> int:
+    return int((await get_json(session, f"{node.url}/api/v1/cluster"))["commit_index"])
+
+
+async def test_unchanged_heartbeats_and_linearizable_reads_append_nothing(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A replica checks it is up to date with a read index, not with an entry in the log."""
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    nodes = cluster.nodes
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+        body = agent_body("steady-1", "date", port=9100)
+        async with session.post(f"{nodes[0].url}/heartbeat", json=body) as resp:
+            assert resp.status == 200
+        await converged(session, nodes)
+        before = await commit_index(session, nodes[0])
+        for _ in range(10):
+            for node in nodes:  # the leader and both followers
+                async with session.post(f"{node.url}/heartbeat", json=body) as resp:
+                    assert resp.status == 200
+                listing = await get_json(session, f"{node.url}/agents?consistency=linearizable")
+                assert [a["id"] for a in listing["agents"]] == ["steady-1"]
+        assert await commit_index(session, nodes[0]) == before
+
+
+async def test_a_leader_that_lost_its_followers_answers_no_linearizable_read(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """Paused followers cannot confirm the leader's read index, so it never answers from its
+    view; and a leader paused while the others elected a new one and took a write answers
+    a linearizable read with that write once resumed, never without it."""
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    nodes = cluster.nodes
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await all_ready(session, nodes)
+        leader = await leader_of(session, nodes)
+        others = [n for i, n in enumerate(nodes) if i != leader]
+        for node in others:
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGSTOP)
+        try:
+            url = f"{nodes[leader].url}/agents?consistency=linearizable"
+            async with session.get(url) as resp:
+                assert resp.status == 503
+        finally:
+            for node in others:
+                assert node.proc is not None
+                node.proc.send_signal(signal.SIGCONT)
+        await all_ready(session, nodes)
+        old = await leader_of(session, nodes)
+        paused = nodes[old]
+        assert paused.proc is not None
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            survivors = [n for i, n in enumerate(nodes) if i != old]
+
+            async def written() -> bool:
+                return await register(session, survivors[0], "while-paused-1")
+
+            await until(written)
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        async with session.get(f"{paused.url}/agents?consistency=linearizable") as resp:
+            if resp.status == 200:
+                assert "while-paused-1" in {a["id"] for a in (await resp.json())["agents"]}
+            else:
+                assert resp.status == 503

@@ -5,7 +5,8 @@ is logged with its traceback and answered 500 (a bug by definition: bad input is
 Every response says which log index it reflects (``X-Registry-Applied-Index``), who leads
 (``X-Registry-Leader``) and, from a node that is not ready, that it may be stale
 (``X-Registry-Stale: true``). ``?consistency=linearizable`` on a read first waits for a
-barrier through the log, so the answer reflects every write acknowledged before it.
+barrier (a read index confirmed by a majority), so the answer reflects every write acknowledged
+before it.
 """
 
 from __future__ import annotations
