@@ -734,7 +734,10 @@ class RaftProposer:
                 future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
 
         def callback(result: Any, error: int) -> None:
-            loop.call_soon_threadsafe(settle, result, error)
+            # A loop closed by shutdown has nobody left waiting; raising here would abort the
+            # rest of pysyncobj's tick.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
 
         submit(callback)
         try:

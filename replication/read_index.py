@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,8 +51,11 @@ committed in its term yet): the caller falls back to a barrier entry, which hand
 REPROBE_AFTER = 0.1
 """Seconds before a leader probes again for reads still unconfirmed (a probe can be lost
 with its connection)."""
-GIVE_UP_AFTER = 30.0
-"""Seconds after which an unanswered read is failed here (its caller timed out long ago)."""
+GIVE_UP_AFTER = 1.0
+"""Seconds after which a read not answered yet is refused, so that its caller falls back to a
+barrier entry within its own timeout: a follower's request or the leader's reply may have been
+lost with a connection, and during a rolling upgrade a peer without read indexes ignores
+requests and probes."""
 
 
 @dataclass
@@ -78,7 +82,9 @@ class ReadIndex:
         self._seq = 0
         self._probed_at = 0.0
         self._acks: dict[Any, tuple[int, int]] = {}
-        self._ids = itertools.count(1)
+        # Ids start at random: after this process restarts, a reply the leader still owes its
+        # previous incarnation (an older read index) must not match a new request.
+        self._ids = itertools.count(secrets.randbits(62))
         self._asked: dict[int, tuple[float, Any, Callback]] = {}
         self._waiting: list[tuple[int, Callback]] = []
 
@@ -93,23 +99,24 @@ class ReadIndex:
     # -- tick thread ----------------------------------------------------------------------------
 
     def on_message(self, sender: Any, message: dict[str, Any]) -> None:
+        """Handle one of :data:`MESSAGES`; a malformed one (only an authenticated peer can send
+        any) is dropped rather than allowed to raise inside pysyncobj's tick."""
         kind = message.get("type")
         node = self._node
-        if kind == PROBE:
-            if message.get("term") == node.raftCurrentTerm:
-                node.send(
-                    sender, {"type": PROBE_ACK, "term": message["term"], "seq": message["seq"]}
-                )
-        elif kind == PROBE_ACK:
-            mark = (int(message.get("term", -1)), int(message.get("seq", -1)))
-            if mark > self._acks.get(sender, (-1, -1)):
-                self._acks[sender] = mark
-        elif kind == REQUEST:
-            self._remote.append((sender, int(message.get("id", 0))))
-        elif kind == REPLY:
-            asked = self._asked.pop(int(message.get("id", 0)), None)
-            if asked is None:
+        term, seq, request_id = message.get("term"), message.get("seq"), message.get("id")
+        if kind == PROBE and isinstance(term, int) and isinstance(seq, int):
+            if term == node.raftCurrentTerm:
+                node.send(sender, {"type": PROBE_ACK, "term": term, "seq": seq})
+        elif kind == PROBE_ACK and isinstance(term, int) and isinstance(seq, int):
+            if (term, seq) > self._acks.get(sender, (-1, -1)):
+                self._acks[sender] = (term, seq)
+        elif kind == REQUEST and isinstance(request_id, int):
+            self._remote.append((sender, request_id))
+        elif kind == REPLY and isinstance(request_id, int):
+            asked = self._asked.get(request_id)
+            if asked is None or asked[1] != sender:
                 return
+            del self._asked[request_id]
             index = message.get("index")
             if isinstance(index, int):
                 self._waiting.append((index, asked[2]))
