@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import failover, recovery, workload
 from benchmarks.load import Stats, closed_loop, paced
@@ -126,6 +127,31 @@ async def _log_position(system: System) -> tuple[int, int] | None:
         return int(status["applied_index"]), int(status["commit_index"])
 
 
+async def _gc_pauses(system: System) -> list[tuple[float, float]] | None:
+    """Per node, (full collections, seconds spent in them) so far; None for the Go registry.
+
+    A full (generation 2) collection stops the whole process for a time that grows with the
+    objects it holds: the suspect for S2's tail latency, so S2 reports it."""
+    if system.cluster is None:
+        return None
+    totals = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
+        for url in system.urls:
+            async with client.get(f"{url}/metrics") as resp:
+                text = await resp.text()
+            found = {"count": 0.0, "sum": 0.0}
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if (
+                        sample.name.startswith("mcp_registry_gc_pause_seconds_")
+                        and sample.labels.get("generation") == "2"
+                        and sample.name.rsplit("_", 1)[1] in found
+                    ):
+                        found[sample.name.rsplit("_", 1)[1]] = sample.value
+            totals.append((found["count"], found["sum"]))
+    return totals
+
+
 async def _steady(system: System, scale: Scale) -> Result:
     """Register and settle N agents, then heartbeat them on schedule while watching health.
 
@@ -151,6 +177,7 @@ async def _steady(system: System, scale: Scale) -> Result:
         return workload.post(client, urls[(n + 1) % len(urls)], workload.body("s2", n % agents))
 
     before = await _log_position(system)
+    gc_before = await _gc_pauses(system)
     stop = asyncio.Event()
     watcher = asyncio.create_task(workload.watch_unhealthy(system, scale.watch_every, stop))
     system.mark()
@@ -164,6 +191,13 @@ async def _steady(system: System, scale: Scale) -> Result:
         watched = await watcher
     cost = system.cost()
     after = await _log_position(system)
+    gc_after = await _gc_pauses(system)
+    full_gcs = None
+    if gc_before is not None and gc_after is not None:
+        full_gcs = [
+            {"count": int(a[0] - b[0]), "seconds": round(a[1] - b[1], 3)}
+            for a, b in zip(gc_after, gc_before, strict=True)
+        ]
     growth = event_growth = None
     if before is not None and after is not None:
         event_growth = round((after[0] - before[0]) / heads.seconds, 2)
@@ -178,6 +212,7 @@ async def _steady(system: System, scale: Scale) -> Result:
         "false_unhealthy_examples": unhealthy[:10],
         "log_growth_per_second": growth,
         "event_growth_per_second": event_growth,
+        "full_gc_per_node": full_gcs,
         "settle": {k: v for k, v in settled.items() if k != "gone"},
         "watch": {k: v for k, v in watched.items() if k != "unhealthy"},
         **cost,
@@ -217,7 +252,14 @@ async def s2_heartbeats(scale: Scale) -> Result:
                 else f"{growth} Raft entries/s (registry events "
                 f"{side['event_growth_per_second']}/s)"
             )
-            + f", settle re-POSTs {side['settle']['reposted']}."
+            + f", settle re-POSTs {side['settle']['reposted']}"
+            + (
+                ""
+                if side["full_gc_per_node"] is None
+                else ", full GC pauses during the steady phase per node: "
+                + " / ".join(f"{g['count']} ({g['seconds']} s)" for g in side["full_gc_per_node"])
+            )
+            + "."
         )
     return {
         "name": "S2 steady heartbeats",

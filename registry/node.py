@@ -16,6 +16,7 @@ from typing import Any
 from registry import events
 from registry.commit import LocalLog, Proposer, StateMachine, restore_view
 from registry.config import Config
+from registry.gc_pauses import GcPauses
 from registry.health import HealthMonitor, Liveness
 from registry.metrics import Metrics
 from registry.sqlite_projection import SqliteProjection
@@ -36,6 +37,7 @@ class Node:
         self.view = machine.view
         self.liveness = Liveness(forward=config.enable_leader_election)
         self.metrics = Metrics(machine)
+        self.gc_pauses = GcPauses(self.metrics.gc_pause)
         self.fatal: asyncio.Future[BaseException] | None = None
         self.proposer: Proposer
         if config.enable_leader_election:
@@ -96,6 +98,7 @@ class Node:
 
     async def start(self) -> None:
         self.fatal = asyncio.get_running_loop().create_future()
+        self.gc_pauses.install()
         await self.proposer.start()
         if self.projection is not None:
             await self.projection.start()
@@ -111,6 +114,7 @@ class Node:
         if self.projection is not None:
             await self.projection.stop()
         self.store.close()
+        self.gc_pauses.remove()
 
     def _unchanged(self, agent: dict[str, Any]) -> bool:
         known = self.view.agents.get(agent["agent_id"])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from registry.gc_pauses import GcPauses
 from tests.conftest import Api, agent_body
 
 
@@ -55,6 +60,7 @@ async def test_ops_endpoints(api: Api) -> None:
     root = await (await api.client.get("/")).json()
     assert "/heartbeat" in root["endpoints"]
     await api.client.post("/heartbeat", json=agent_body("p-1", "date"))
+    gc.collect()
     text = await (await api.client.get("/metrics")).text()
     for name in (
         'mcp_registry_agents_total{status="healthy"} 1.0',
@@ -64,8 +70,29 @@ async def test_ops_endpoints(api: Api) -> None:
         "mcp_registry_log_index 1.0",
         "mcp_registry_snapshot_index",
         "mcp_registry_events_appended_total 1.0",
+        'mcp_registry_gc_pause_seconds_count{generation="2"}',
+        "process_resident_memory_bytes",
+        'python_gc_collections_total{generation="2"}',
     ):
         assert name in text, name
+
+
+def test_gc_pauses_are_timed_while_installed_only() -> None:
+    registry = CollectorRegistry()
+    pauses = GcPauses(Histogram("pause", "", ["generation"], registry=registry))
+
+    def full_collections() -> float | None:
+        return registry.get_sample_value("pause_count", {"generation": "2"})
+
+    pauses.install()
+    pauses.install()  # once only
+    try:
+        gc.collect()
+        assert full_collections() == 1
+    finally:
+        pauses.remove()
+    gc.collect()
+    assert full_collections() == 1
 
 
 async def test_auth_token_protects_api_v1_writes(start_api) -> None:  # type: ignore[no-untyped-def]
