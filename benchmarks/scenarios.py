@@ -21,7 +21,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import failover, recovery, workload
-from benchmarks.load import Stats, closed_loop, paced
+from benchmarks.load import HeadClient, Stats, closed_loop, paced
 from benchmarks.systems import System, go, ours
 
 Result = dict[str, Any]
@@ -166,9 +166,11 @@ async def _steady(system: System, scale: Scale) -> Result:
     settled = await workload.settle(system, "s2", agents, rounds)
     gone: set[str] = set(settled["gone"])
 
-    async def head(client: aiohttp.ClientSession, n: int) -> int:
+    head_client = HeadClient()
+
+    async def head(_: aiohttp.ClientSession, n: int) -> int:
         agent = workload.agent_id("s2", n % agents)
-        status = await workload.head(client, urls[n % len(urls)], agent)
+        status = await head_client.head(urls[n % len(urls)], f"/heartbeat/{agent}")
         if status == 410:
             gone.add(agent)
         return status
@@ -189,6 +191,7 @@ async def _steady(system: System, scale: Scale) -> Result:
     finally:
         stop.set()
         watched = await watcher
+        head_client.close()
     cost = system.cost()
     after = await _log_position(system)
     gc_after = await _gc_pauses(system)
