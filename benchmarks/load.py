@@ -112,6 +112,8 @@ class HeadClient:
     machine, so S2's 2,000 HEAD/s would take the client's whole core and measure the client.
     A HEAD exchange is a request line and a header block each way; sending the one and reading
     the other up to its blank line costs a fraction of that, for both registries alike.
+    ``timeout`` bounds the exchange once a connection is free; waiting for one is part of the
+    latency, so a schedule the server cannot keep up with shows as latency, not as errors.
     """
 
     def __init__(self, connections: int = 256, timeout: float = 10.0) -> None:

@@ -71,7 +71,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Ours: 3 replicas on loopback, Raft, ENCRYPTION_KEY set, every write fsynced on a "
         "majority. Go: the npm package's `mcp-mesh-registry`, one node on SQLite. One load "
-        "generator (aiohttp, pure Python) for both, on the same cores as the servers: its own "
+        "generator (asyncio, pure Python: aiohttp, and a minimal keep-alive client for S2's "
+        "HEADs) for both, on the same cores as the servers: its own "
         "CPU time is the last column, and a client near one core per second of load is itself "
         "the limit. Server CPU seconds and peak RSS are per node (/proc).",
         "",

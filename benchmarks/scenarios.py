@@ -363,7 +363,7 @@ async def s4_failover(scale: Scale) -> Result:
             background = await load
     writes = [round(t.first_write_s, 3) for t in trials]
     readies = [round(t.survivors_ready_s, 3) for t in trials]
-    write, ready = statistics.median(writes), statistics.median(readies)
+    write, ready = round(statistics.median(writes), 3), round(statistics.median(readies), 3)
     return {
         "name": "S4 failover",
         "rows": [],
