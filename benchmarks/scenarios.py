@@ -139,16 +139,18 @@ async def _gc_pauses(system: System) -> list[tuple[float, float]] | None:
         for url in system.urls:
             async with client.get(f"{url}/metrics") as resp:
                 text = await resp.text()
-            found = {"count": 0.0, "sum": 0.0}
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    if (
-                        sample.name.startswith("mcp_registry_gc_pause_seconds_")
-                        and sample.labels.get("generation") == "2"
-                        and sample.name.rsplit("_", 1)[1] in found
-                    ):
-                        found[sample.name.rsplit("_", 1)[1]] = sample.value
-            totals.append((found["count"], found["sum"]))
+            full = {
+                sample.name: sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.labels.get("generation") == "2"
+            }
+            totals.append(
+                (
+                    full.get("mcp_registry_gc_pause_seconds_count", 0.0),
+                    full.get("mcp_registry_gc_pause_seconds_sum", 0.0),
+                )
+            )
     return totals
 
 
