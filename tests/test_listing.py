@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -9,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry import events
-from registry.api.listing import Listings
+from registry.api.listing import RESTARTS, Listings, Select
 from registry.api.render import agent_info
 from registry.health import Liveness
 from registry.registration import from_heartbeat
-from registry.view import View, apply
+from registry.view import Agent, View, apply
 from tests.conftest import agent_body
 from tests.test_view_events import AGENTS, event_strategy
 
@@ -28,10 +30,18 @@ def fresh(view: View, liveness: Liveness) -> dict[str, Any]:
     return {"agents": agents, "count": len(agents)}
 
 
+def everyone(view: View) -> list[Agent]:
+    return list(view.agents.values())
+
+
+def listed(listings: Listings, view: View, liveness: Liveness, select: Select = everyone) -> Any:
+    return orjson.loads(asyncio.run(listings.body(view, select, liveness)))
+
+
 def cached(listings: Listings, view: View, liveness: Liveness) -> dict[str, Any]:
     """The whole listing through both paths (reused whole, and per agent); they must agree."""
-    whole = orjson.loads(listings.everyone(view, liveness))
-    per_agent = orjson.loads(listings.body(view, view.agents.values(), liveness))
+    whole = orjson.loads(asyncio.run(listings.everyone(view, liveness)))
+    per_agent = listed(listings, view, liveness)
     for body in (whole, per_agent):
         assert isinstance(body.pop("timestamp"), str)
     assert whole == per_agent
@@ -41,7 +51,7 @@ def cached(listings: Listings, view: View, liveness: Liveness) -> dict[str, Any]
 @settings(max_examples=200, deadline=None)
 @given(st.lists(step, max_size=40))
 def test_cached_listing_equals_fresh_rendering_after_every_step(steps: list[Any]) -> None:
-    view, liveness, listings = View(history_limit=16), Liveness(), Listings()
+    view, liveness, listings = View(history_limit=16), Liveness(), Listings(chunk=2)
     index = 0
     for kind, arg in steps:
         if kind == "event":
@@ -56,10 +66,9 @@ def test_a_subset_is_listed_in_view_order_and_departed_agents_are_forgotten() ->
     view, liveness, listings = View(), Liveness(), Listings()
     for n, agent_id in enumerate(AGENTS, start=1):
         apply(view, n, events.upsert(from_heartbeat(agent_body(agent_id, "date")), n))
-    listings.body(view, view.agents.values(), liveness)
+    listed(listings, view, liveness)
     apply(view, len(AGENTS) + 1, events.remove(AGENTS[0], 0))
-    chosen = [view.agents[AGENTS[2]], view.agents[AGENTS[1]]]
-    body = orjson.loads(listings.body(view, chosen, liveness))
+    body = listed(listings, view, liveness, lambda v: [v.agents[AGENTS[2]], v.agents[AGENTS[1]]])
     assert [a["id"] for a in body["agents"]] == [AGENTS[2], AGENTS[1]]
     assert body["count"] == 2
     assert AGENTS[0] not in listings._rendered
@@ -68,7 +77,7 @@ def test_a_subset_is_listed_in_view_order_and_departed_agents_are_forgotten() ->
 def _consumer_view() -> tuple[View, Liveness, Listings]:
     view, liveness, listings = View(), Liveness(), Listings()
     apply(view, 1, events.upsert(from_heartbeat(agent_body("a-1", "date", deps=["llm"])), 1))
-    listings.body(view, view.agents.values(), liveness)
+    listed(listings, view, liveness)
     return view, liveness, listings
 
 
@@ -86,3 +95,53 @@ def test_each_input_of_a_cached_agent_invalidates_it() -> None:
     for change in changes:
         change()
         assert cached(listings, view, liveness) == fresh(view, liveness)
+
+
+def _populated(count: int) -> tuple[View, Liveness, Listings]:
+    view, liveness, listings = View(), Liveness(), Listings(chunk=2)
+    for n in range(1, count + 1):
+        apply(view, n, events.upsert(from_heartbeat(agent_body(f"a-{n}", "date")), n))
+    return view, liveness, listings
+
+
+async def _list_while(
+    view: View, listings: Listings, liveness: Liveness, write: Callable[[int], None], writes: int
+) -> Any:
+    """A whole listing while ``writes`` entries are applied, one at each pass through the loop."""
+
+    async def writer() -> None:
+        for n in range(writes):
+            await asyncio.sleep(0)
+            write(n)
+
+    task = asyncio.create_task(writer())
+    body = await listings.everyone(view, liveness)
+    await task
+    return orjson.loads(body)
+
+
+def test_a_listing_overtaken_by_the_log_starts_over_and_shows_one_state() -> None:
+    """The first agent's status changes after the first chunk was rendered: a listing that
+    kept that chunk would show it healthy while the view (and a fresh rendering) says not."""
+    view, liveness, listings = _populated(7)
+
+    def mark_unhealthy(n: int) -> None:
+        apply(view, 8, events.health("unhealthy", ["a-1"], 100))
+
+    body = asyncio.run(_list_while(view, listings, liveness, mark_unhealthy, writes=1))
+    assert body["agents"][0]["status"] == "unhealthy"
+    assert isinstance(body.pop("timestamp"), str)
+    assert body == fresh(view, liveness)
+
+
+def test_a_log_that_keeps_moving_cannot_starve_a_listing() -> None:
+    """An agent registered at every pass through the loop: after RESTARTS overtaken attempts
+    the listing renders in one go, showing the agents of that moment."""
+    view, liveness, listings = _populated(7)
+
+    def register(n: int) -> None:
+        apply(view, 8 + n, events.upsert(from_heartbeat(agent_body(f"w-{n}", "date")), 8 + n))
+
+    body = asyncio.run(_list_while(view, listings, liveness, register, writes=20))
+    assert len(view.agents) == 7 + 20  # the writer went on after the listing was done
+    assert body["count"] == 7 + RESTARTS  # one registration per overtaken attempt

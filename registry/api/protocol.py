@@ -16,7 +16,7 @@ from registry import registration
 from registry.api.keys import LISTINGS, NODE
 from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
 from registry.timefmt import iso_ms, now_ms
-from registry.view import HEALTHY
+from registry.view import HEALTHY, Agent, View
 
 EVENT_TYPES = (
     "register",
@@ -91,14 +91,19 @@ async def list_agents(request: web.Request) -> web.Response:
     status = request.query.get("status")
     listings = request.app[LISTINGS]
     if namespace is None and status is None:
-        return web.Response(body=listings.everyone(view, node.liveness), content_type=JSON)
-    agents = (
-        agent
-        for agent in view.agents.values()
-        if (namespace is None or agent.registration.get("namespace") == namespace)
-        and (status is None or agent.status == status)
-    )
-    return web.Response(body=listings.body(view, agents, node.liveness), content_type=JSON)
+        body = await listings.everyone(view, node.liveness)
+        return web.Response(body=body, content_type=JSON)
+
+    def select(view: View) -> list[Agent]:
+        return [
+            agent
+            for agent in view.agents.values()
+            if (namespace is None or agent.registration.get("namespace") == namespace)
+            and (status is None or agent.status == status)
+        ]
+
+    body = await listings.body(view, select, node.liveness)
+    return web.Response(body=body, content_type=JSON)
 
 
 async def unregister(request: web.Request) -> web.Response:

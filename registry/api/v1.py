@@ -31,7 +31,7 @@ async def create_agent(request: web.Request) -> web.Response:
 
 async def list_agents(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    body = request.app[LISTINGS].everyone(node.view, node.liveness)
+    body = await request.app[LISTINGS].everyone(node.view, node.liveness)
     return web.Response(body=body, content_type=JSON)
 
 
