@@ -77,6 +77,29 @@ async def test_ops_endpoints(api: Api) -> None:
         assert name in text, name
 
 
+async def test_requests_are_counted_per_route_and_status_and_each_gets_its_own_id(
+    api: Api,
+) -> None:
+    ids = set()
+    for _ in range(3):
+        response = await api.client.get("/api/v1/agents/nobody")
+        assert response.status == 404
+        ids.add(response.headers["X-Request-Id"])
+    response = await api.client.get("/health", headers={"X-Request-Id": "from-the-caller"})
+    assert response.headers["X-Request-Id"] == "from-the-caller"
+    assert len(ids) == 3 and all(len(i) == 16 for i in ids)
+    text = await (await api.client.get("/metrics")).text()
+    samples = {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith(("mcp_registry_requests_total", "mcp_registry_errors_total"))
+    }
+    route = 'method="GET",route="/api/v1/agents/{id}"'
+    assert samples[f'mcp_registry_requests_total{{{route},status="404"}}'] == 3
+    assert samples['mcp_registry_requests_total{method="GET",route="/health",status="200"}'] == 1
+    assert samples["mcp_registry_errors_total"] == 3
+
+
 def test_gc_pauses_are_timed_while_installed_only() -> None:
     registry = CollectorRegistry()
     pauses = GcPauses(Histogram("pause", "", ["generation"], registry=registry))

@@ -12,9 +12,10 @@ before it.
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -26,6 +27,15 @@ from registry.commit import Unavailable
 log = logging.getLogger("registry.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_ID_PREFIX = secrets.token_hex(4)
+_ids = itertools.count(1)
+
+
+def _request_id() -> str:
+    """16 hex digits, unique per process and random across processes. A counter instead of a
+    uuid4 per request: at thousands of heartbeats a second that was 3% of a HEAD's cost."""
+    return f"{_ID_PREFIX}{next(_ids) & 0xFFFFFFFF:08x}"
 
 
 def _route(request: web.Request) -> str:
@@ -48,7 +58,7 @@ def _authorize(request: web.Request, token: str) -> None:
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+    request_id = request.headers.get("X-Request-Id") or _request_id()
     node = request.app[NODE]
     try:
         _authorize(request, node.config.auth_token)
@@ -68,11 +78,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = json_response(error_body("internal error", request_id), status=500)
     elapsed = time.perf_counter() - started
     route = _route(request)
-    metrics = node.metrics
-    metrics.requests.labels(request.method, route, str(response.status)).inc()
-    metrics.duration.labels(route).observe(elapsed)
-    if response.status >= 400:
-        metrics.errors.inc()
+    node.metrics.observe_request(request.method, route, response.status, elapsed)
     response.headers["X-Request-Id"] = request_id
     response.headers["X-Registry-Applied-Index"] = str(node.view.applied_index)
     response.headers["X-Registry-Leader"] = node.proposer.leader()
@@ -80,8 +86,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response.headers["X-Registry-Stale"] = "true"
     # Writes and errors at info; reads (mostly HEAD heartbeats at thousands a second) at debug.
     quiet = request.method in ("GET", "HEAD") and response.status < 400
+    level = logging.DEBUG if quiet else logging.INFO
+    if not log.isEnabledFor(level):
+        return response
     log.log(
-        logging.DEBUG if quiet else logging.INFO,
+        level,
         "request",
         extra={
             "request_id": request_id,
