@@ -147,28 +147,25 @@ def version_matches(version: str, constraint: str) -> bool:
     return bool(allowed.test(parsed))
 
 
-def _version_key(version: str) -> tuple[int, Any]:
-    """Sort key: valid semver above anything unparsable, each ordered among themselves."""
+@functools.lru_cache(maxsize=4096)
+def _version_key(version: str) -> tuple[Any, ...]:
+    """Sort key: valid semver above anything unparsable, each ordered among themselves.
+
+    Semver precedence as a plain tuple, so choosing among candidates compares tuples in C
+    instead of calling nodesemver's compare (which was a tenth of applying a registration):
+    a release outranks its prereleases; prerelease identifiers compare numerically when
+    numeric, numeric below alphanumeric, and a longer list outranks its own prefix.
+    """
     parsed = _parse_version(version)
     if parsed is None:
         return (0, version)
-    return (1, _SemverOrder(parsed))
-
-
-@functools.total_ordering
-class _SemverOrder:
-    """Wraps a parsed version so it orders by semver precedence inside tuples."""
-
-    __slots__ = ("version",)
-
-    def __init__(self, version: nodesemver.SemVer) -> None:
-        self.version = version
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _SemverOrder) and self.version.compare(other.version) == 0
-
-    def __lt__(self, other: _SemverOrder) -> bool:
-        return bool(self.version.compare(other.version) < 0)
+    pre = parsed.prerelease
+    rank = (
+        (1,)
+        if not pre
+        else (0, *((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in pre))
+    )
+    return (1, (parsed.major, parsed.minor, parsed.patch, rank))
 
 
 def choose(
@@ -179,7 +176,7 @@ def choose(
     ``is_healthy(agent_id) -> bool`` reports the current health. The consumer's own tools are
     used only when no other agent qualifies.
     """
-    best: tuple[Any, ...] | None = None
+    best: tuple[Any, ...] = ()
     winner: Provider | None = None
     for provider in candidates:
         if provider.namespace != dep.namespace or not is_healthy(provider.agent_id):
@@ -187,33 +184,20 @@ def choose(
         score = tag_score(provider.tags, dep)
         if score is None or not version_matches(provider.version, dep.version):
             continue
-        # Larger is better for every component; ids are negated through _Desc ordering.
-        key = (
-            provider.agent_id != consumer_id,
-            score,
-            _version_key(provider.version),
-            _Reverse(provider.agent_id),
-            _Reverse(provider.function_name),
-        )
-        if best is None or key > best:
-            best, winner = key, provider
+        # Larger is better (someone else, more tags matched, higher version); on a tie the
+        # smallest (agent id, function name) wins.
+        rank = (provider.agent_id != consumer_id, score, _version_key(provider.version))
+        if (
+            winner is None
+            or rank > best
+            or (
+                rank == best
+                and (provider.agent_id, provider.function_name)
+                < (winner.agent_id, winner.function_name)
+            )
+        ):
+            best, winner = rank, provider
     return winner
-
-
-@functools.total_ordering
-class _Reverse:
-    """Inverts string ordering so that "larger key wins" picks the smallest id."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Reverse) and self.text == other.text
-
-    def __lt__(self, other: _Reverse) -> bool:
-        return self.text > other.text
 
 
 def entry(dep: Dependency, provider: Provider | None) -> dict[str, Any]:

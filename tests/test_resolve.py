@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import nodesemver
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry import events
 from registry.registration import from_heartbeat
-from registry.resolve import Dependency, tag_score, version_matches
+from registry.resolve import Dependency, _parse_version, _version_key, tag_score, version_matches
 from registry.view import View, apply
 from tests.conftest import agent_body
 
@@ -184,3 +185,31 @@ def test_resolution_never_breaks_the_rules_and_ignores_registration_order(
     rnd.shuffle(shuffled)
     again = build([consumer, *shuffled], unhealthy)
     assert again.resolution("consumer") == view.resolution("consumer")
+
+
+identifier = st.one_of(st.integers(0, 12).map(str), st.sampled_from(["alpha", "beta", "rc", "a1"]))
+semver = st.builds(
+    lambda core, pre, build: (
+        ".".join(map(str, core))
+        + (f"-{'.'.join(pre)}" if pre else "")
+        + (f"+{build}" if build else "")
+    ),
+    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+    st.lists(identifier, max_size=3),
+    st.sampled_from(["", "build.5"]),
+)
+
+
+@settings(max_examples=500)
+@given(semver, semver)
+def test_version_order_is_semver_precedence(a: str, b: str) -> None:
+    """The tuple key orders versions exactly as nodesemver's compare does."""
+    expected = nodesemver.make_semver(a, loose=True).compare(nodesemver.make_semver(b, loose=True))
+    key_a, key_b = _version_key(a), _version_key(b)
+    assert (key_a > key_b) - (key_a < key_b) == expected
+
+
+@given(semver, st.sampled_from(["latest", "not-a-version", "1.x.y"]))
+def test_unparsable_versions_rank_below_every_valid_one(valid: str, junk: str) -> None:
+    assert _parse_version(junk) is None
+    assert _version_key(junk) < _version_key(valid)
