@@ -66,6 +66,13 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
     def last_index(self) -> int:
         return self._first + len(self._terms) - 1 if self._terms else 0
 
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at ``index``, or None if the log does not hold it."""
+        with self._lock:
+            position = index - self._first
+            held = self._terms and 0 <= position < len(self._terms)
+            return self._terms[position] if held else None
+
     def _read(self, positions: range) -> list[tuple[bytes, int, int]]:
         """Entries at ``positions``: unsynced ones from memory, the rest in one read txn."""
         out = []

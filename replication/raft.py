@@ -198,8 +198,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         super()._onTick(timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
-        """Keep a snapshot being received from moving the commit index over this node's log.
+        """Two corrections to pysyncobj's handling of ``append_entries``.
 
+        Entries this log already holds are never deleted (see _skip_entries_held).
+
+        A snapshot being received does not move the commit index over this node's log.
         pysyncobj lets every ``append_entries`` message raise the follower's commit index to
         ``min(leader's commit, own last index)``; for a chunk of a snapshot transfer nothing
         has checked that this node's log matches the leader's, and a former leader still holds
@@ -208,13 +211,67 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         answered 200, then gone). Such chunks now carry this node's own commit index; the
         snapshot, once complete, brings the right state.
         """
-        if (
-            isinstance(message, dict)
-            and message.get("type") == "append_entries"
-            and "serialized" in message
-        ):
-            message = {**message, "commit_index": self.raftCommitIndex}
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            if "serialized" in message:
+                message = {**message, "commit_index": self.raftCommitIndex}
+            elif "prevLogIdx" in message and "transmission" not in message:
+                if self._append_without_truncating(node, message):
+                    return
+                message = self._skip_entries_held(message)
         super()._SyncObj__onMessageReceived(node, message)
+
+    def _held(self, message: dict[str, Any]) -> int:
+        """How many leading entries of an append_entries this log already holds (same index,
+        same term); -1 if it does not hold the entry the message says precedes them."""
+        if self.journal.term_at(message["prevLogIdx"]) != message["prevLogTerm"]:
+            return -1
+        held = 0
+        for _, index, term in message.get("entries") or ():
+            if self.journal.term_at(index) != term:
+                break
+            held += 1
+        return held
+
+    def _skip_entries_held(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Start an append_entries after the entries this log already holds.
+
+        pysyncobj deletes everything after ``prevLogIdx`` whenever this log is longer, then
+        re-appends what the message carries. A leader that rewound this follower's next index
+        (after a late acknowledgement) resends entries the follower holds, and the follower
+        dropped acknowledged, possibly committed entries until they came back: the chaos
+        runs logged it 18-29 times per run. Raft (section 5.3) deletes only from the first
+        entry whose term differs, which is what pysyncobj does once the held ones are skipped.
+        """
+        held = self._held(message)
+        if held <= 0:
+            return message
+        entries = message["entries"]
+        _, index, term = entries[held - 1]
+        return {**message, "prevLogIdx": index, "prevLogTerm": term, "entries": entries[held:]}
+
+    def _append_without_truncating(self, node: Any, message: dict[str, Any]) -> bool:
+        """Answer an append_entries whose entries this log holds already, with more after
+        them, without deleting those (see _skip_entries_held); False if it is not one.
+
+        pysyncobj is given the message without its entries, so it still takes the leader's
+        term and resets the election timer, with the commit index capped at the last entry
+        the message vouched for: entries past it were not checked against the leader's log.
+        Then it is told, as pysyncobj would tell it, how far this log matches."""
+        entries = message.get("entries") or []
+        if self._held(message) != len(entries):
+            return False
+        matched = entries[-1][1] if entries else message["prevLogIdx"]
+        if self.journal.last_index <= matched:
+            return False
+        accepted = message["term"] >= self.raftCurrentTerm
+        vouched = {
+            k: v for k, v in message.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")
+        }
+        vouched["commit_index"] = min(message["commit_index"], matched)
+        super()._SyncObj__onMessageReceived(node, vouched)
+        if accepted:
+            self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=matched + 1, success=True)
+        return True
 
     def _checkCommandsToApply(self) -> None:
         """Append every queued command, then send them to each follower in one message.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pysyncobj import SyncObjConf
@@ -92,10 +95,8 @@ def test_a_snapshot_chunk_does_not_commit_a_former_leaders_own_entries(tmp_path:
     """A node holding entries of an old term (never committed) receives the first chunk of a
     snapshot from the new leader: its commit index must not move over those entries."""
     journal = LmdbJournal(str(tmp_path / "raft"))
-    peers = Peers("127.0.0.1:1", ("127.0.0.1:2", "127.0.0.1:3"))
-    conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
     applied: list[int] = []
-    node = RaftNode(peers, conf, journal, lambda index, _: applied.append(index), lambda _: None)
+    node = _node(tmp_path, journal, lambda index, _: applied.append(index))
     try:
         for index in range(2, 11):  # pysyncobj put its no-op at 1
             journal.add(b"\x00uncommitted", index, 1)
@@ -110,4 +111,117 @@ def test_a_snapshot_chunk_does_not_commit_a_former_leaders_own_entries(tmp_path:
         assert node.raftCommitIndex == before < 2
         assert applied == []
     finally:
+        node.destroy()
         journal._destroy()
+
+
+def _node(tmp_path: Path, journal: LmdbJournal, deliver: Any = lambda *_: None) -> RaftNode:
+    """A node that never ticks, on a free loopback port (pysyncobj retries a bind that fails
+    forever); ``destroy()`` closes it at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    peers = Peers(f"127.0.0.1:{port}", ("127.0.0.1:2", "127.0.0.1:3"))
+    conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
+    return RaftNode(peers, conf, journal, deliver, lambda _: None)
+
+
+LEADER = TCPNode("127.0.0.1:2")
+
+
+@pytest.fixture
+def follower(tmp_path: Path) -> Iterator[tuple[RaftNode, LmdbJournal, list[dict[str, Any]]]]:
+    """A node whose log holds entries 2-20 of term 1 (after pysyncobj's own entry at 1), and
+    the replies it sends."""
+    journal = LmdbJournal(str(tmp_path / "raft"))
+    node = _node(tmp_path, journal)
+    replies: list[dict[str, Any]] = []
+    node._SyncObj__transport.send = lambda _, message: replies.append(message)
+    try:
+        for index in range(2, 21):
+            journal.add(_command(index), index, 1)
+        journal.sync()
+        yield node, journal, replies
+    finally:
+        node.destroy()
+        journal._destroy()
+
+
+def _command(index: int, term: int = 1) -> bytes:
+    return f"entry {index} of term {term}".encode()
+
+
+def _append(node: RaftNode, prev: int, entries: list[tuple[int, int]], commit: int = 50) -> None:
+    """The leader's append_entries: ``entries`` as (index, term) after entry ``prev``."""
+    message = {
+        "type": "append_entries",
+        "term": 2,
+        "commit_index": commit,
+        "prevLogIdx": prev,
+        "prevLogTerm": node.journal.term_at(prev),
+        "entries": [(_command(i, t), i, t) for i, t in entries],
+    }
+    node._SyncObj__onMessageReceived(LEADER, message)
+
+
+def _log(journal: LmdbJournal) -> list[tuple[bytes, int, int]]:
+    journal.sync()
+    return [tuple(entry) for entry in journal[1:]]  # type: ignore[misc]  # from entry 2
+
+
+def test_entries_held_are_not_deleted_by_a_shorter_resend(follower: Any) -> None:
+    """A leader that rewound this follower's next index resends 6-10: entries 11-20, which
+    the follower acknowledged, stay; the reply says the log matches up to 10, and the commit
+    index goes no further than that (11-20 were not checked against the leader's log)."""
+    node, journal, replies = follower
+    before = _log(journal)
+    _append(node, 5, [(i, 1) for i in range(6, 11)])
+    assert _log(journal) == before
+    answer = {"type": "next_node_idx", "next_node_idx": 11, "reset": False, "success": True}
+    assert replies == [answer]
+    assert node.raftCommitIndex == 10
+    assert node.raftCurrentTerm == 2  # the leader's term was still taken
+
+
+def test_a_heartbeat_from_behind_deletes_nothing(follower: Any) -> None:
+    node, journal, replies = follower
+    before = _log(journal)
+    _append(node, 12, [], commit=15)
+    assert _log(journal) == before
+    assert replies[-1]["next_node_idx"] == 13 and replies[-1]["success"]
+    assert node.raftCommitIndex == 12
+
+
+def test_a_resend_that_extends_the_log_appends_only_the_new_entries(follower: Any) -> None:
+    node, journal, replies = follower
+    before = _log(journal)
+    _append(node, 15, [(i, 1) for i in range(16, 26)])
+    assert [op[:2] for op in journal._ops] == [("put", i) for i in range(21, 26)]  # before sync
+    assert _log(journal) == before + [(_command(i), i, 1) for i in range(21, 26)]
+    assert replies[-1]["next_node_idx"] == 26 and replies[-1]["success"]
+
+
+def test_a_conflicting_entry_still_replaces_the_rest_of_the_log(follower: Any) -> None:
+    """Entry 8 of term 2 differs from the follower's entry 8 (term 1): 8-20 go (Raft 5.3)."""
+    node, journal, replies = follower
+    before = _log(journal)
+    _append(node, 5, [(6, 1), (7, 1), (8, 2)])
+    assert _log(journal) == [*before[:6], (_command(8, 2), 8, 2)]  # entries 2-7, then 8
+    assert replies[-1]["next_node_idx"] == 9 and replies[-1]["success"]
+
+
+def test_a_resend_after_a_missing_entry_is_refused(follower: Any) -> None:
+    node, journal, replies = follower
+    before = _log(journal)
+    message = {
+        "type": "append_entries",
+        "term": 2,
+        "commit_index": 50,
+        "prevLogIdx": 10,
+        "prevLogTerm": 2,  # the follower's entry 10 is of term 1
+        "entries": [],
+    }
+    node._SyncObj__onMessageReceived(LEADER, message)
+    assert _log(journal) == before
+    assert replies[-1]["success"] is False
+    assert node.raftCommitIndex < 2
