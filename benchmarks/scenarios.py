@@ -241,7 +241,9 @@ async def s2_heartbeats(scale: Scale) -> Result:
         f"{scale.heartbeat_agents} agents registered first, ours then settled (agents told 202 "
         f"send their full POST, as the SDK does), then {scale.steady_seconds:g} s of HEAD at "
         f"{scale.heartbeat_agents / 5:.4g}/s and POST at {scale.heartbeat_agents / 30:.4g}/s, "
-        "open loop (late sends: the client fell more than 5 ms behind its schedule).",
+        "open loop (late sends: the client fell more than 5 ms behind its schedule). Health is "
+        f"watched by listing every agent every {scale.watch_every:g} s, fetched and parsed in a "
+        "separate process so that parsing does not stall the measuring client.",
     ]
     for label, side in (("ours", our), ("Go", their)):
         if side is None:
