@@ -215,9 +215,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             if "serialized" in message:
                 message = {**message, "commit_index": self.raftCommitIndex}
             elif "prevLogIdx" in message and "transmission" not in message:
-                if self._append_without_truncating(node, message):
+                held = self._held(message)
+                if self._append_without_truncating(node, message, held):
                     return
-                message = self._skip_entries_held(message)
+                message = self._skip_entries_held(message, held)
         super()._SyncObj__onMessageReceived(node, message)
 
     def _held(self, message: dict[str, Any]) -> int:
@@ -232,7 +233,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             held += 1
         return held
 
-    def _skip_entries_held(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _skip_entries_held(self, message: dict[str, Any], held: int) -> dict[str, Any]:
         """Start an append_entries after the entries this log already holds.
 
         pysyncobj deletes everything after ``prevLogIdx`` whenever this log is longer, then
@@ -242,14 +243,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         runs logged it 18-29 times per run. Raft (section 5.3) deletes only from the first
         entry whose term differs, which is what pysyncobj does once the held ones are skipped.
         """
-        held = self._held(message)
         if held <= 0:
             return message
         entries = message["entries"]
         _, index, term = entries[held - 1]
         return {**message, "prevLogIdx": index, "prevLogTerm": term, "entries": entries[held:]}
 
-    def _append_without_truncating(self, node: Any, message: dict[str, Any]) -> bool:
+    def _append_without_truncating(self, node: Any, message: dict[str, Any], held: int) -> bool:
         """Answer an append_entries whose entries this log holds already, with more after
         them, without deleting those (see _skip_entries_held); False if it is not one.
 
@@ -258,7 +258,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         the message vouched for: entries past it were not checked against the leader's log.
         Then it is told, as pysyncobj would tell it, how far this log matches."""
         entries = message.get("entries") or []
-        if self._held(message) != len(entries):
+        if held != len(entries):
             return False
         matched = entries[-1][1] if entries else message["prevLogIdx"]
         if self.journal.last_index <= matched:
