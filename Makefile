@@ -22,11 +22,11 @@ run: $(STAMP)
 
 ## test: lint, type check and the whole test suite
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 ## test-compat: only the compatibility suite (published SDK, meshctl)
 test-compat: $(STAMP)
-	$(BIN)/pytest -q -m compat
+	$(BIN)/pytest -q -rs -m compat
 
 ## bench: issue 7's scenarios against the Go registry (~12 min); writes benchmarks/RESULTS.md
 bench: $(STAMP)

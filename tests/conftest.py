@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -16,6 +17,21 @@ from registry.api.app import build_app
 from registry.config import Config
 from registry.node import Node
 from tests.processes import Registry
+from tests.timing import scaled
+
+CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under ``CI=true`` a skip is a failure: CI installs every prerequisite (.ci/run), so a skip
+    there means a test that was meant to run did not, and a green run would hide it."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true (a skip is a failure in CI): {reason}"
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:
@@ -68,7 +84,9 @@ async def api(start_api: Callable[..., Awaitable[Api]]) -> Api:
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 5.0, every: float = 0.02) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds, stretched
+    by the machine's TEST_TIME_SCALE (tests/timing.py)."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while True:
         result = check()

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.timing import scaled
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -47,7 +49,7 @@ class Registry:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
             )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + scaled(20)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(self.log_path.read_text())
