@@ -99,6 +99,10 @@ class _Refused(Unavailable):
     """A read index could not be had; a barrier entry will do instead."""
 
 
+class _Denied(Unavailable):
+    """The leader refused the command (a membership change while another is pending)."""
+
+
 class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
     """TCP transport that fsyncs the journal before acknowledging entries, and carries the
     registry's liveness batches."""
@@ -181,6 +185,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.leader_changes = 0
         self._last_leader: Any = None
         self._members = sorted([peers.self_address, *peers.others])
+        # (term, index) of the last membership change this node appended as leader.
+        self._membership_change: tuple[int, int] | None = None
         self.read_index = ReadIndex(self)
         conf.journalFile = journal
         super().__init__(
@@ -271,6 +277,29 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         super()._SyncObj__onMessageReceived(node, vouched)
         if accepted:
             self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=matched + 1, success=True)
+        return True
+
+    def _SyncObj__changeCluster(self, request: Any) -> bool:
+        """Leader: accept a membership change only when no earlier one is still uncommitted.
+
+        Adding or removing one server at a time is safe only if each change commits before the
+        next one starts (Raft dissertation, section 4.1): two adds appended back to back turn a
+        3-member cluster into 5 with only the old majority's followers unaware, and {A, D, E}
+        can then commit while {B, C}, still on the 3-member configuration, elect a leader of
+        their own. pysyncobj means to refuse a change while the previous one is pending but
+        never records the index of the change it appended (its ``__changeClusterIDx`` is only
+        ever None), so parallel joins (``podManagementPolicy: Parallel``, 3 -> 5) went through
+        together. A refused change answers REQUEST_DENIED; joins and removals retry it.
+        """
+        term = self.raftCurrentTerm
+        pending = self._membership_change
+        if pending is not None and pending[0] == term and self.raftCommitIndex < pending[1]:
+            return False
+        # pysyncobj's own check: the no-op of this term is committed (every earlier entry is).
+        if not super()._SyncObj__changeCluster(request):
+            return False
+        # The caller appends the change at the next index, after this returns.
+        self._membership_change = (term, self._SyncObj__getCurrentLogIndex() + 1)
         return True
 
     def _checkCommandsToApply(self) -> None:
@@ -688,10 +717,23 @@ class RaftProposer:
                 f"removing {member} would leave {reachable} reachable of {len(remaining)} "
                 "members, less than a majority: bring members back first"
             )
-        await self._committed(
-            lambda callback: node.removeNodeFromCluster(member, callback=callback),
-            "membership change not committed in time; outcome unknown",
-        )
+        # The leader refuses a change while an earlier one is uncommitted (a join in flight):
+        # wait for it, within the write timeout.
+        deadline = time.monotonic() + self.config.write_timeout
+        while True:
+            try:
+                await self._committed(
+                    lambda callback: node.removeNodeFromCluster(member, callback=callback),
+                    "membership change not committed in time; outcome unknown",
+                )
+                return
+            except _Denied:
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        "the leader refused the removal: another membership change is still "
+                        "pending; retry"
+                    ) from None
+                await asyncio.sleep(0.2)
 
     # -- tick thread -> loop --------------------------------------------------------------------
 
@@ -787,6 +829,8 @@ class RaftProposer:
                 future.set_result(result)
             elif error == read_index.REFUSED:
                 future.set_exception(_Refused("no read index here and now"))
+            elif error == FAIL_REASON.REQUEST_DENIED:
+                future.set_exception(_Denied(_FAILURES[error]))
             else:
                 future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
 
