@@ -17,10 +17,12 @@ Positions: pysyncobj addresses the journal by position (0 = oldest kept entry), 
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from typing import Any
 
 import lmdb
+import msgpack
 from pysyncobj.journal import Journal
 
 _ENTRIES = b"raft_entries"
@@ -58,7 +60,18 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
             self._commit = int(txn.get(b"commit", db=self._meta) or b"0")
             members = txn.get(b"members", db=self._meta)
             self._members = bytes(members).decode().split(",") if members else []
+            identity = txn.get(b"identity", db=self._meta)
+            known = txn.get(b"incarnations", db=self._meta)
+            self._incarnations: dict[str, str] = (
+                msgpack.unpackb(bytes(known), raw=False) if known else {}
+            )
         self.synced_index = self.last_index
+        # This data directory's incarnation: made once, with the journal, and never again. A
+        # node whose disk was lost comes back under its old address with a new one, which is
+        # how its peers tell it from the member that held the log (replication/incarnation.py).
+        self.identity = bytes(identity).decode() if identity else secrets.token_hex(16)
+        if not identity:
+            self.sync(force=True)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -194,6 +207,15 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
         self._members = sorted(members)
         self.sync(force=True)
 
+    def incarnations(self) -> dict[str, str]:
+        """The incarnation this node last knew for each member address (itself included)."""
+        return dict(self._incarnations)
+
+    def set_incarnations(self, known: dict[str, str]) -> None:
+        """Remember members' incarnations durably: a vote or acknowledgement is judged by them."""
+        self._incarnations = dict(known)
+        self.sync(force=True)
+
     # -- durability -----------------------------------------------------------------------------
 
     def sync(self, force: bool = False) -> None:
@@ -210,6 +232,9 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
                 txn.put(b"commit", str(self._commit).encode(), db=self._meta)
                 if self._members:
                     txn.put(b"members", ",".join(self._members).encode(), db=self._meta)
+                txn.put(b"identity", self.identity.encode(), db=self._meta)
+                if self._incarnations:
+                    txn.put(b"incarnations", msgpack.packb(self._incarnations), db=self._meta)
             self._pending.clear()
             self.synced_index = self.last_index
 

@@ -58,6 +58,7 @@ from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
 from replication import read_index
+from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
 from replication.read_index import ReadIndex
@@ -113,6 +114,8 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         syncObj.transport = self
 
     def send(self, node: Any, message: Any) -> bool:
+        if isinstance(message, dict):
+            message = self._syncObj.stamp(message)
         # Acknowledgements wait for the next flush_acks: every entry received in one poll is
         # then made durable by a single fsync before any of them is acknowledged.
         if isinstance(message, dict) and message.get("type") == "next_node_idx":
@@ -188,6 +191,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         # (term, index) of the last membership change this node appended as leader.
         self._membership_change: tuple[int, int] | None = None
         self.read_index = ReadIndex(self)
+        self.incarnations = Incarnations(journal, peers.self_address)
         conf.journalFile = journal
         super().__init__(
             peers.self_address, list(peers.others), conf, transportClass=DurableTransport
@@ -204,7 +208,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         super()._onTick(timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
-        """Two corrections to pysyncobj's handling of ``append_entries``.
+        """Votes and acknowledgements are judged by the sender's incarnation (a member that
+        lost its disk is not the member that held the log: replication/incarnation.py), and
+        two corrections to pysyncobj's handling of ``append_entries``.
 
         Entries this log already holds are never deleted (see _skip_entries_held).
 
@@ -217,7 +223,22 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         answered 200, then gone). Such chunks now carry this node's own commit index; the
         snapshot, once complete, brings the right state.
         """
-        if isinstance(message, dict) and message.get("type") == "append_entries":
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "response_vote" and not self.incarnations.vote_counts(
+            node.id, message.get("incarnation")
+        ):
+            log.warning(
+                "vote from %s not counted: not the incarnation of it this node knows "
+                "(a member that lost its disk votes only once it has caught up)",
+                node.id,
+            )
+            return
+        if kind == "next_node_idx" and self._isLeader():
+            self._acknowledged(node, message)
+            return
+        if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
+            self.incarnations.adopt(message.get("incarnations"))
+        if kind == "append_entries":
             if "serialized" in message:
                 message = {**message, "commit_index": self.raftCommitIndex}
             elif "prevLogIdx" in message and "transmission" not in message:
@@ -226,6 +247,29 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                     return
                 message = self._skip_entries_held(message, held)
         super()._SyncObj__onMessageReceived(node, message)
+
+    def _acknowledged(self, node: Any, message: dict[str, Any]) -> None:
+        """Leader: take a follower's acknowledgement, counting it toward commits only from the
+        incarnation of that member which held the log (replication/incarnation.py)."""
+        success = bool(message.get("success"))
+        matched = int(message.get("next_node_idx", 0)) - 1 if success else -1
+        counts = self.incarnations.ack_counts(
+            node.id, message.get("incarnation"), matched, self.raftCommitIndex
+        )
+        super()._SyncObj__onMessageReceived(node, message)
+        match = self._SyncObj__raftMatchIndex
+        if not counts and node in match:
+            # Sent the log like any follower (next index moves on), never counted as holding it.
+            match[node] = 0
+
+    def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Tick thread: what an outgoing message says of incarnations (see _acknowledged)."""
+        kind = message.get("type")
+        if kind in ("response_vote", "next_node_idx"):
+            return {**message, "incarnation": self.incarnations.identity}
+        if kind == "append_entries":
+            return {**message, "incarnations": self.incarnations.known}
+        return message
 
     def _held(self, message: dict[str, Any]) -> int:
         """How many leading entries of an append_entries this log already holds (same index,
@@ -900,6 +944,7 @@ class RaftProposer:
                     "state": "peer",
                     "connected": status.get(f"partner_node_status_server_{other}") == 2,
                     "match_index": status.get(f"match_idx_server_{other}"),
+                    "catching_up": not node.incarnations.counted(other) if node else False,
                 }
             )
         role = {0: "follower", 1: "candidate", 2: "leader"}.get(status.get("state", -1), "unknown")

@@ -1,0 +1,98 @@
+"""Which incarnation of a member a vote or an acknowledgement comes from.
+
+Raft's safety rests on a vote or an acknowledgement meaning "I hold this log". A node whose disk
+was lost (a deleted PVC, a replaced volume) comes back at the same address with an empty log,
+and to pysyncobj it is the same member: its vote for a candidate missing a committed entry, or
+its acknowledgement of entries it never held, can make that entry lost. With 3 replicas: leader
+A commits an entry with C while B lags; C loses its disk and restarts; A dies; B and the empty C
+elect B, and the entry is gone for good.
+
+So every data directory has an incarnation (a random id made with its journal, see
+``LmdbJournal.identity``), every vote and acknowledgement carries the sender's, and each node
+keeps, durably, the incarnation it knows for every member. The rules:
+
+* A candidate counts a vote only from the incarnation it knows for that member. A node that
+  knows nobody yet (a cluster's first election) takes votes as they come and learns them.
+* A leader that hears from a member it has no incarnation for learns it (a new member, or the
+  cluster's start). One that hears from a member under a new incarnation treats it as a
+  newcomer: it sends it the log but does not count it toward commits until it holds the log up
+  to the leader's commit index at the moment it was first seen; then the leader adopts the new
+  incarnation.
+* The leader sends the incarnations it knows with every append_entries; followers adopt them,
+  so the next leader judges votes the same way.
+
+What this cannot see: a wiped member that no surviving node ever heard from (the leader that
+first learned it died before telling anyone). That takes losing two nodes' state at once, beyond
+the one-failure budget of a 3-member cluster.
+"""
+
+from __future__ import annotations
+
+from replication.journal import LmdbJournal
+
+
+class Incarnations:
+    """The rules above, over the journal's durable record. Tick thread only."""
+
+    def __init__(self, journal: LmdbJournal, self_address: str) -> None:
+        self.journal = journal
+        self.self_address = self_address
+        self.known = journal.incarnations()
+        # member -> (its new incarnation, the commit index it must reach before it counts)
+        self.recovering: dict[str, tuple[str, int]] = {}
+        if self.known.get(self_address) != journal.identity:
+            self._record({**self.known, self_address: journal.identity})
+
+    @property
+    def identity(self) -> str:
+        return self.journal.identity
+
+    def _record(self, known: dict[str, str]) -> None:
+        self.known = known
+        self.journal.set_incarnations(known)
+
+    def vote_counts(self, member: str, incarnation: object) -> bool:
+        """Whether a candidate may count ``member``'s vote."""
+        known = self.known.get(member)
+        if known is None and set(self.known) <= {self.self_address}:
+            if isinstance(incarnation, str):
+                self._record({**self.known, member: incarnation})
+                return True
+            return False
+        return known is not None and known == incarnation
+
+    def ack_counts(self, member: str, incarnation: object, matched: int, commit: int) -> bool:
+        """Whether a leader may count ``member``'s acknowledgement that it holds the log up to
+        ``matched``, ``commit`` being the leader's commit index now."""
+        if not isinstance(incarnation, str):
+            return False
+        known = self.known.get(member)
+        if known == incarnation:
+            return True
+        if known is None:
+            self._record({**self.known, member: incarnation})
+            return True
+        pending = self.recovering.get(member)
+        if pending is None or pending[0] != incarnation:
+            pending = self.recovering[member] = (incarnation, commit)
+        if matched < pending[1]:
+            return False
+        del self.recovering[member]
+        self._record({**self.known, member: incarnation})
+        return True
+
+    def counted(self, member: str) -> bool:
+        """False while ``member`` is a new incarnation still catching up (leader only)."""
+        return member not in self.recovering
+
+    def adopt(self, leaders: object) -> None:
+        """Follower: take the incarnations the leader of the current term sent."""
+        if not isinstance(leaders, dict):
+            return
+        merged = dict(self.known)
+        for member, incarnation in leaders.items():
+            mine = member == self.self_address
+            if isinstance(member, str) and isinstance(incarnation, str) and not mine:
+                merged[member] = incarnation
+        if merged != self.known:
+            self._record(merged)
