@@ -1,0 +1,306 @@
+"""A FUSE filesystem that forgets, on a power loss, every write not yet fsynced.
+
+Killing a process (SIGKILL) cannot show a missing fsync: the kernel's page cache outlives the
+process, so everything written reaches the disk anyway. A power loss does not keep it. This
+filesystem mirrors a backing directory and keeps each file's data written since that file's
+last ``fsync``/``fdatasync`` in this process's memory only; reads see it, the backing directory
+does not. Killing this process (SIGKILL) and unmounting is the power loss: the unsynced data is
+gone, and the page cache of the mount goes with the unmount. What was synced is in the backing
+directory, and a new mount over it is the machine after the power came back.
+
+The model, in the spirit of Jepsen's lazyfs, is simpler than a real disk: data (and file size)
+is lazy, per file, at page granularity; the namespace (create, rename, unlink, mkdir) is applied
+to the backing directory at once, as if every directory were synced immediately. So it finds a
+missing file or data sync, not a missing directory sync.
+
+Run as ``python -m jepsen_like.lazyfs BACKING MOUNTPOINT`` (root, /dev/fuse; in the foreground
+until unmounted or killed). :class:`Mount` does that from a test or a nemesis.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mfusepy as fuse
+
+PAGE = 4096
+
+
+@dataclass
+class Unsynced:
+    """A file's data since its last sync: changed pages, its size now, and how much of the
+    synced file still shows through (a truncation hides what lies past it, even if the file
+    grows again)."""
+
+    size: int
+    valid: int
+    pages: dict[int, bytearray] = field(default_factory=dict)
+
+
+class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
+    """Passthrough to ``backing`` with file data held in memory until the file is synced."""
+
+    use_ns = True
+
+    def __init__(self, backing: str) -> None:
+        self.backing = os.path.realpath(backing)
+        self._mutex = threading.RLock()
+        self.unsynced: dict[str, Unsynced] = {}
+
+    def _real(self, path: str) -> str:
+        return os.path.join(self.backing, path.lstrip("/"))
+
+    def _state(self, path: str) -> Unsynced:
+        state = self.unsynced.get(path)
+        if state is None:
+            size = os.stat(self._real(path)).st_size
+            state = self.unsynced[path] = Unsynced(size, size)
+        return state
+
+    # -- namespace: straight through ------------------------------------------------------------
+
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+        with self._mutex:
+            st = os.lstat(self._real(path))
+            attrs = {
+                key: getattr(st, key)
+                for key in (
+                    "st_mode",
+                    "st_nlink",
+                    "st_uid",
+                    "st_gid",
+                    "st_size",
+                    "st_atime_ns",
+                    "st_mtime_ns",
+                    "st_ctime_ns",
+                )
+            }
+            for key in ("st_atime", "st_mtime", "st_ctime"):
+                attrs[key] = attrs.pop(f"{key}_ns")
+            state = self.unsynced.get(path)
+            if state is not None:
+                attrs["st_size"] = state.size
+            return attrs
+
+    def readdir(self, path: str, fh: int) -> list[str]:
+        return [".", "..", *os.listdir(self._real(path))]
+
+    def access(self, path: str, amode: int) -> int:
+        if not os.access(self._real(path), amode):
+            raise fuse.FuseOSError(errno.EACCES)
+        return 0
+
+    def chmod(self, path: str, mode: int) -> int:
+        os.chmod(self._real(path), mode)
+        return 0
+
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        os.chown(self._real(path), uid, gid)
+        return 0
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        if times is None:
+            os.utime(self._real(path))
+        else:
+            os.utime(self._real(path), ns=times)
+        return 0
+
+    def mkdir(self, path: str, mode: int) -> int:
+        os.mkdir(self._real(path), mode)
+        return 0
+
+    def rmdir(self, path: str) -> int:
+        os.rmdir(self._real(path))
+        return 0
+
+    def unlink(self, path: str) -> int:
+        with self._mutex:
+            os.unlink(self._real(path))
+            self.unsynced.pop(path, None)
+        return 0
+
+    def rename(self, old: str, new: str) -> int:
+        with self._mutex:
+            os.rename(self._real(old), self._real(new))
+            self.unsynced.pop(new, None)
+            moved = self.unsynced.pop(old, None)
+            if moved is not None:
+                self.unsynced[new] = moved
+        return 0
+
+    def statfs(self, path: str) -> dict[str, int]:
+        st = os.statvfs(self._real(path))
+        names = ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files")
+        return {key: getattr(st, key) for key in (*names, "f_flag", "f_frsize", "f_namemax")}
+
+    def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
+        return 0  # the namespace is never lazy here (see the module docstring)
+
+    # -- data: lazy until fsync -------------------------------------------------------------------
+
+    def open(self, path: str, flags: int) -> int:
+        with self._mutex:
+            fd = os.open(self._real(path), os.O_RDWR)
+            if flags & os.O_TRUNC:
+                self._truncate(path, 0)
+            return fd
+
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        with self._mutex:
+            fd = os.open(self._real(path), os.O_RDWR | os.O_CREAT, mode)
+            self.unsynced.pop(path, None)
+            return fd
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        with self._mutex:
+            state = self.unsynced.get(path)
+            if state is None:
+                return os.pread(fh, size, offset)
+            end = min(offset + size, state.size)
+            out = bytearray()
+            position = offset
+            while position < end:
+                page, within = divmod(position, PAGE)
+                take = min(PAGE - within, end - position)
+                held = state.pages.get(page)
+                if held is None:
+                    held = self._synced_page(fh, state, page)
+                out += held[within : within + take]
+                position += take
+            return bytes(out)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        with self._mutex:
+            state = self._state(path)
+            position, written = offset, 0
+            while written < len(data):
+                page, within = divmod(position, PAGE)
+                take = min(PAGE - within, len(data) - written)
+                held = state.pages.get(page)
+                if held is None:
+                    held = state.pages[page] = self._synced_page(fh, state, page)
+                held[within : within + take] = data[written : written + take]
+                position += take
+                written += take
+            state.size = max(state.size, offset + len(data))
+            return len(data)
+
+    def _synced_page(self, fh: int, state: Unsynced, page: int) -> bytearray:
+        """A page as the synced file shows it through ``state``, padded with zeros."""
+        start = page * PAGE
+        chunk = os.pread(fh, max(0, min(PAGE, state.valid - start)), start)
+        return bytearray(chunk + bytes(PAGE - len(chunk)))
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> int:
+        with self._mutex:
+            self._truncate(path, length)
+        return 0
+
+    def _truncate(self, path: str, length: int) -> None:
+        state = self._state(path)
+        for page in [p for p in state.pages if p * PAGE >= length]:
+            del state.pages[page]
+        last = state.pages.get(length // PAGE)
+        if last is not None:
+            within = length % PAGE
+            last[within:] = bytes(PAGE - within)
+        state.valid = min(state.valid, length)
+        state.size = length
+
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        with self._mutex:
+            state = self.unsynced.pop(path, None)
+            if state is not None:
+                os.ftruncate(fh, state.valid)  # what a truncation hid reads as zeros again
+                for page, data in sorted(state.pages.items()):
+                    start = page * PAGE
+                    if start < state.size:
+                        os.pwrite(fh, bytes(data[: state.size - start]), start)
+                os.ftruncate(fh, state.size)
+            os.fsync(fh)
+        return 0
+
+    def flush(self, path: str, fh: int) -> int:
+        return 0  # close(2) syncs nothing
+
+    def release(self, path: str, fh: int) -> int:
+        os.close(fh)
+        return 0
+
+
+class Mount:
+    """A LazyFS process over ``backing`` at ``mountpoint``; ``power_loss`` drops unsynced data."""
+
+    def __init__(self, backing: Path, mountpoint: Path) -> None:
+        self.backing = backing
+        self.mountpoint = mountpoint
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> Mount:
+        self.backing.mkdir(parents=True, exist_ok=True)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jepsen_like.lazyfs", str(self.backing), str(self.mountpoint)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.mountpoint):
+            if self.proc.poll() is not None:
+                error = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"lazyfs did not mount {self.mountpoint}: {error}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"lazyfs did not mount {self.mountpoint} within {timeout}s")
+            time.sleep(0.02)
+        return self
+
+    def power_loss(self) -> None:
+        """Lose everything not fsynced: kill the filesystem and detach the mount (its page
+        cache with it). Processes with files open here must be killed first."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._detach()
+
+    def stop(self) -> None:
+        """A clean unmount (still nothing synced that was not fsynced: data stays lazy)."""
+        self.power_loss()
+
+    def _detach(self) -> None:
+        if os.path.ismount(self.mountpoint) or _is_dead_mount(self.mountpoint):
+            subprocess.run(["umount", "-l", str(self.mountpoint)], check=False, capture_output=True)
+
+
+def _is_dead_mount(path: Path) -> bool:
+    """A FUSE mount whose process is gone answers ENOTCONN."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def main() -> None:
+    backing, mountpoint = sys.argv[1:3]
+    fuse.FUSE(
+        LazyFS(backing),
+        mountpoint,
+        foreground=True,
+        nothreads=False,
+        allow_other=True,
+        fsname="lazyfs",
+    )
+
+
+if __name__ == "__main__":
+    main()
