@@ -20,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.compat.fetch_errors import registry_unreachable
 from tests.processes import Registry, free_port
 from tests.test_cluster import Cluster, all_ready
 
@@ -82,9 +83,14 @@ def sdk_python() -> Path:
             timeout=900,
         )
         if install.returncode != 0:
-            if "Could not find" in install.stderr or "connection" in install.stderr.lower():
-                pytest.skip(f"package registry unreachable: {install.stderr[-300:]}")
+            if unreachable := registry_unreachable(install.stderr):
+                pytest.skip(f"PyPI unreachable ({unreachable})")
             raise AssertionError(install.stderr[-3000:])
+        # Installed is not yet working: the agents' scripts import these.
+        imported = subprocess.run(
+            [str(python), "-c", "import mesh, fastmcp"], capture_output=True, text=True
+        )
+        assert imported.returncode == 0, imported.stderr[-3000:]
         ready.touch()
     return python
 
