@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.timing import scaled
+
 pytestmark = pytest.mark.slow
 
 
@@ -28,7 +30,7 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),  # ~30 s on a quiet 2-core machine
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "latest.json").read_text())
@@ -58,7 +60,7 @@ def test_unknown_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
         [sys.executable, "-m", "benchmarks", "run", "--scenario", "s9", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
     )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("unknown scenario(s): s9")

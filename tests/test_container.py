@@ -1,8 +1,12 @@
 """The image for real: build the Dockerfile with podman and run a 3-replica cluster from it.
 
-No container registry is reachable here, so the base image is bootstrapped locally (debootstrap
-of Debian bookworm with python3 and python3-venv, imported as localhost/debian-python:bookworm,
-kept for later runs) and passed as BASE_IMAGE; see ../shared/notes/machine.md. The three
+The image is built on the Dockerfile's default BASE_IMAGE (the official slim Python image)
+wherever its container registry answers. Only where none is reachable (as on the development
+machine, see ../shared/notes/machine.md) is the base bootstrapped locally instead: debootstrap of
+Debian bookworm with python3 and python3-venv, imported as localhost/debian-python:bookworm and
+kept for later runs. That fallback is not a skip; which base was used, and why, is printed and
+recorded as the suite's ``container_base_image`` and ``container_base_image_reason`` properties
+(JUnit XML) and each test's ``base_image`` and ``base_image_reason`` user properties. The three
 containers share a podman network on which each answers to its StatefulSet DNS name
 (mcp-mesh-registry-<i>.mcp-mesh-registry-headless.mcp-mesh.svc.cluster.local), and get the ha
 overlay's pod environment and its pod security (read-only root, /tmp tmpfs, no capabilities, no
@@ -18,20 +22,25 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.test_deploy import K8S, REPO, kustomize, pod_env
+from tests.timing import scaled
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-BASE_IMAGE = "localhost/debian-python:bookworm"
+LOCAL_BASE = "localhost/debian-python:bookworm"
 IMAGE = "localhost/mcp-mesh/registry:test"
 SUFFIX = "mcp-mesh-registry-headless.mcp-mesh.svc.cluster.local"
 REPLICAS = 3
@@ -73,7 +82,7 @@ class Podman:
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=scaled(timeout),
         )
         if check and done.returncode != 0:
             raise AssertionError(f"podman {' '.join(args[:3])}... failed:\n{done.stderr[-3000:]}")
@@ -102,10 +111,89 @@ def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
     return Podman(tmp_path_factory.mktemp("podman"))
 
 
+def qualified(image: str) -> str:
+    """``image`` with its registry, as Docker reads a name without one (docker.io, and
+    ``library/`` for an official image): podman's short-name lookup may be set up otherwise."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image}" if rest else f"docker.io/library/{image}"
+
+
+def dockerfile_base() -> str:
+    """The Dockerfile's default BASE_IMAGE (read from it, so the test follows any change)."""
+    found = re.search(r"^ARG BASE_IMAGE=(\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert found, "the Dockerfile declares no default BASE_IMAGE"
+    return qualified(found.group(1))
+
+
+def registry_unreachable(image: str, timeout: float = 5.0) -> str | None:
+    """Why the registry holding ``image`` does not answer, or None when it does. Any HTTP
+    answer counts (an anonymous ``/v2/`` gets 401): a registry that answers and then refuses
+    the pull is a failure to report, not a reason to build on another base."""
+    host = image.split("/", 1)[0]
+    url = f"https://{'registry-1.docker.io' if host == 'docker.io' else host}/v2/"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as exc:
+        return f"{url}: {getattr(exc, 'reason', exc)}"
+    return None
+
+
+@dataclass(frozen=True)
+class Base:
+    """The base an image was built on and why that one: a fallback must say so in the report."""
+
+    image: str
+    reason: str
+
+
 @pytest.fixture(scope="module")
-def base_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
-    if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
-        return BASE_IMAGE
+def base(
+    podman: Podman,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    record_testsuite_property: Callable[[str, object], None],
+) -> Base:
+    """The Dockerfile's default base where a registry has it, else the debootstrapped one."""
+    default = dockerfile_base()
+    if podman("image", "exists", default, check=False).returncode == 0:
+        chosen = Base(default, "the Dockerfile's default, already in local storage")
+    elif (why := registry_unreachable(default, timeout=scaled(5))) is None:
+        podman("pull", default, timeout=600)
+        chosen = Base(default, "the Dockerfile's default, pulled")
+    else:
+        chosen = Base(
+            bootstrapped_base(podman, tmp_path_factory),
+            f"fallback: no container registry reachable ({why}), so not the Dockerfile's "
+            f"default {default}",
+        )
+    record_testsuite_property("container_base_image", chosen.image)
+    record_testsuite_property("container_base_image_reason", chosen.reason)
+    # Printed past the output capture: the run's output says which base, pass or fail.
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(f"\ncontainer test base image: {chosen.image} ({chosen.reason})")
+    return chosen
+
+
+@pytest.fixture(autouse=True)
+def _record_base(request: pytest.FixtureRequest) -> None:
+    """Each test of the image names in its report the base the image was built on."""
+    if "image" in request.fixturenames:
+        base: Base = request.getfixturevalue("base")
+        request.node.user_properties += [
+            ("base_image", base.image),
+            ("base_image_reason", base.reason),
+        ]
+
+
+def bootstrapped_base(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Debian bookworm with python3 from the Debian mirror, for machines without a container
+    registry; imported once and kept in podman's storage."""
+    if podman("image", "exists", LOCAL_BASE, check=False).returncode == 0:
+        return LOCAL_BASE
     if shutil.which("debootstrap") is None:
         pytest.skip("debootstrap is not installed (apt-get install -y debootstrap)")
     rootfs = tmp_path_factory.mktemp("rootfs")
@@ -126,7 +214,7 @@ def base_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         imported = subprocess.run(
-            ["podman", "import", "-", BASE_IMAGE],
+            ["podman", "import", "-", LOCAL_BASE],
             stdin=tar.stdout,
             env=podman.env,
             capture_output=True,
@@ -137,17 +225,17 @@ def base_image(podman: Podman, tmp_path_factory: pytest.TempPathFactory) -> str:
         assert imported.returncode == 0, imported.stderr
     finally:
         shutil.rmtree(rootfs, ignore_errors=True)
-    return BASE_IMAGE
+    return LOCAL_BASE
 
 
 @pytest.fixture(scope="module")
-def image(podman: Podman, base_image: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+def image(podman: Podman, base: Base, tmp_path_factory: pytest.TempPathFactory) -> str:
     args = [
         "build",
         "--isolation=chroot",
         "--format=docker",  # keeps HEALTHCHECK (the OCI format has none)
         "--build-arg",
-        f"BASE_IMAGE={base_image}",
+        f"BASE_IMAGE={base.image}",
         "-t",
         IMAGE,
     ]
@@ -160,6 +248,33 @@ def image(podman: Podman, base_image: str, tmp_path_factory: pytest.TempPathFact
         args += ["-v", f"{pip_conf}:/etc/pip.conf:ro"]
     podman(*args, str(REPO), timeout=1200)
     return IMAGE
+
+
+@pytest.mark.parametrize(
+    ("name", "pulled"),
+    [
+        ("python:3.12-slim", "docker.io/library/python:3.12-slim"),
+        ("someone/image:1", "docker.io/someone/image:1"),
+        ("quay.io/org/image:1", "quay.io/org/image:1"),
+        ("localhost/debian-python:bookworm", "localhost/debian-python:bookworm"),
+        ("127.0.0.1:5000/image", "127.0.0.1:5000/image"),
+    ],
+)
+def test_base_names_are_read_as_docker_reads_them(name: str, pulled: str) -> None:
+    assert qualified(name) == pulled
+
+
+def test_the_default_base_is_the_dockerfiles() -> None:
+    assert re.fullmatch(r"docker\.io/library/python:[\w.-]+", dockerfile_base())
+
+
+def test_a_registry_that_does_not_answer_is_named_with_the_cause() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # bound, never listening: connections are refused
+        why = registry_unreachable(f"127.0.0.1:{closed}/image:1")
+    assert why is not None and why.startswith(f"https://127.0.0.1:{closed}/v2/: "), why
+    assert "Connection refused" in why, why
 
 
 def test_image_is_non_root_small_and_complete(podman: Podman, image: str) -> None:
@@ -273,6 +388,8 @@ class Cluster:
         return body if code == 200 and isinstance(body, dict) else {}
 
     def wait(self, what: str, check: Any, timeout: float = 90) -> Any:
+        """Poll ``check`` until truthy; fail with the logs after ``timeout`` (scaled) seconds."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             result = check()
