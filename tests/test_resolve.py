@@ -48,6 +48,13 @@ def test_version_rules() -> None:
     assert not version_matches("2.5.0", ">=1.0.0, <2.0.0")
     assert version_matches("3.0.0", "^1.0.0 || ^3.0.0")
     assert not version_matches("1.0.0", "!=1.0.0")
+    assert version_matches("1.2.0", "!=1.0.0")
+    assert version_matches("1.2.0", ">=1.0.0, != 1.1.0")
+    assert not version_matches("1.1.0", ">=1.0.0, != 1.1.0")
+    assert not version_matches("0.9.0", ">=1.0.0 !=1.1.0")
+    assert version_matches("3.0.1", "^1.0.0 || !=3.0.0 >=3.0.0")
+    assert not version_matches("3.0.0", "^1.0.0 || !=3.0.0 >=3.0.0")
+    assert not version_matches("1.3.0-rc.1", "!=1.2.0")  # a prerelease needs one named
     assert version_matches("1.2.3", "")
     assert not version_matches("", ">=1.0.0")
     assert version_matches("latest", "latest")  # unparsable version: exact string comparison
