@@ -2,8 +2,10 @@
 
 Handlers and the health monitor only ever call :meth:`Proposer.propose`; it returns once the
 event is durable and applied to this node's view, so a handler that then reads the view sees
-its own write. Single-node mode implements it here with :class:`LocalLog`; cluster mode
-implements the same protocol with Raft in the ``replication`` package.
+its own write, together with what applying it did (:class:`Committed`): by the time the
+handler resumes, later entries may already be applied too. Single-node mode implements it
+here with :class:`LocalLog`; cluster mode implements the same protocol with Raft in the
+``replication`` package.
 
 :class:`StateMachine` is the one place committed events meet the view; it also keeps
 snapshots and tells listeners (the SQLite projection) what changed.
@@ -17,6 +19,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from registry import events
@@ -34,14 +37,23 @@ class Unavailable(Exception):
     """The registry cannot commit writes right now (answered with 503 and this reason)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """A committed event: its log index and whether applying it changed the view (False for a
+    removal of an agent that was already gone, see :func:`registry.view.apply`)."""
+
+    index: int
+    took_effect: bool
+
+
 class Proposer(Protocol):
-    """Commits events. ``propose`` returns the event's log index once applied locally."""
+    """Commits events. ``propose`` returns once the event is applied locally."""
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
 
-    async def propose(self, event: Event) -> int: ...
+    async def propose(self, event: Event) -> Committed: ...
 
     async def barrier(self) -> None:
         """Return once everything committed before the call is applied locally (for
@@ -81,11 +93,13 @@ class StateMachine:
         self.listeners: list[Listener] = []
         self.reset_listeners: list[ResetListener] = []
 
-    def apply(self, index: int, event: Event) -> None:
-        apply(self.view, index, event)
+    def apply(self, index: int, event: Event) -> bool:
+        """Apply a committed event; whether it took effect (see :func:`registry.view.apply`)."""
+        took_effect = apply(self.view, index, event)
         self.events_applied += 1
         for listener in self.listeners:
             listener(index, event)
+        return took_effect
 
     def install(self, index: int, record: bytes) -> None:
         """Replace the view with a snapshot received from the leader (a node too far behind).
@@ -156,7 +170,7 @@ class LocalLog:
     def __init__(self, machine: StateMachine, node_id: str) -> None:
         self.machine = machine
         self.node_id = node_id
-        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[int]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[Committed]]] = asyncio.Queue()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb-writer")
         self._task: asyncio.Task[None] | None = None
         # After a restore the log is empty and the view starts at the backup's index.
@@ -203,10 +217,10 @@ class LocalLog:
             "log_size": self.machine.store.entry_count(),
         }
 
-    async def propose(self, event: Event) -> int:
+    async def propose(self, event: Event) -> Committed:
         if self._task is None or self._task.done():
             raise Unavailable("log writer not running")
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
         await self._queue.put((event, future))
         return await future
 
@@ -228,8 +242,8 @@ class LocalLog:
                 continue
             self._next_index += len(batch)
             for (index, _), (event, future) in zip(records, batch, strict=True):
-                self.machine.apply(index, event)
+                took_effect = self.machine.apply(index, event)
                 if not future.done():
-                    future.set_result(index)
+                    future.set_result(Committed(index, took_effect))
             if self.machine.snapshot_due():
                 await self.machine.snapshot(self._io)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from registry import events
-from registry.commit import Unavailable
+from registry.commit import Committed, Unavailable
 from registry.timefmt import now_ms
 from registry.view import HEALTHY, View
 
@@ -112,7 +112,7 @@ class HealthMonitor:
         self,
         view: View,
         liveness: Liveness,
-        propose: Callable[[events.Event], Awaitable[int]],
+        propose: Callable[[events.Event], Awaitable[Committed]],
         leading: Callable[[], bool],
         interval: float,
         timeout: float,

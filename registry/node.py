@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from registry import events
-from registry.commit import LocalLog, Proposer, StateMachine, restore_view
+from registry.commit import Committed, LocalLog, Proposer, StateMachine, restore_view
 from registry.config import Config
 from registry.gc_pauses import GcPauses
 from registry.health import HealthMonitor, Liveness
@@ -69,12 +69,12 @@ class Node:
         if self.fatal is not None and not self.fatal.done():
             self.fatal.set_result(error)
 
-    async def propose(self, event: events.Event) -> int:
+    async def propose(self, event: events.Event) -> Committed:
         """Commit ``event`` through this node's proposer, timing it for the metrics."""
         started = time.perf_counter()
-        index = await self.proposer.propose(event)
+        committed = await self.proposer.propose(event)
         self.metrics.commit_latency.observe(time.perf_counter() - started)
-        return index
+        return committed
 
     @classmethod
     def open(cls, config: Config) -> Node:
@@ -146,11 +146,12 @@ class Node:
 
     async def unregister(self, agent_id: str) -> bool:
         """Remove an agent; False when it was not registered at the moment the removal took
-        effect (decided by the log, never by a possibly stale local view)."""
+        effect (decided by applying the removal's own log entry, never by a possibly stale
+        local view nor by the bounded event history, which later entries may have overrun)."""
         if agent_id not in self.view.agents:
             await self.proposer.barrier()
             if agent_id not in self.view.agents:
                 return False
-        index = await self.propose(events.remove(agent_id, now_ms()))
+        committed = await self.propose(events.remove(agent_id, now_ms()))
         self.liveness.forget(agent_id)
-        return self.view.recorded(index)
+        return committed.took_effect

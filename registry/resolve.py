@@ -21,6 +21,8 @@ accepts through Masterminds/semver) rather than a hand-written parser.
 from __future__ import annotations
 
 import functools
+import itertools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -122,12 +124,29 @@ def _parse_version(version: str) -> nodesemver.SemVer | None:
         return None
 
 
+_NOT_EQUAL = re.compile(r"!=\s*([^\s,|]+)")
+
+
+def _npm_range(constraint: str) -> str:
+    """A Masterminds constraint in npm's range grammar (which nodesemver parses).
+
+    Masterminds ANDs comparators separated by commas, npm by spaces; and npm has no ``!=``, so
+    each ``!=v`` becomes ``<v || >v``, distributed over the comparators it is ANDed with
+    (npm's prerelease rule then treats both sides as Masterminds treats ``!=``).
+    """
+    alternatives = []
+    for alternative in constraint.split("||"):
+        excluded = _NOT_EQUAL.findall(alternative)
+        rest = _NOT_EQUAL.sub(" ", alternative).replace(",", " ").split()
+        for sides in itertools.product("<>", repeat=len(excluded)):
+            alternatives.append(" ".join([*rest, *map("".join, zip(sides, excluded, strict=True))]))
+    return " || ".join(alternatives)
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_range(constraint: str) -> nodesemver.Range | None:
-    # Masterminds separates AND-ed comparators with commas; npm's grammar with spaces.
-    text = ",".join(part.strip() for part in constraint.split(",")).replace(",", " ")
     try:
-        return nodesemver.make_range(text, loose=True)
+        return nodesemver.make_range(_npm_range(constraint), loose=True)
     except (ValueError, TypeError):
         return None
 

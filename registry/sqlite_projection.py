@@ -4,7 +4,9 @@ With ``DATABASE_TYPE=sqlite`` the guide expects ``sqlite3 /data/registry.db "SEL
 agents;"`` to work. The event log stays the source of truth in LMDB; this module only mirrors
 the view's agents into an ``agents`` table at DATABASE_PATH. It is rebuilt at startup and then
 updated in small batches after events are applied, from a thread of its own, so the write path
-never waits for SQLite.
+never waits for SQLite. A flush that fails (another connection holding the write lock past
+SQLite's busy timeout, say) keeps what it could not write and is retried every FLUSH_INTERVAL
+until it succeeds, so the table catches up without waiting for another event.
 """
 
 from __future__ import annotations
@@ -123,30 +125,45 @@ class SqliteProjection:
             await asyncio.sleep(FLUSH_INTERVAL)
 
     async def _flush(self) -> None:
-        if self._full:
-            self._full, self._dirty = False, set()
-            everyone = list(self.view.agents)
-            rows = [row for agent_id in everyone if (row := agent_row(self.view, agent_id))]
-            await asyncio.get_running_loop().run_in_executor(self._io, self._rebuild, rows)
+        """Write what changed since the last flush (everything after a reset); on failure keep
+        it pending and wake the loop, which retries after FLUSH_INTERVAL."""
+        full, ids = self._full, self._dirty
+        if not full and not ids:
             return
-        if not self._dirty:
-            return
-        ids, self._dirty = self._dirty, set()
-        changes = [(agent_id, agent_row(self.view, agent_id)) for agent_id in ids]
+        self._full, self._dirty = False, set()
+        loop = asyncio.get_running_loop()
         try:
-            await asyncio.get_running_loop().run_in_executor(self._io, self._write, changes)
-        except sqlite3.Error:
-            log.exception("sqlite projection update failed", extra={"path": self.path})
+            if full:
+                everyone = list(self.view.agents)
+                rows = [row for agent_id in everyone if (row := agent_row(self.view, agent_id))]
+                await loop.run_in_executor(self._io, self._rebuild, rows)
+            else:
+                changes = [(agent_id, agent_row(self.view, agent_id)) for agent_id in ids]
+                await loop.run_in_executor(self._io, self._write, changes)
+        except sqlite3.Error as exc:
+            log.warning(
+                "sqlite projection update failed; retrying",
+                extra={"path": self.path, "error": str(exc)},
+            )
+            self._full = self._full or full
             self._dirty |= ids
+            self._wake.set()
 
     # -- in the projection thread --------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        """The projection's connection, kept only once WAL mode and the table are set up (a
+        lock held by someone else can fail either; the next flush then starts over)."""
         if self._conn is None:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(_SCHEMA)
+            conn = sqlite3.connect(self.path, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(_SCHEMA)
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def _rebuild(self, rows: list[Row]) -> None:

@@ -28,6 +28,10 @@ SNAPSHOTS_KEPT = 2
 """Older snapshots are dropped; keeping two survives one bad snapshot write being noticed."""
 
 
+class StoreFull(Exception):
+    """The LMDB map is full: nothing more can be written until it is enlarged."""
+
+
 def index_key(index: int) -> bytes:
     return index.to_bytes(8, "big")
 
@@ -42,6 +46,7 @@ class Store:
     def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
+        self.map_size = map_size
         self._env = lmdb.open(
             path, map_size=map_size, max_dbs=4, sync=True, metasync=True, lock=True
         )
@@ -54,11 +59,21 @@ class Store:
     # -- log -------------------------------------------------------------------------------
 
     def append(self, entries: list[tuple[int, bytes]]) -> None:
-        """Write ``(index, record)`` pairs in one transaction, synced before returning."""
-        with self._env.begin(write=True, db=self._log) as txn:
-            for index, record in entries:
-                if not txn.put(index_key(index), record, append=True, db=self._log):
-                    raise ValueError(f"log index {index} is not after the last index")
+        """Write ``(index, record)`` pairs in one transaction, synced before returning.
+
+        Raises StoreFull, naming the limit, when the map has no room (the transaction is
+        aborted, so none of the entries is written); lmdb's own message speaks of its API.
+        """
+        try:
+            with self._env.begin(write=True, db=self._log) as txn:
+                for index, record in entries:
+                    if not txn.put(index_key(index), record, append=True, db=self._log):
+                        raise ValueError(f"log index {index} is not after the last index")
+        except lmdb.MapFullError:
+            raise StoreFull(
+                f"storage full: the LMDB environment at {self.path} reached its map size "
+                f"of {self.map_size} bytes"
+            ) from None
 
     def last_index(self) -> int:
         """Index of the newest log entry (0 when the log is empty)."""

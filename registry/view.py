@@ -146,16 +146,6 @@ class View:
         self._resolved[agent_id] = (self._epoch, result)
         return result
 
-    def recorded(self, index: int) -> bool:
-        """Whether the event at log ``index`` changed something (left an entry in the history).
-
-        How a writer learns the outcome of its own conditional event (a removal of an agent
-        that a concurrent writer may have removed first)."""
-        for item in reversed(self.history):
-            if item["index"] <= index:
-                return bool(item["index"] == index)
-        return False
-
     def resolution_changed(self, agent_id: str) -> bool:
         """Whether the agent's resolution differs from the one it was last sent."""
         agent = self.agents[agent_id]
@@ -239,23 +229,27 @@ def _record(
     )
 
 
-def apply(view: View, index: int, event: Event) -> View:
-    """Apply the committed ``event`` at log ``index`` to ``view`` and return it.
+def apply(view: View, index: int, event: Event) -> bool:
+    """Apply the committed ``event`` at log ``index`` to ``view``; whether it took effect.
 
     Never fails on a decoded event: anything the proposer could not have meant (removing an
     unknown agent, a health change for an agent that has left) is a no-op, so every replica
-    stays in step whatever order concurrent writers proposed in.
+    stays in step whatever order concurrent writers proposed in. The answer is how a writer
+    learns the outcome of its own conditional event (a removal racing another removal): the
+    proposer hands it back with the commit, since the bounded history may already have dropped
+    the event's entry by the time the writer resumes.
     """
     if index <= view.applied_index:
         raise ValueError(f"event {index} already applied (applied index {view.applied_index})")
     view.applied_index = index
     if event.kind == events.UPSERT:
         _apply_upsert(view, index, event)
-    elif event.kind == events.REMOVE:
-        _apply_remove(view, index, event)
-    elif event.kind == events.HEALTH:
-        _apply_health(view, index, event)
-    return view
+        return True
+    if event.kind == events.REMOVE:
+        return _apply_remove(view, index, event)
+    if event.kind == events.HEALTH:
+        return _apply_health(view, index, event)
+    return False
 
 
 def _apply_upsert(view: View, index: int, event: Event) -> None:
@@ -289,26 +283,29 @@ def _capabilities(registration: dict[str, Any]) -> list[str]:
     return [tool["capability"] for tool in registration.get("tools") or ()]
 
 
-def _apply_remove(view: View, index: int, event: Event) -> None:
+def _apply_remove(view: View, index: int, event: Event) -> bool:
     agent_id = event.payload["agent_id"]
     agent = view.agents.get(agent_id)
     reason = event.payload.get("reason")
     # An expiry decided while the agent was unhealthy does not remove it if it came back first.
     if agent is None or (reason == "expire" and agent.status == HEALTHY):
-        return
+        return False
     event_type = "expire" if reason == "expire" else "unregister"
     _record(view, index, event, event_type, agent_id, {"reason": reason})
     view._index(agent_id, None)
     del view.agents[agent_id]
+    return True
 
 
-def _apply_health(view: View, index: int, event: Event) -> None:
+def _apply_health(view: View, index: int, event: Event) -> bool:
     status = event.payload["status"]
+    changed = False
     for agent_id in event.payload["agent_ids"]:
         agent = view.agents.get(agent_id)
         if agent is None or agent.status == status:
             continue
         old = agent.status
+        changed = True
         agent.status, agent.status_ms = status, event.ts_ms
         view._touch(_capabilities(agent.registration))
         _record(
@@ -323,3 +320,4 @@ def _apply_health(view: View, index: int, event: Event) -> None:
                 "new_status": status,
             },
         )
+    return changed

@@ -3,7 +3,8 @@
 Threads: pysyncobj runs Raft on its own tick thread; the registry runs on the asyncio loop.
 Committed events cross over with ``loop.call_soon_threadsafe`` (FIFO), and a write's future is
 settled through the same queue *after* its event, so a handler that awaited ``propose`` reads
-its own write.
+its own write. The future carries what applying the event did (an :class:`_Applied` filled by
+``_apply``), since later entries may be applied before the handler resumes.
 
 Durability: the journal is :class:`replication.journal.LmdbJournal`. It is synced (one fsync
 for everything appended since the last sync) before a follower sends its queued
@@ -38,6 +39,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -53,7 +55,7 @@ from pysyncobj.transport import TCPTransport
 from pysyncobj.utility import TcpUtility
 
 from registry import events
-from registry.commit import StateMachine, Unavailable
+from registry.commit import Committed, StateMachine, Unavailable
 from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
@@ -94,6 +96,16 @@ _FAILURES = {
     FAIL_REASON.REQUEST_DENIED: "write refused by the leader",
     FAIL_REASON.UNKNOWN_OUTCOME: "outcome unknown after a leader change",
 }
+
+
+@dataclass(slots=True)
+class _Applied:
+    """One committed entry on its way from the tick thread to the loop. ``_apply`` fills in
+    ``took_effect`` on the loop before the proposer's callback is settled there (both cross in
+    FIFO order), so the proposer reads its own entry's outcome, not the view's later state."""
+
+    index: int
+    took_effect: bool = False
 
 
 class _Refused(Unavailable):
@@ -174,7 +186,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         peers: Peers,
         conf: SyncObjConf,
         journal: LmdbJournal,
-        deliver: Callable[[int, bytes], None],
+        deliver: Callable[[int, bytes], _Applied],
         on_liveness: Callable[[list[str]], None],
     ) -> None:
         # Set before SyncObj.__init__: its tick thread starts inside it.
@@ -424,11 +436,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._on_liveness([a for a in agent_ids if isinstance(a, str)])
 
     @replicated  # type: ignore[untyped-decorator]  # pysyncobj is untyped
-    def apply_event(self, record: bytes) -> int:
+    def apply_event(self, record: bytes) -> _Applied:
         """Apply one committed entry (tick thread). Never raises: pysyncobj would retry forever."""
-        index = int(self.raftLastApplied) + 1
-        self._deliver(index, record)
-        return index
+        return self._deliver(int(self.raftLastApplied) + 1, record)
 
 
 def membership(status: dict[str, Any]) -> list[str]:
@@ -781,15 +791,18 @@ class RaftProposer:
 
     # -- tick thread -> loop --------------------------------------------------------------------
 
-    def _deliver(self, index: int, record: bytes) -> None:
+    def _deliver(self, index: int, record: bytes) -> _Applied:
         """Tick thread: hand a committed entry to the loop (an empty record is a barrier)."""
+        applied = _Applied(index)
         if not record or self._loop is None:
-            return
+            return applied
         self._in_flight += 1
-        self._loop.call_soon_threadsafe(self._apply, index, record)
+        self._loop.call_soon_threadsafe(self._apply, applied, record)
+        return applied
 
-    def _apply(self, index: int, record: bytes) -> None:
+    def _apply(self, applied: _Applied, record: bytes) -> None:
         self._in_flight -= 1
+        index = applied.index
         if index <= self.machine.view.applied_index:
             return  # already in the view restored from the snapshot
         try:
@@ -798,7 +811,7 @@ class RaftProposer:
             log.critical("corrupt replicated record; stopping", extra={"index": index})
             self._on_fatal(exc)
             return
-        self.machine.apply(index, event)
+        applied.took_effect = self.machine.apply(index, event)
         if self.machine.snapshot_due() and not self._snapshotting:
             self._snapshotting = True
             asyncio.get_running_loop().create_task(self._snapshot())
@@ -843,17 +856,17 @@ class RaftProposer:
 
     # -- Proposer -------------------------------------------------------------------------------
 
-    async def _submit(self, record: bytes) -> int:
+    async def _submit(self, record: bytes) -> Committed:
         node = self.node
         if node is None:
             raise Unavailable("raft is not running")
         if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
             raise Unavailable("no reachable leader (this node cannot reach a majority)")
-        result = await self._committed(
+        applied: _Applied = await self._committed(
             lambda callback: node.apply_event(record, callback=callback),
             f"not committed within {self.config.write_timeout:g}s; outcome unknown",
         )
-        return int(result)
+        return Committed(applied.index, applied.took_effect)
 
     async def _committed(
         self, submit: Callable[[Callable[[Any, int], None]], None], timeout_reason: str
@@ -890,7 +903,7 @@ class RaftProposer:
         except TimeoutError:
             raise Unavailable(timeout_reason) from None
 
-    async def propose(self, event: Event) -> int:
+    async def propose(self, event: Event) -> Committed:
         return await self._submit(events.encode(event))
 
     async def barrier(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Api, agent_body
 
@@ -106,4 +107,9 @@ async def test_bad_path_ids_and_unknown_routes(api: Api) -> None:
     resp = await api.client.put("/heartbeat")
     assert resp.status == 405
     assert "error" in await resp.json()
-    assert api.node.metrics.errors._value.get() >= 4
+    # Exactly the four error answers above, as /metrics exposes them (GET /metrics is a 200).
+    text = await (await api.client.get("/metrics")).text()
+    errors = next(
+        f for f in text_string_to_metric_families(text) if f.name == "mcp_registry_errors"
+    )
+    assert [sample.value for sample in errors.samples if sample.name.endswith("_total")] == [4.0]

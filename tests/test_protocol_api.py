@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from registry.events import health
+from registry.timefmt import now_ms
 from tests.conftest import Api, agent_body, eventually
+from tests.timing import scaled
 
 # A real exchange between SDK 3.8 agents and the Go registry (copied from shared/reference/).
 REFERENCE = Path(__file__).resolve().parent / "data"
@@ -107,17 +111,23 @@ async def test_unknown_agent_gets_410_and_delete_404(api: Api) -> None:
     assert (await resp.json())["error"] == "agent not found"
 
 
-async def test_silent_agent_turns_unhealthy_then_recovers(start_api) -> None:  # type: ignore[no-untyped-def]
-    api: Api = await start_api(agent_timeout=0.3, health_check_interval=0.05)
+async def test_silent_agent_turns_unhealthy_then_recovers(
+    start_api: Callable[..., Awaitable[Api]],
+) -> None:
+    """The test runs the health checks itself (the monitor's own period is an hour), each right
+    after the consumer's HEAD: on a loaded machine the consumer's liveness then never races the
+    timeout, only the provider's silence (waited for with a scaled deadline) decides."""
+    api = await start_api(agent_timeout=scaled(1.0), health_check_interval=3600.0)
     await api.client.post("/heartbeat", json=agent_body("provider-1", "date"))
     await api.client.post("/heartbeat", json=agent_body("consumer-1", "greet", deps=["date"]))
     # Only the consumer keeps heartbeating.
 
-    async def provider_unhealthy() -> bool:
+    async def check_right_after_consumer_head() -> list[str]:
         assert (await api.client.head("/heartbeat/consumer-1")).status in (200, 202)
-        return api.node.view.agents["provider-1"].status == "unhealthy"
+        return await api.node.monitor.check()
 
-    await eventually(provider_unhealthy)
+    assert await eventually(check_right_after_consumer_head) == ["provider-1"]
+    assert api.node.view.agents["provider-1"].status == "unhealthy"
     assert api.node.view.agents["consumer-1"].status == "healthy"
     assert (await api.client.head("/heartbeat/consumer-1")).status == 202
     resp = await api.client.post(
@@ -177,6 +187,39 @@ async def test_events_window_newest_first_with_filters(api: Api) -> None:
     assert only["count"] == 1 and only["events"][0]["agent_id"] == "b-1"
     assert (await api.client.get("/events?limit=0")).status == 400
     assert (await api.client.get("/events?type=bogus")).status == 400
+
+
+async def test_agents_filtered_by_namespace_and_status(api: Api) -> None:
+    for agent_id, namespace in [("a-1", "default"), ("b-1", "prod"), ("c-1", "prod")]:
+        body = agent_body(agent_id, "date", namespace=namespace)
+        assert (await api.client.post("/heartbeat", json=body)).status == 200
+    await api.node.propose(health("unhealthy", ["c-1"], now_ms()))
+
+    async def listed(query: str) -> list[str]:
+        body = await (await api.client.get(f"/agents{query}")).json()
+        assert body["count"] == len(body["agents"])
+        return sorted(agent["id"] for agent in body["agents"])
+
+    assert await listed("") == ["a-1", "b-1", "c-1"]
+    assert await listed("?namespace=prod") == ["b-1", "c-1"]
+    assert await listed("?namespace=default") == ["a-1"]
+    assert await listed("?namespace=staging") == []
+    assert await listed("?status=unhealthy") == ["c-1"]
+    assert await listed("?status=healthy") == ["a-1", "b-1"]
+    assert await listed("?namespace=prod&status=healthy") == ["b-1"]
+    assert await listed("?namespace=default&status=unhealthy") == []
+
+
+async def test_events_filtered_by_function_name(api: Api) -> None:
+    """Every event this registry records is agent-level (the spec's function_name is null for
+    those), so a function_name filter selects none of them, alone or with other filters."""
+    await api.client.post("/heartbeat", json=agent_body("a-1", "x"))
+    await api.client.delete("/agents/a-1")
+    everything = await (await api.client.get("/events?agent_id=a-1")).json()
+    assert everything["count"] == 2
+    for query in ("function_name=x_fn", "function_name=x_fn&agent_id=a-1&type=register"):
+        body = await (await api.client.get(f"/events?{query}")).json()
+        assert body == {"events": [], "count": 0}, query
 
 
 async def test_unhealthy_agents_expire_after_retention(start_api) -> None:  # type: ignore[no-untyped-def]

@@ -102,11 +102,11 @@ def test_corrupt_records_name_their_index() -> None:
 
 def test_apply_ignores_what_cannot_apply_and_bounds_history() -> None:
     view = View(history_limit=3)
-    apply(view, 1, events.remove("ghost", 1))
-    apply(view, 2, events.health("unhealthy", ["ghost"], 2))
+    assert apply(view, 1, events.remove("ghost", 1)) is False
+    assert apply(view, 2, events.health("unhealthy", ["ghost"], 2)) is False
     assert view.agents == {} and len(view.history) == 0
     for i in range(3, 9):
-        apply(view, i, events.upsert(from_heartbeat(agent_body(f"a-{i}", "c")), i))
+        assert apply(view, i, events.upsert(from_heartbeat(agent_body(f"a-{i}", "c")), i))
     assert len(view.history) == 3
     assert [h["index"] for h in view.history] == [6, 7, 8]
     with pytest.raises(ValueError, match="already applied"):
@@ -141,7 +141,10 @@ def test_expiry_does_not_remove_an_agent_that_came_back() -> None:
         ]
     )
     assert view.agents["p-1"].status == "healthy"
-    apply(view, 5, events.health("unhealthy", ["p-1"], 5))
-    apply(view, 6, events.remove("p-1", 6, reason="expire"))
+    assert apply(view, 5, events.remove("p-1", 5, reason="expire")) is False  # healthy again
+    assert apply(view, 6, events.health("unhealthy", ["p-1", "ghost"], 6)) is True
+    assert apply(view, 7, events.health("unhealthy", ["p-1"], 7)) is False  # already unhealthy
+    assert apply(view, 8, events.remove("p-1", 8, reason="expire")) is True
+    assert apply(view, 9, events.remove("p-1", 9)) is False  # already gone
     assert "p-1" not in view.agents
     assert view.history[-1]["event_type"] == "expire"
