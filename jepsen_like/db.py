@@ -48,6 +48,10 @@ class Replica:
             "REGISTRY_PORT": str(HTTP_PORT),
             "DATA_DIR": str(self.data_dir),
             "DATABASE_PATH": str(self.data_dir / "registry.db"),
+            # Every client runs in one namespace (one address): lift the per-address limit on
+            # registration changes, which would otherwise refuse most of the workload.
+            "REGISTRATION_RATE": "1000000",
+            "REGISTRATION_BURST": "1000000",
             **self.env,
         }
         netns = self.network.hosts[self.ordinal].netns

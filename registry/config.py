@@ -12,8 +12,10 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
+
+from registry.limits import Limits
 
 T = TypeVar("T")
 
@@ -66,6 +68,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WRITE_TIMEOUT", "5s", "longest a write waits to commit before a 503"),
     Setting("AUTH_TOKEN", "(unset)", "Bearer token required for /api/v1 writes"),
     Setting("ENCRYPTION_KEY", "(unset)", "key that authenticates and encrypts peer traffic"),
+    Setting("MAX_REQUEST_BYTES", "524288", "larger request bodies are refused (413)"),
+    Setting("MAX_TOOLS_PER_AGENT", "500", "registrations with more tools are refused (400)"),
+    Setting("MAX_AGENTS", "20000", "new agents beyond this many are refused (429)"),
+    Setting("REGISTRATION_RATE", "100", "registration changes per second per client address"),
+    Setting("REGISTRATION_BURST", "200", "burst allowed above REGISTRATION_RATE (429 beyond)"),
 )
 
 
@@ -97,6 +104,13 @@ def _port(text: str) -> int:
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
         raise ValueError(text)
     return value
 
@@ -152,6 +166,7 @@ class Config:
     write_timeout: float = 5.0
     auth_token: str = ""
     encryption_key: str = ""
+    limits: Limits = field(default_factory=Limits)
 
     @property
     def sqlite_projection(self) -> bool:
@@ -211,6 +226,15 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         write_timeout=get("WRITE_TIMEOUT", _positive_duration, 5.0, duration_form),
         auth_token=env.get("AUTH_TOKEN", ""),
         encryption_key=env.get("ENCRYPTION_KEY", ""),
+        limits=Limits(
+            request_bytes=get("MAX_REQUEST_BYTES", _positive_int, 512 << 10, "a positive integer"),
+            tools_per_agent=get("MAX_TOOLS_PER_AGENT", _positive_int, 500, "a positive integer"),
+            agents=get("MAX_AGENTS", _positive_int, 20_000, "a positive integer"),
+            registration_rate=get(
+                "REGISTRATION_RATE", _positive_float, 100.0, "a positive number per second"
+            ),
+            registration_burst=get("REGISTRATION_BURST", _positive_int, 200, "a positive integer"),
+        ),
     )
     if config.database_type == "postgresql":
         raise ConfigError(

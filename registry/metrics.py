@@ -84,6 +84,12 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self._per_request: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.refused = Counter(
+            "mcp_registry_refused",
+            "Requests refused by a limit (registry/limits.py), by the limit",
+            ["reason"],
+            registry=self.registry,
+        )
         self.commit_latency = Histogram(
             "mcp_registry_commit_latency_seconds",
             "Time from proposing an event to having it committed and applied here",

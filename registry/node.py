@@ -18,6 +18,7 @@ from registry.commit import Committed, LocalLog, Proposer, StateMachine, restore
 from registry.config import Config
 from registry.gc_pauses import GcPauses
 from registry.health import HealthMonitor, Liveness
+from registry.limits import Admission
 from registry.metrics import Metrics
 from registry.sqlite_projection import SqliteProjection
 from registry.store import Store
@@ -36,6 +37,7 @@ class Node:
         self.machine = machine
         self.view = machine.view
         self.liveness = Liveness(forward=config.enable_leader_election)
+        self.admission = Admission(config.limits)
         self.metrics = Metrics(machine)
         self.gc_pauses = GcPauses(self.metrics.gc_pause)
         self.fatal: asyncio.Future[BaseException] | None = None
@@ -125,23 +127,28 @@ class Node:
             and not self.view.resolution_changed(agent["agent_id"])
         )
 
-    async def register(self, agent: dict[str, Any]) -> bool:
-        """Record a registration or full heartbeat; True when the agent was new.
+    async def register(self, agent: dict[str, Any], client: str) -> bool:
+        """Record a registration or full heartbeat from ``client`` (its address); True when
+        the agent was new.
 
         Appends an event only when a replica must learn something: the registration changed,
         the agent was unhealthy, or its dependencies resolve differently from what it was last
         told. Otherwise the heartbeat only refreshes in-memory liveness. "Unchanged" is decided
         on a view brought up to date by a barrier first: a replica behind the leader (or cut off
-        from it) must not acknowledge a write against state that is already gone.
+        from it) must not acknowledge a write against state that is already gone. A write is
+        admitted first (registry/limits.py: raises Refused); liveness learns the agent only
+        once its registration is in, so refused or failed ones leave nothing behind.
         """
         agent_id = agent["agent_id"]
-        self.liveness.seen(agent_id)
+        self.admission.check_shape(agent)
         new = agent_id not in self.view.agents
         if self._unchanged(agent):
             await self.proposer.barrier()
         if not self._unchanged(agent):
             new = agent_id not in self.view.agents
+            self.admission.check_write(client, new, len(self.view.agents))
             await self.propose(events.upsert(agent, now_ms()))
+        self.liveness.seen(agent_id)
         return new
 
     async def unregister(self, agent_id: str) -> bool:

@@ -10,12 +10,10 @@ from registry.api.listing import Listings
 from registry.api.middleware import observe
 from registry.node import Node
 
-MAX_BODY = 1 << 20
-"""Request bodies over 1 MiB are refused with 413 (CONTRACT.md)."""
-
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[observe], client_max_size=MAX_BODY)
+    # Bodies over MAX_REQUEST_BYTES are refused with 413 before a handler sees them.
+    app = web.Application(middlewares=[observe], client_max_size=node.config.limits.request_bytes)
     app[NODE] = node
     app[LISTINGS] = Listings()
     app.add_routes(ops.routes() + protocol.routes() + v1.routes())

@@ -23,6 +23,7 @@ from aiohttp import web
 from registry.api.keys import NODE
 from registry.api.responses import ApiError, error_body, json_response
 from registry.commit import Unavailable
+from registry.limits import Refused
 
 log = logging.getLogger("registry.access")
 
@@ -67,11 +68,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
+    except Refused as exc:
+        node.metrics.refused.labels(exc.reason).inc()
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        response = json_response(error_body(exc.message), status=exc.status, headers=headers)
     except Unavailable as exc:
         response = json_response(error_body("registry unavailable", str(exc)), status=503)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if exc.status == 413:
+            node.metrics.refused.labels("body").inc()
         response = json_response(error_body(exc.reason, exc.text), status=exc.status)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request_id})

@@ -38,7 +38,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     agent = await read_registration(request, registration.from_heartbeat, "registration")
     agent_id = agent["agent_id"]
     view = node.view
-    new = await node.register(agent)
+    new = await node.register(agent, request.remote or "")
     stored = view.agents.get(agent_id)
     resolved = stored.delivered if stored is not None else view.resolution(agent_id)
     return json_response(
