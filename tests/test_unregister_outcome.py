@@ -28,11 +28,12 @@ async def test_removal_followed_by_a_write_in_the_same_batch_reports_removed(
     slot, and the removal still reports that it removed the agent."""
     api = await start_api(events_history=1)
     node = api.node
-    assert await node.register(from_heartbeat(agent_body("gone-1", "date")))
+    assert await node.register(from_heartbeat(agent_body("gone-1", "date")), "127.0.0.1")
     # Both proposals are queued before the log writer runs again, so they commit as one batch
     # and both are applied before either caller resumes.
     removed, _ = await asyncio.gather(
-        node.unregister("gone-1"), node.register(from_heartbeat(agent_body("later-1", "date")))
+        node.unregister("gone-1"),
+        node.register(from_heartbeat(agent_body("later-1", "date")), "127.0.0.1"),
     )
     assert removed is True
     assert "gone-1" not in node.view.agents
@@ -44,7 +45,13 @@ async def test_removal_followed_by_a_mass_health_event_reports_removed(api: Api)
     right after the removal."""
     node = api.node
     ids = [f"agent-{i}" for i in range(1201)]
-    await asyncio.gather(*(node.register(from_heartbeat(agent_body(i, "date"))) for i in ids))
+    # Agents on their own hosts, as in a mesh (one address would meet REGISTRATION_RATE).
+    await asyncio.gather(
+        *(
+            node.register(from_heartbeat(agent_body(a, "date")), f"10.0.{i // 256}.{i % 256}")
+            for i, a in enumerate(ids)
+        )
+    )
     assert len(node.view.agents) == 1201
     removed, _ = await asyncio.gather(
         node.unregister(ids[0]), node.propose(events.health("unhealthy", ids[1:], now_ms()))
@@ -57,7 +64,7 @@ async def test_removal_followed_by_a_mass_health_event_reports_removed(api: Api)
 async def test_removal_of_an_agent_removed_concurrently_reports_not_found(api: Api) -> None:
     """Two removals of one agent: exactly one removed it (the log decides which)."""
     node = api.node
-    await node.register(from_heartbeat(agent_body("twice-1", "date")))
+    await node.register(from_heartbeat(agent_body("twice-1", "date")), "127.0.0.1")
     outcomes = await asyncio.gather(node.unregister("twice-1"), node.unregister("twice-1"))
     assert sorted(outcomes) == [False, True]
 
