@@ -24,6 +24,7 @@ from jepsen_like.history import (
 from jepsen_like.linearizability import check_key
 
 Verdict = dict[str, Any]
+SECOND = 1_000_000_000
 
 
 def lost_writes(ops: list[Op], final: dict[str, Any]) -> Verdict:
@@ -170,6 +171,9 @@ class Thresholds:
     ok_deletes_per_s: float = 2.0
     ok_reads_per_s: float = 8.0
     min_ok_fraction: float = 0.4
+    min_overlap_s: float = 0.5
+    """How long a scheduled pair must have been active together (planned: 0.9 s or more), so
+    that one fault healed just as the next began does not count as an overlap."""
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -217,7 +221,7 @@ def evidence(
     if scheduled is None or faults is None:
         reasons.append("no record of the faults scheduled and carried out (faults.json)")
     else:
-        observed.update(_fault_evidence(ops, scheduled, faults, reasons))
+        observed.update(_fault_evidence(ops, scheduled, faults, thresholds, reasons))
         required["faults"] = len(scheduled)
         required["overlaps"] = sum(p.get("overlaps") is not None for p in scheduled)
     return {
@@ -230,7 +234,11 @@ def evidence(
 
 
 def _fault_evidence(
-    ops: list[Op], scheduled: list[dict[str, Any]], faults: list[dict[str, Any]], reasons: list[str]
+    ops: list[Op],
+    scheduled: list[dict[str, Any]],
+    faults: list[dict[str, Any]],
+    thresholds: Thresholds,
+    reasons: list[str],
 ) -> dict[str, Any]:
     """Match the faults carried out to the schedule; append what is missing to ``reasons``."""
     done = {f["planned"]: f for f in faults if f.get("end", 0) > f["start"]}
@@ -253,10 +261,16 @@ def _fault_evidence(
         if j is None:
             continue
         a, b = done.get(i), done.get(j)
-        if a is not None and b is not None and a["start"] < b["end"] and b["start"] < a["end"]:
+        together = 0.0
+        if a is not None and b is not None:
+            together = (min(a["end"], b["end"]) - max(a["start"], b["start"])) / SECOND
+        if together >= thresholds.min_overlap_s:
             overlapped += 1
         else:
-            reasons.append(f"scheduled overlap of #{j} and #{i} did not happen")
+            reasons.append(
+                f"scheduled overlap of #{j} and #{i} did not happen"
+                f" (active together {max(0.0, together):.3f} s, needs {thresholds.min_overlap_s} s)"
+            )
     return {
         "faults": len(done),
         "faults_by_kind": dict(Counter(f["name"] for f in done.values())),

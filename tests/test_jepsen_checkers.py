@@ -267,12 +267,13 @@ def lively(seconds: float, outcome: str = OK) -> list[Op]:
 
 
 def faults_record(seconds: float) -> dict[str, Any]:
-    """faults.json for a run of ``seconds``: a kill and, overlapping it, a partition."""
+    """faults.json for a run of ``seconds``: a kill and, overlapping it for half the run, a
+    partition."""
     span = int(seconds * SECOND)
-    scheduled = [Planned("kill", 0.0, seconds / 2), Planned("partition", seconds / 4, 1, 0)]
+    scheduled = [Planned("kill", 0.0, seconds * 3 / 4), Planned("partition", seconds / 4, 1, 0)]
     faults = [
-        Fault("kill", 0, span // 2, {"node": 1}, planned=0),
-        Fault("partition", span // 4, span * 3 // 4, {"shape": "isolate", "node": 0}, 1),
+        Fault("kill", 0, span * 3 // 4, {"node": 1}, planned=0),
+        Fault("partition", span // 4, span, {"shape": "isolate", "node": 0}, 1),
     ]
     return {"scheduled": [asdict(p) for p in scheduled], "faults": [asdict(f) for f in faults]}
 
@@ -299,6 +300,7 @@ def run_dir(
 def test_a_run_with_evidence_is_valid(tmp_path: Path) -> None:
     results = check_run(run_dir(tmp_path, lively(2), faults_record(2)))
     assert results["valid"] is True, results["evidence"]["reasons"]
+    assert results["evidence"]["observed"]["overlaps"] == 1
     assert results["evidence"]["required"] == {
         "ok_fraction": 0.4,
         "ok_writes": 20,
@@ -362,7 +364,7 @@ def test_fewer_faults_than_scheduled_is_invalid() -> None:
     assert not verdict["valid"]
     assert verdict["reasons"] == [
         "1 of 2 scheduled faults carried out (missing #1 partition)",
-        "scheduled overlap of #0 and #1 did not happen",
+        "scheduled overlap of #0 and #1 did not happen (active together 0.000 s, needs 0.5 s)",
     ]
     never_healed = [faults[0], {**faults[1], "end": 0}]
     assert not checkers.evidence(ops, 2, scheduled, never_healed)["valid"]
@@ -371,20 +373,28 @@ def test_fewer_faults_than_scheduled_is_invalid() -> None:
 
 
 def test_a_scheduled_overlap_must_really_overlap() -> None:
+    """From the recorded times: one fault after the other is no overlap, and neither is one
+    healed just as the next began (a nemesis that heals before it starts the next fault)."""
     ops, record = lively(2), faults_record(2)
     kill, partition = record["faults"]
     one_after_other = [kill, {**partition, "start": kill["end"], "end": kill["end"] + SECOND}]
     verdict = checkers.evidence(ops, 2, record["scheduled"], one_after_other)
-    assert verdict["reasons"] == ["scheduled overlap of #0 and #1 did not happen"]
+    assert verdict["reasons"] == [
+        "scheduled overlap of #0 and #1 did not happen (active together 0.000 s, needs 0.5 s)"
+    ]
     assert verdict["observed"]["overlaps"] == 0
+    touching = [kill, {**partition, "start": kill["end"] - 1_000_000}]
+    verdict = checkers.evidence(ops, 2, record["scheduled"], touching)
+    assert verdict["reasons"] == [
+        "scheduled overlap of #0 and #1 did not happen (active together 0.001 s, needs 0.5 s)"
+    ]
 
 
 def test_a_fault_without_clients_is_no_evidence() -> None:
     ops, record = lively(2), faults_record(2)
     kill, partition = record["faults"]
-    late = 10 * SECOND  # after the last operation
-    after = [{**kill, "start": late, "end": late + 2}, {**partition, "start": late + 1}]
-    after[1]["end"] = late + 3
+    late = 10 * SECOND  # after the last operation: both faults shifted there, still overlapping
+    after = [{**f, "start": f["start"] + late, "end": f["end"] + late} for f in (kill, partition)]
     verdict = checkers.evidence(ops, 2, record["scheduled"], after)
     assert verdict["reasons"] == ["no client operation during fault #0 kill, #1 partition"]
 
