@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--seed", type=int, default=int(time.time()))
     run.add_argument("--workers", type=int, default=6)
+    run.add_argument(
+        "--overlaps",
+        type=int,
+        default=1,
+        help="overlapping pairs of faults in each round of kinds (0: one fault at a time)",
+    )
     run.add_argument("--out", type=Path, default=Path("store"))
     check = commands.add_parser("check", help="check a run directory again")
     check.add_argument("run_dir", type=Path)
@@ -54,11 +60,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jepsen_like: cannot run here: {problem}", file=sys.stderr)
             return 2
         run_dir = args.out / f"run-{time.strftime('%Y%m%d-%H%M%S')}-seed{args.seed}"
-        results = run_chaos(run_dir, args.time_limit, kinds, args.seed, args.workers)
+        results = run_chaos(
+            run_dir, args.time_limit, kinds, args.seed, args.workers, overlaps=args.overlaps
+        )
         print(f"run directory: {run_dir}")
     verdicts = {k: v["valid"] for k, v in results.items() if isinstance(v, dict)}
     print(f"valid: {results['valid']}  {verdicts}")
     print(f"availability: {results['availability']}")
+    for reason in results["evidence"]["reasons"]:
+        print(f"not enough evidence: {reason}")
     return 0 if results["valid"] else 1
 
 

@@ -13,25 +13,40 @@ from jepsen_like.report import write_report
 SECOND = 1_000_000_000
 
 
-def check_run(run_dir: Path, timeout_s: float = 10, grace_s: float = 4) -> dict[str, Any]:
+def check_run(
+    run_dir: Path,
+    timeout_s: float = 10,
+    grace_s: float = 4,
+    thresholds: checkers.Thresholds = checkers.DEFAULT_THRESHOLDS,
+) -> dict[str, Any]:
+    """Judge ``run_dir``. A missing ``faults.json`` (the schedule and the faults carried out)
+    or ``workload.json`` (the time limit) leaves the run without evidence: invalid."""
     ops = operations(read_events(run_dir / "history.jsonl"))
     final = json.loads((run_dir / "final.json").read_text())
-    faults_path = run_dir / "faults.json"
-    faults = json.loads(faults_path.read_text()) if faults_path.exists() else []
+    record = _optional_json(run_dir / "faults.json")
+    scheduled = record.get("scheduled") if isinstance(record, dict) else None
+    faults = record.get("faults") if isinstance(record, dict) else None
+    workload = _optional_json(run_dir / "workload.json")
+    run_s = workload.get("time_limit") if isinstance(workload, dict) else None
     values: dict[str, Any] = final["values"]
     verdicts = {
         "lost_writes": checkers.lost_writes(ops, values),
         "linearizable": checkers.linearizable(ops, final=values),
         "converged": checkers.converged(final["digests"]),
-        "availability": checkers.availability(ops, faults),
+        "availability": checkers.availability(ops, faults or []),
         "health": checkers.health(ops, int(timeout_s * SECOND), int(grace_s * SECOND)),
+        "evidence": checkers.evidence(ops, run_s, scheduled, faults, thresholds),
     }
     results = {
         "valid": all(v["valid"] is True for v in verdicts.values()),
         "operations": len(ops),
-        "faults": len(faults),
+        "faults": len(faults or []),
         **verdicts,
     }
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    write_report(run_dir / "report.html", ops, faults, results)
+    write_report(run_dir / "report.html", ops, faults or [], results)
     return results
+
+
+def _optional_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None

@@ -4,34 +4,62 @@ verdict dict with ``valid`` and the evidence behind it."""
 from __future__ import annotations
 
 import itertools
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from jepsen_like.history import DELETE, FAIL, HEARTBEAT, OK, READ, WRITE, Op, by_key
+from jepsen_like.history import (
+    DELETE,
+    FAIL,
+    HEARTBEAT,
+    OK,
+    READ,
+    UNREACHABLE,
+    WRITE,
+    WRITE_APIS,
+    Op,
+    by_key,
+)
 from jepsen_like.linearizability import check_key
 
 Verdict = dict[str, Any]
+SECOND = 1_000_000_000
 
 
 def lost_writes(ops: list[Op], final: dict[str, Any]) -> Verdict:
-    """(a) No acknowledged write is missing from the final state.
+    """(a) No acknowledged write or delete is missing from the final state.
 
-    A write is owed to the final state when it was acknowledged and no other write or delete
-    of its key could have come after it (every other one failed, or completed before it
-    began). Its value must then be the key's final value.
+    An acknowledged operation is owed to the final state when nothing that changes its key
+    could have taken effect after it. For a write that is any other write or delete; for a
+    delete only a write (a second delete leaves the agent absent too). An operation could have
+    taken effect after this one unless it failed (it never happened) or completed before this
+    one began; one with an unknown outcome may apply at any later time, so it always could.
+    The owed write's value must then be the key's final value; after an owed delete the agent
+    must be absent. Each loss names the API that acknowledged the lost write, or for a delete
+    undone the APIs of the writes whose value came back.
     """
     lost = []
     for key, key_ops in by_key(ops):
         mutations = [op for op in key_ops if op.f in (WRITE, DELETE) and op.outcome != FAIL]
-        for write in mutations:
-            if write.f != WRITE or write.outcome != OK:
+        value = final.get(key)
+        for done in mutations:
+            if done.outcome != OK:
                 continue
-            superseded = any(
-                other is not write and (other.end is None or other.end > write.start)
-                for other in mutations
-            )
-            if not superseded and final.get(key) != write.value:
-                lost.append({"key": key, "value": write.value, "final": final.get(key)})
+            overriders = mutations if done.f == WRITE else [m for m in mutations if m.f == WRITE]
+            if any(_may_follow(other, done) for other in overriders):
+                continue
+            if done.f == WRITE and value != done.value:
+                lost.append({"key": key, "value": done.value, "final": value, "api": done.api})
+            elif done.f == DELETE and value is not None:
+                apis = sorted({m.api for m in mutations if m.f == WRITE and m.value == value})
+                lost.append({"key": key, "deleted_at": done.start, "final": value, "api": apis})
     return {"valid": not lost, "lost": lost}
+
+
+def _may_follow(other: Op, op: Op) -> bool:
+    """Whether ``other`` (not failed) may have taken effect after ``op`` did."""
+    return other is not op and (other.end is None or other.end > op.start)
 
 
 def linearizable(ops: list[Op], final: dict[str, Any] | None = None) -> Verdict:
@@ -57,8 +85,10 @@ def linearizable(ops: list[Op], final: dict[str, Any] | None = None) -> Verdict:
 
 
 def converged(digests: dict[str, str]) -> Verdict:
-    """(c) After healing, every replica reports the same view digest."""
-    return {"valid": len(set(digests.values())) == 1 and bool(digests), "digests": digests}
+    """(c) After healing, every replica answered and reports the same view digest. A replica
+    that did not answer is no evidence of agreement, however many others agree."""
+    values = set(digests.values())
+    return {"valid": len(values) == 1 and UNREACHABLE not in values, "digests": digests}
 
 
 def availability(ops: list[Op], faults: list[dict[str, Any]]) -> Verdict:
@@ -66,7 +96,7 @@ def availability(ops: list[Op], faults: list[dict[str, Any]]) -> Verdict:
     with no acknowledged write. Informative: availability is measured, not required."""
     windows = []
     for fault in faults:
-        inside = [op for op in ops if fault["start"] <= op.start < fault["end"]]
+        inside = _during(ops, fault)
         ok = sum(1 for op in inside if op.outcome == OK)
         windows.append(
             {**fault, "ops": len(inside), "ok_fraction": ok / len(inside) if inside else None}
@@ -86,6 +116,11 @@ def availability(ops: list[Op], faults: list[dict[str, Any]]) -> Verdict:
         "faults": windows,
         "longest_write_gap_s": longest / 1e9,
     }
+
+
+def _during(ops: list[Op], fault: dict[str, Any]) -> list[Op]:
+    """The operations invoked while ``fault`` was active."""
+    return [op for op in ops if fault["start"] <= op.start < fault["end"]]
 
 
 def health(ops: list[Op], timeout_ns: int, grace_ns: int) -> Verdict:
@@ -122,3 +157,124 @@ def health(ops: list[Op], timeout_ns: int, grace_ns: int) -> Verdict:
                 last_ok = marks[-2] if len(marks) > 1 else since
                 false_alarms.append({"key": key, "at": beat.start, "last_ok": last_ok})
     return {"valid": not false_alarms, "false_unhealthy": false_alarms}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """How much a run must show before its other verdicts count. A cluster that refuses
+    everything breaks no safety rule, so without these a run of nothing but errors, or one
+    whose nemesis never ran, would be valid. Rates are per second of the run's time limit.
+    The defaults are a fourth to a sixth of what a 30-second ``--nemesis all`` run acknowledged
+    on a 2-core machine (1,283-1,948 writes, 225-351 deletes, 1,017-1,513 reads, ok fraction
+    0.65-0.78 over four runs): they fail a cluster that stopped working, not a slow one."""
+
+    ok_writes_per_s: float = 10.0
+    ok_deletes_per_s: float = 2.0
+    ok_reads_per_s: float = 8.0
+    min_ok_fraction: float = 0.4
+    min_overlap_s: float = 0.5
+    """How long a scheduled pair must have been active together (planned: 0.9 s or more), so
+    that one fault healed just as the next began does not count as an overlap."""
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def evidence(
+    ops: list[Op],
+    run_s: float | None,
+    scheduled: list[dict[str, Any]] | None,
+    faults: list[dict[str, Any]] | None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> Verdict:
+    """(f) The run exercised the cluster: enough acknowledged writes, deletes and
+    linearizable reads for its length, an overall ok fraction above the floor, and every
+    scheduled fault carried out while clients worked, every scheduled overlap really
+    overlapping. ``run_s`` is the run's time limit; None for it or either fault list means
+    the run's record of it is missing, which proves nothing and so fails."""
+    reasons: list[str] = []
+    ok = [op for op in ops if op.outcome == OK]
+    observed: dict[str, Any] = {
+        "ok_writes": sum(1 for op in ok if op.f == WRITE),
+        "ok_deletes": sum(1 for op in ok if op.f == DELETE),
+        "ok_reads": sum(1 for op in ok if op.f == READ),
+        "ok_writes_by_api": {
+            api: sum(op.api == api for op in ok if op.f == WRITE) for api in WRITE_APIS
+        },
+        "ok_fraction": len(ok) / len(ops) if ops else None,
+    }
+    required: dict[str, Any] = {"ok_fraction": thresholds.min_ok_fraction}
+    if run_s is None:
+        reasons.append("the run's time limit is unknown (workload.json missing)")
+    else:
+        rates = {
+            "ok_writes": thresholds.ok_writes_per_s,
+            "ok_deletes": thresholds.ok_deletes_per_s,
+            "ok_reads": thresholds.ok_reads_per_s,
+        }
+        for name, rate in rates.items():
+            required[name] = math.ceil(rate * run_s)
+            if observed[name] < required[name]:
+                reasons.append(f"{name}: {observed[name]}, fewer than {required[name]}")
+    fraction = observed["ok_fraction"]
+    if fraction is None or fraction < thresholds.min_ok_fraction:
+        shown = "unknown (no operations)" if fraction is None else f"{fraction:.3f}"
+        reasons.append(f"ok fraction {shown}, below {thresholds.min_ok_fraction}")
+    if scheduled is None or faults is None:
+        reasons.append("no record of the faults scheduled and carried out (faults.json)")
+    else:
+        observed.update(_fault_evidence(ops, scheduled, faults, thresholds, reasons))
+        required["faults"] = len(scheduled)
+        required["overlaps"] = sum(p.get("overlaps") is not None for p in scheduled)
+    return {
+        "valid": not reasons,
+        "thresholds": asdict(thresholds),
+        "required": required,
+        "observed": observed,
+        "reasons": reasons,
+    }
+
+
+def _fault_evidence(
+    ops: list[Op],
+    scheduled: list[dict[str, Any]],
+    faults: list[dict[str, Any]],
+    thresholds: Thresholds,
+    reasons: list[str],
+) -> dict[str, Any]:
+    """Match the faults carried out to the schedule; append what is missing to ``reasons``."""
+    done = {f["planned"]: f for f in faults if f.get("end", 0) > f["start"]}
+    missing = [
+        f"#{i} {p['kind']}"
+        for i, p in enumerate(scheduled)
+        if i not in done or done[i]["name"] != p["kind"]
+    ]
+    if missing:
+        reasons.append(
+            f"{len(scheduled) - len(missing)} of {len(scheduled)} scheduled faults carried out"
+            f" (missing {', '.join(missing)})"
+        )
+    idle = [f"#{i} {f['name']}" for i, f in sorted(done.items()) if not _during(ops, f)]
+    if idle:
+        reasons.append(f"no client operation during fault {', '.join(idle)}")
+    overlapped = 0
+    for i, p in enumerate(scheduled):
+        j = p.get("overlaps")
+        if j is None:
+            continue
+        a, b = done.get(i), done.get(j)
+        together = 0.0
+        if a is not None and b is not None:
+            together = (min(a["end"], b["end"]) - max(a["start"], b["start"])) / SECOND
+        if together >= thresholds.min_overlap_s:
+            overlapped += 1
+        else:
+            reasons.append(
+                f"scheduled overlap of #{j} and #{i} did not happen"
+                f" (active together {max(0.0, together):.3f} s, needs {thresholds.min_overlap_s} s)"
+            )
+    return {
+        "faults": len(done),
+        "faults_by_kind": dict(Counter(f["name"] for f in done.values())),
+        "overlaps": overlapped,
+    }

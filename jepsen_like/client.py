@@ -3,11 +3,16 @@
 Each worker owns a few agent ids and, at random, registers or updates them (through the
 agent protocol's POST /heartbeat or the guide's POST /api/v1/agents), deregisters them, or
 reads them linearizably, each time through a replica picked at random, as a ClusterIP
-Service would. An id is retired for a fresh one after OPS_PER_KEY operations: the
-linearizability search is exponential in the operations of one key whose outcome is unknown,
-and short per-key histories keep a 5-minute run checkable in seconds. Heartbeaters keep a few
-agents alive with HEAD /heartbeat the way the SDK does. Every invocation and completion goes to
-the history with monotonic timestamps.
+Service would. Every choice (id, operation, value, API, replica, pause) is drawn from a
+generator seeded from the run's seed (``worker_steps``), so a seed replays what the clients
+asked for, and each write records in the history which API carried it. An id is retired for
+a fresh one after OPS_PER_KEY operations: the linearizability search is exponential in the
+operations of one key whose outcome is unknown, and short per-key histories keep a 5-minute
+run checkable in seconds. Heartbeaters keep a few agents alive with HEAD /heartbeat the way
+the SDK does. Every invocation and completion goes to the history with monotonic timestamps.
+
+The clients stop once the time limit has passed and the nemesis has finished its schedule
+(``nemesis.done`` in the run directory), so no scheduled fault happens without clients.
 """
 
 from __future__ import annotations
@@ -16,20 +21,26 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from jepsen_like.checkers import converged
 from jepsen_like.history import (
     DELETE,
     FAIL,
+    GUIDE_API,
     HEARTBEAT,
     INFO,
     INVOKE,
     OK,
     READ,
+    UNREACHABLE,
     WRITE,
+    WRITE_APIS,
     Event,
 )
 
@@ -37,6 +48,8 @@ TIMEOUT = 3.0
 KEYS_PER_WORKER = 3
 OPS_PER_KEY = 50
 """Operations on one agent id before a worker moves on to a fresh one."""
+NEMESIS_DONE = "nemesis.done"
+"""Created in the run directory by the harness when every scheduled fault has been healed."""
 
 
 class Recorder:
@@ -86,18 +99,19 @@ async def _invoke(
     value: Any,
     url: str,
     node: str,
+    api: str = "",
 ) -> None:
-    record(Event(INVOKE, process, f, key, time.monotonic_ns(), value, node))
+    """One operation; ``api`` (writes only) is ``PROTOCOL_API`` or ``GUIDE_API``."""
+    record(Event(INVOKE, process, f, key, time.monotonic_ns(), value, node, api))
     outcome: str = INFO
     result: Any = None
     try:
         if f == WRITE:
-            if random.random() < 0.5:
-                body = _agent(key, value)
-                resp = await session.post(f"{url}/heartbeat", json=body)
-            else:
+            if api == GUIDE_API:
                 body = {"id": key, "capabilities": ["jepsen"], "endpoint": f"http://{value}"}
                 resp = await session.post(f"{url}/api/v1/agents", json=body)
+            else:
+                resp = await session.post(f"{url}/heartbeat", json=_agent(key, value))
             async with resp:
                 outcome = OK if resp.status == 200 else await _refusal(resp)
         elif f == DELETE:
@@ -125,21 +139,28 @@ async def _invoke(
                     outcome = FAIL
     except (TimeoutError, aiohttp.ClientError):
         outcome = INFO if f in (WRITE, DELETE) else FAIL
-    record(Event(outcome, process, f, key, time.monotonic_ns(), result, node))
+    record(Event(outcome, process, f, key, time.monotonic_ns(), result, node, api))
 
 
-async def _worker(
-    session: aiohttp.ClientSession,
-    record: Recorder,
-    process: int,
-    urls: list[str],
-    stop_at: float,
-    rng: random.Random,
-) -> None:
+@dataclass(frozen=True)
+class Step:
+    """What a worker does next: everything it chooses, nothing it observes."""
+
+    key: str
+    f: str
+    value: str | None
+    api: str
+    node: int
+    pause: float
+
+
+def worker_steps(process: int, replicas: int, rng: random.Random) -> Iterator[Step]:
+    """A worker's endless sequence of operations, drawn only from ``rng``: no answer from the
+    cluster changes it, so the same seed asks for the same operations in the same order."""
     keys = [f"w{process}-{k}" for k in range(KEYS_PER_WORKER)]
     used = dict.fromkeys(keys, 0)
     n = 0
-    while time.monotonic() < stop_at:
+    while True:
         slot = rng.randrange(KEYS_PER_WORKER)
         key = keys[slot]
         used[key] += 1
@@ -149,9 +170,24 @@ async def _worker(
         f = rng.choices([WRITE, DELETE, READ], weights=[5, 1, 4])[0]
         n += 1
         value = f"v{process}x{n}:{1000 + n % 50000}" if f == WRITE else None
-        node = rng.randrange(len(urls))
-        await _invoke(session, record, process, f, key, value, urls[node], f"n{node}")
-        await asyncio.sleep(rng.uniform(0.0, 0.05))
+        api = rng.choice(WRITE_APIS) if f == WRITE else ""
+        yield Step(key, f, value, api, rng.randrange(replicas), rng.uniform(0.0, 0.05))
+
+
+async def _worker(
+    session: aiohttp.ClientSession,
+    record: Recorder,
+    process: int,
+    urls: list[str],
+    stop: asyncio.Event,
+    rng: random.Random,
+) -> None:
+    for step in worker_steps(process, len(urls), rng):
+        if stop.is_set():
+            return
+        url, node = urls[step.node], f"n{step.node}"
+        await _invoke(session, record, process, step.f, step.key, step.value, url, node, step.api)
+        await asyncio.sleep(step.pause)
 
 
 async def _heartbeater(
@@ -159,17 +195,16 @@ async def _heartbeater(
     record: Recorder,
     process: int,
     urls: list[str],
-    stop_at: float,
+    stop: asyncio.Event,
     rng: random.Random,
 ) -> None:
     key = f"hb{process}"
     registered = False
-    while time.monotonic() < stop_at:
+    while not stop.is_set():
         node = rng.randrange(len(urls))
         if not registered:
-            await _invoke(
-                session, record, process, WRITE, key, f"hb:{2000 + process}", urls[node], f"n{node}"
-            )
+            value, api = f"hb:{2000 + process}", rng.choice(WRITE_APIS)
+            await _invoke(session, record, process, WRITE, key, value, urls[node], f"n{node}", api)
             registered = True
         else:
             await _invoke(session, record, process, HEARTBEAT, key, None, urls[node], f"n{node}")
@@ -177,23 +212,34 @@ async def _heartbeater(
         await asyncio.sleep(1.0)
 
 
+async def _stop_when_done(run_dir: Path, time_limit: float, stop: asyncio.Event) -> None:
+    """Set ``stop`` once the time limit has passed and the nemesis has healed its last fault."""
+    stop_at = time.monotonic() + time_limit
+    while time.monotonic() < stop_at or not (run_dir / NEMESIS_DONE).exists():
+        await asyncio.sleep(0.2)
+    stop.set()
+
+
 async def workload(config: dict[str, Any], run_dir: Path) -> None:
-    """Run until the time limit, then wait for the harness to heal, then read the end state."""
+    """Run until the time limit and the nemesis are done, then wait for the harness to heal,
+    then read the end state."""
     urls: list[str] = config["urls"]
     rng = random.Random(config["seed"])
-    stop_at = time.monotonic() + config["time_limit"]
+    stop = asyncio.Event()
     record = Recorder(run_dir / "history.jsonl")
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         workers = [
-            _worker(session, record, p, urls, stop_at, random.Random(rng.random()))
+            _worker(session, record, p, urls, stop, random.Random(rng.random()))
             for p in range(config["workers"])
         ]
         beaters = [
-            _heartbeater(session, record, 100 + p, urls, stop_at, random.Random(rng.random()))
+            _heartbeater(session, record, 100 + p, urls, stop, random.Random(rng.random()))
             for p in range(config["heartbeaters"])
         ]
-        await asyncio.gather(*workers, *beaters)
+        await asyncio.gather(
+            _stop_when_done(run_dir, config["time_limit"], stop), *workers, *beaters
+        )
         (run_dir / "workload.done").touch()
         healed = run_dir / "healed"
         deadline = time.monotonic() + 300
@@ -203,7 +249,7 @@ async def workload(config: dict[str, Any], run_dir: Path) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # replicas may still be applying the tail
             final["digests"] = await _digests(session, urls)
-            if len(set(final["digests"].values())) == 1:
+            if converged(final["digests"])["valid"]:
                 break
             await asyncio.sleep(0.5)
         async with session.get(f"{urls[0]}/api/v1/agents?consistency=linearizable") as resp:
@@ -219,5 +265,5 @@ async def _digests(session: aiohttp.ClientSession, urls: list[str]) -> dict[str,
             async with session.get(f"{url}/api/v1/cluster") as resp:
                 digests[f"n{i}"] = (await resp.json())["view_digest"]
         except (TimeoutError, aiohttp.ClientError):
-            digests[f"n{i}"] = "unreachable"
+            digests[f"n{i}"] = UNREACHABLE
     return digests

@@ -6,8 +6,9 @@ a timeout; it may or may not have happened, now or at any later time). Times are
 nanoseconds from the client's clock.
 
 Functions (``f``) on one key (an agent id):
-- ``write``: register or update the agent with ``value`` (the agent protocol's POST or the
-  guide's POST /api/v1/agents); result ignored.
+- ``write``: register or update the agent with ``value``; result ignored. ``api`` says which
+  API carried it: ``heartbeat`` (the agent protocol's POST /heartbeat) or ``v1`` (the guide's
+  POST /api/v1/agents), so a lost write can be tied to the path that acknowledged it.
 - ``delete``: deregister; result ``True`` when the agent existed (204/200), ``False`` (404).
 - ``read``: a linearizable read; result the value, or ``None`` when the agent is absent.
 - ``heartbeat``: HEAD /heartbeat; result ``"ok"`` (200/202) or ``"gone"`` (410).
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
 WRITE, DELETE, READ, HEARTBEAT = "write", "delete", "read", "heartbeat"
+PROTOCOL_API, GUIDE_API = "heartbeat", "v1"
+WRITE_APIS = (PROTOCOL_API, GUIDE_API)
+UNREACHABLE = "unreachable"
+"""The digest recorded in ``final.json`` for a replica that did not answer."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class Event:
     time: int
     value: Any = None
     node: str = ""
+    api: str = ""
 
 
 @dataclass
@@ -51,7 +57,7 @@ class Op:
     outcome: str
     result: Any = None
     node: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    api: str = ""
 
 
 def read_events(path: Path) -> list[Event]:
@@ -82,6 +88,7 @@ def operations(events: Iterable[Event]) -> list[Op]:
                 None,
                 INFO,
                 node=event.node,
+                api=event.api,
             )
             pending[event.process] = op
             ops.append(op)

@@ -1,7 +1,16 @@
-"""Faults, scheduled at random from a seed (same seed, same schedule).
+"""Faults, scheduled from a seed (same seed, same schedule), then carried out.
 
-Each fault starts, lasts a few seconds while the clients work, and is healed; between faults
-the cluster gets a few quiet seconds. Kinds (``--nemesis`` names):
+``plan`` is a pure function of the kinds, the time limit and the seed: when each fault starts,
+how long it lasts, and which faults overlap. Kinds are drawn in rounds, every requested kind
+once per round in a shuffled order; the first round is always scheduled in full (every
+requested kind happens at least once, even if that runs past the time limit), later rounds
+only while they end before it. In each round up to ``overlaps`` pairs of faults overlap: the
+second starts while the first is still active (a partition while a node is killed, say), on
+a different node. :class:`Nemesis` carries out the schedule; each fault it records in
+``faults.json`` names the planned fault it carried out, so the checker can verify that every
+scheduled fault happened and every scheduled overlap really overlapped.
+
+Kinds (``--nemesis`` names):
 
 - ``partition``: nftables drops inside the namespaces, in one of four shapes: the leader
   isolated, one random node isolated (majority/minority), a bridge (two nodes that cannot
@@ -26,14 +35,93 @@ from jepsen_like.db import Replica, leader, wait_ready
 from jepsen_like.hosts import Network
 
 KINDS = ("partition", "kill", "pause", "restart", "move", "wipe")
+HOLD_S = (3.0, 6.0)
+"""How long a fault lasts."""
+GAP_S = (2.0, 4.0)
+"""Quiet time before the first fault and between faults."""
+OVERLAP_LAG = (0.3, 0.7)
+"""When the second fault of a pair starts, as a fraction of the first one's hold."""
+RESTART_BUDGET_S = 6.0
+"""Time set aside for a rolling restart (about 4.5 s on a 2-core machine), which heals itself."""
+TAIL_S = 4.0
+"""Later rounds end at least this long before the time limit."""
+
+
+def compatible(first: str, second: str) -> bool:
+    """Whether ``second`` may start while ``first`` is active. A rolling restart touches every
+    node; one healing of the nftables tables would end both partitions; two wiped disks are a
+    majority's disks, whose loss the registry does not promise to survive; and a new IP would
+    slip past a partition's address rules."""
+    pair = {first, second}
+    return (
+        "restart" not in pair
+        and pair != {"partition", "move"}
+        and not (first == second and first in ("partition", "wipe"))
+    )
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One scheduled fault: ``at`` and ``hold`` in seconds from the nemesis' start;
+    ``overlaps`` is the index of the planned fault still active when this one starts."""
+
+    kind: str
+    at: float
+    hold: float
+    overlaps: int | None = None
+
+
+def plan(kinds: list[str], time_limit: float, seed: int, overlaps: int = 1) -> list[Planned]:
+    """The schedule for a run; see the module docstring."""
+    rng = random.Random(f"{seed}/schedule")
+    planned: list[Planned] = []
+    t = rng.uniform(*GAP_S)
+    first_round = True
+    while True:
+        for slot in _pair_up(rng.sample(kinds, len(kinds)), overlaps):
+            items = _place(slot, t, len(planned), rng)
+            end = max(item.at + item.hold for item in items)
+            if not first_round and end > time_limit - TAIL_S:
+                return planned
+            planned += items
+            t = end + rng.uniform(*GAP_S)
+        first_round = False
+
+
+def _pair_up(round_kinds: list[str], overlaps: int) -> list[tuple[str, ...]]:
+    """A round's slots: single faults, and up to ``overlaps`` compatible pairs."""
+    slots: list[tuple[str, ...]] = []
+    left = list(round_kinds)
+    while left:
+        first = left.pop(0)
+        partner = next((k for k in left if compatible(first, k)), None)
+        if partner is not None and sum(len(s) == 2 for s in slots) < overlaps:
+            left.remove(partner)
+            slots.append((first, partner))
+        else:
+            slots.append((first,))
+    return slots
+
+
+def _place(slot: tuple[str, ...], t: float, index: int, rng: random.Random) -> list[Planned]:
+    first = slot[0]
+    hold = RESTART_BUDGET_S if first == "restart" else rng.uniform(*HOLD_S)
+    items = [Planned(first, t, hold)]
+    if len(slot) == 2:
+        lag = rng.uniform(*OVERLAP_LAG) * hold
+        items.append(Planned(slot[1], t + lag, rng.uniform(*HOLD_S), overlaps=index))
+    return items
 
 
 @dataclass
 class Fault:
+    """A fault as carried out: monotonic ns, and the index of the planned fault it was."""
+
     name: str
     start: int
     end: int = 0
     detail: dict[str, Any] = field(default_factory=dict)
+    planned: int = -1
 
 
 class Nemesis:
@@ -41,33 +129,57 @@ class Nemesis:
         self,
         network: Network,
         replicas: list[Replica],
-        kinds: list[str],
+        schedule: list[Planned],
         seed: int,
         log: Callable[[str], None],
     ) -> None:
         self.network = network
         self.replicas = replicas
-        self.kinds = kinds
-        self.rng = random.Random(seed)
+        self.schedule = schedule
+        self.rng = random.Random(f"{seed}/victims")
         self.log = log
         self.faults: list[Fault] = []
 
-    def run(self, stop_at: float) -> None:
-        while time.monotonic() < stop_at - 4:
-            time.sleep(self.rng.uniform(2.0, 4.0))
-            if time.monotonic() >= stop_at - 4:
-                break
-            kind = self.rng.choice(self.kinds)
-            hold = self.rng.uniform(3.0, 6.0)
-            fault = Fault(kind, time.monotonic_ns())
-            self.log(f"nemesis: {kind} starting")
-            heal = getattr(self, f"_{kind}")(fault, hold)
-            if heal is not None:
-                time.sleep(min(hold, max(0.0, stop_at - time.monotonic())))
+    def run(self) -> None:
+        """Carry out the whole schedule. An action that overruns (a slow restart) delays every
+        later one by as much, so holds, gaps and overlaps keep their planned shape."""
+        events = sorted(
+            [(p.at, 1, i) for i, p in enumerate(self.schedule)]
+            + [(p.at + p.hold, 0, i) for i, p in enumerate(self.schedule) if p.kind != "restart"]
+        )
+        started = time.monotonic()
+        delay = 0.0
+        active: dict[int, tuple[Fault, Callable[[], None]]] = {}
+        for at, is_start, index in events:
+            due = started + at + delay
+            now = time.monotonic()
+            if now < due:
+                time.sleep(due - now)
+            else:
+                delay += now - due
+            if not is_start:
+                fault, heal = active.pop(index)
                 heal()
-            fault.end = time.monotonic_ns()
-            self.faults.append(fault)
-            self.log(f"nemesis: {kind} healed {fault.detail}")
+                self._done(fault)
+                continue
+            kind = self.schedule[index].kind
+            fault = Fault(kind, time.monotonic_ns(), planned=index)
+            busy = {f.detail["node"] for f, _ in active.values() if "node" in f.detail}
+            self.log(f"nemesis: {kind} starting")
+            heal = getattr(self, f"_{kind}")(fault, busy)
+            if heal is None:
+                self._done(fault)
+            else:
+                active[index] = (fault, heal)
+
+    def _done(self, fault: Fault) -> None:
+        fault.end = time.monotonic_ns()
+        self.faults.append(fault)
+        self.log(f"nemesis: {fault.name} healed {fault.detail}")
+
+    def _victim(self, busy: set[int]) -> int:
+        """A replica no active fault is about (a second fault of a pair hits another node)."""
+        return self.rng.choice([i for i in range(len(self.replicas)) if i not in busy])
 
     def heal_all(self) -> None:
         """End of run: no partition, nothing paused, every replica running."""
@@ -77,12 +189,13 @@ class Nemesis:
             if not replica.alive():
                 replica.start()
 
-    # Each fault returns its healing action, or None when it healed itself already.
+    # Each fault gets the nodes active faults are about, and returns its healing action, or
+    # None when it healed itself already.
 
-    def _partition(self, fault: Fault, _hold: float) -> Callable[[], None]:
+    def _partition(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
         n = len(self.replicas)
         shape = self.rng.choice(["leader", "isolate", "bridge", "one-way"])
-        victim = self.rng.randrange(n)
+        victim = self._victim(busy)
         if shape == "leader":
             found = leader(self.replicas)
             victim = found if found is not None else victim
@@ -99,33 +212,33 @@ class Nemesis:
         fault.detail = {"shape": shape, "node": victim}
         return self.network.heal
 
-    def _kill(self, fault: Fault, _hold: float) -> Callable[[], None]:
-        victim = self.replicas[self.rng.randrange(len(self.replicas))]
+    def _kill(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
+        victim = self.replicas[self._victim(busy)]
         victim.kill()
         fault.detail = {"node": victim.ordinal}
         return victim.start
 
-    def _pause(self, fault: Fault, _hold: float) -> Callable[[], None]:
-        victim = self.replicas[self.rng.randrange(len(self.replicas))]
+    def _pause(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
+        victim = self.replicas[self._victim(busy)]
         victim.signal(signal.SIGSTOP)
         fault.detail = {"node": victim.ordinal}
         return lambda: victim.signal(signal.SIGCONT)
 
-    def _restart(self, fault: Fault, _hold: float) -> None:
+    def _restart(self, fault: Fault, _busy: set[int]) -> None:
         for replica in reversed(self.replicas):
             replica.stop()
             replica.start()
             wait_ready(self.replicas, 30)
         fault.detail = {"order": [r.ordinal for r in reversed(self.replicas)]}
 
-    def _move(self, fault: Fault, _hold: float) -> Callable[[], None]:
-        victim = self.replicas[self.rng.randrange(len(self.replicas))]
+    def _move(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
+        victim = self.replicas[self._victim(busy)]
         victim.stop()
         fault.detail = {"node": victim.ordinal, "ip": self.network.change_ip(victim.ordinal)}
         return victim.start
 
-    def _wipe(self, fault: Fault, _hold: float) -> Callable[[], None]:
-        victim = self.replicas[self.rng.randrange(len(self.replicas))]
+    def _wipe(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
+        victim = self.replicas[self._victim(busy)]
         victim.kill()
         victim.wipe()
         fault.detail = {"node": victim.ordinal}

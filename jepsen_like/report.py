@@ -54,6 +54,22 @@ def _svg_latency(ops: list[Op], t0: int, span: int) -> str:
     return "".join(parts)
 
 
+def _evidence_table(verdict: dict[str, Any]) -> str:
+    """What the run had to show (thresholds scaled to its time limit) against what it did,
+    and why it fell short, so an invalid verdict for lack of evidence explains itself."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(need))}</td>"
+        f"<td>{html.escape(str(verdict['observed'].get(name)))}</td></tr>"
+        for name, need in verdict["required"].items()
+    )
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in verdict["reasons"])
+    return (
+        "<h2>Evidence</h2><table border=1><tr><th>needed</th><th>at least</th><th>observed</th>"
+        f"</tr>{rows}</table>"
+        + (f"<p>Not enough evidence:</p><ul>{reasons}</ul>" if reasons else "")
+    )
+
+
 def write_report(
     path: Path, ops: list[Op], faults: list[dict[str, Any]], results: dict[str, Any]
 ) -> None:
@@ -69,7 +85,8 @@ def write_report(
         "<!doctype html><meta charset=utf-8><title>jepsen_like run</title>"
         f"<h1>valid: {results['valid']}</h1><p>{results['operations']} operations, "
         f"{results['faults']} faults (shaded)</p><table border=1>{rows}</table>"
-        "<h2>Operations (green ok, red fail, amber unknown)</h2>"
+        + _evidence_table(results["evidence"])
+        + "<h2>Operations (green ok, red fail, amber unknown)</h2>"
         + _svg_timeline(ops, faults, t0, span)
         + "<h2>Latency of successful operations</h2>"
         + _svg_latency(ops, t0, span)

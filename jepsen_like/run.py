@@ -1,9 +1,9 @@
 """One chaos run: hosts up, replicas started, clients and nemesis running, heal, check.
 
-The run directory gets: ``history.jsonl`` (every operation), ``faults.json``, ``final.json``
-(what every replica holds after healing), the replicas' logs, ``results.json`` and
-``report.html``. Everything the run created on the machine is removed at the end, also on
-failure or Ctrl-C.
+The run directory gets: ``history.jsonl`` (every operation), ``faults.json`` (the schedule
+and the faults carried out), ``final.json`` (what every replica holds after healing), the
+replicas' logs, ``results.json`` and ``report.html``. Everything the run created on the
+machine is removed at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from jepsen_like.check import check_run
+from jepsen_like.client import NEMESIS_DONE
 from jepsen_like.db import HTTP_PORT, Replica, wait_ready
 from jepsen_like.hosts import Network, dns_name
-from jepsen_like.nemesis import Nemesis
+from jepsen_like.nemesis import Nemesis, plan
 
 REGISTRY_ENV = {
     "AGENT_TIMEOUT": "10s",
@@ -39,6 +41,7 @@ def run(
     seed: int,
     workers: int = 6,
     replicas: int = 3,
+    overlaps: int = 1,
 ) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     network = Network(secrets.token_hex(2), replicas)
@@ -75,16 +78,24 @@ def run(
             stdout=subprocess.DEVNULL,
             stderr=(run_dir / "client.log").open("wb"),
         )
-        nemesis = Nemesis(network, nodes, kinds, seed, progress)
+        schedule = plan(kinds, time_limit, seed, overlaps)
+        progress(f"nemesis: {len(schedule)} faults scheduled: {[p.kind for p in schedule]}")
+        nemesis = Nemesis(network, nodes, schedule, seed, progress)
         ticker = threading.Thread(target=progress.tick, args=(run_dir, client), daemon=True)
         ticker.start()
-        nemesis.run(time.monotonic() + time_limit)
+        nemesis.run()
+        (run_dir / NEMESIS_DONE).touch()
         while not (run_dir / "workload.done").exists() and client.poll() is None:
             time.sleep(0.2)
         nemesis.heal_all()
         healed = wait_ready(nodes, 90)
         progress(f"healed; all replicas ready: {healed}")
-        (run_dir / "faults.json").write_text(json.dumps([f.__dict__ for f in nemesis.faults]))
+        faults = sorted(nemesis.faults, key=lambda f: f.start)
+        (run_dir / "faults.json").write_text(
+            json.dumps(
+                {"scheduled": [asdict(p) for p in schedule], "faults": [asdict(f) for f in faults]}
+            )
+        )
         (run_dir / "healed").touch()
         client.wait(timeout=180)
         return check_run(run_dir, timeout_s=10, grace_s=4)

@@ -1,4 +1,7 @@
-"""A short real chaos run: three replicas in network namespaces, partitions, kills, pauses."""
+"""A short real chaos run: three replicas in network namespaces under every nemesis, with at
+least one pair of faults active at once. Valid only with evidence: acknowledged writes,
+deletes and linearizable reads (failed or unknown operations are not activity), an ok
+fraction above the floor, and every scheduled fault and overlap carried out."""
 
 from __future__ import annotations
 
@@ -9,11 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from jepsen_like.history import WRITE_APIS
 from jepsen_like.hosts import available
+from jepsen_like.nemesis import KINDS
+from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
 
 PROBLEM = available()
+TIME_LIMIT = 30
 
 
 @pytest.mark.skipif(PROBLEM is not None, reason=f"chaos harness unavailable: {PROBLEM}")
@@ -26,23 +33,34 @@ def test_short_chaos_run_is_valid(tmp_path: Path) -> None:
             "jepsen_like",
             "run",
             "--time-limit",
-            "30",
+            str(TIME_LIMIT),
             "--seed",
             "11",
             "--nemesis",
-            "partition,kill,pause,wipe",
+            "all",
+            "--overlaps",
+            "1",
             "--out",
             str(tmp_path),
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=scaled(300),
     )
     runs = list(tmp_path.glob("run-*"))
     assert len(runs) == 1, result.stderr[-3000:]
     results = json.loads((runs[0] / "results.json").read_text())
-    assert results["operations"] > 200
-    assert results["faults"] >= 2
+    evidence = results["evidence"]
+    assert evidence["valid"] is True, evidence["reasons"]
+    required, observed = evidence["required"], evidence["observed"]
+    # The minima are the defaults scaled to the run, not zero; activity is ok operations only.
+    for name in ("ok_writes", "ok_deletes", "ok_reads"):
+        assert required[name] >= 2 * TIME_LIMIT, required
+        assert observed[name] >= required[name], observed
+    assert all(observed["ok_writes_by_api"][api] > 0 for api in WRITE_APIS), observed
+    assert set(observed["faults_by_kind"]) == set(KINDS), observed
+    assert observed["faults"] >= required["faults"] >= len(KINDS)
+    assert observed["overlaps"] >= required["overlaps"] >= 1
     assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
     assert result.returncode == 0
     assert (runs[0] / "report.html").read_text().startswith("<!doctype html>")
