@@ -91,11 +91,21 @@ class Cluster:
 
     # -- building ---------------------------------------------------------------------------
 
-    def start(self, size: int) -> None:
-        ports = [free_port() for _ in range(size)]
-        addresses = [f"127.0.0.1:{port}" for port in ports]
-        for address in addresses:
-            self.nodes.append(self._start_node(address, [a for a in addresses if a != address]))
+    def start(self, size: int, attempts: int = 3) -> None:
+        """Start ``size`` nodes on free ports; on a machine shared with other tests a port can
+        be taken between finding it free and binding it, so try again on fresh ports."""
+        for attempt in range(attempts):
+            addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+            try:
+                for address in addresses:
+                    others = [a for a in addresses if a != address]
+                    self.nodes.append(self._start_node(address, others))
+                return
+            except SyncObjException:
+                self.destroy()
+                self.nodes.clear()
+                if attempt + 1 == attempts:
+                    raise
 
     def _start_node(self, address: str, others: list[str]) -> RaftNode:
         config = Config(data_dir=str(self.root / address.replace(":", "_")))

@@ -10,6 +10,8 @@ only the rule under test can answer the read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,13 @@ from pysyncobj import FAIL_REASON
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 
+from registry.commit import StateMachine, restore_view
+from registry.config import Config
+from registry.health import Liveness
+from registry.store import Store
 from replication import read_index
-from replication.raft import RaftNode
+from replication.peers import Peers
+from replication.raft import RaftNode, RaftProposer
 from replication.read_index import GIVE_UP_AFTER, PROBE, PROBE_ACK, REFUSED, REPLY, REQUEST
 from tests.raft_cluster import Cluster, address, free_port, running
 from tests.timing import scaled
@@ -388,3 +395,71 @@ def test_a_member_added_while_a_read_is_pending_does_not_change_its_majority(
     cluster.paused = {address(f2)}
     [answer] = cluster.run_until(lambda: answers)
     assert (answer.index, answer.error) == (before, FAIL_REASON.SUCCESS)
+
+
+@contextlib.contextmanager
+def proposer_on(node: RaftNode, root: Path) -> Iterator[RaftProposer]:
+    """The registry's RaftProposer over ``node`` (its own store in ``root``): what settles a
+    read on the event loop, and appends a barrier entry when the read is refused."""
+    store = Store(str(root / "lmdb"))
+    config = Config(data_dir=str(root))
+    machine = StateMachine(store, restore_view(store, config.events_history), 1000)
+    proposer = RaftProposer(config, Peers(address(node), ()), machine, Liveness(), lambda _: None)
+    proposer.node = node
+    try:
+        yield proposer
+    finally:
+        store.close()
+
+
+def test_an_answer_for_a_loop_closed_by_shutdown_does_not_break_the_tick(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """RaftProposer settles a read on the asking event loop; one closed by shutdown while the
+    read was pending has nobody waiting, and raising on the tick thread would skip the rest of
+    pysyncobj's tick (here: the next read's answer)."""
+    leader = cluster.calm()
+    f1, f2 = cluster.others(leader)
+    loop = asyncio.new_event_loop()
+    with proposer_on(leader, tmp_path) as proposer:
+        try:
+            cluster.paused = {address(f1), address(f2)}  # the read stays pending
+            request = leader.read_index.request
+            pending = loop.create_task(proposer._committed(request, "timed out"))
+            loop.run_until_complete(asyncio.sleep(0))  # the task has asked for the read
+            pending.cancel()
+            loop.run_until_complete(asyncio.gather(pending, return_exceptions=True))
+        finally:
+            loop.close()
+        after = ask(leader)
+        cluster.paused = {address(f2)}
+        [answer] = cluster.run_until(lambda: after)  # a tick that raised would raise out of here
+    assert answer.error == FAIL_REASON.SUCCESS
+
+
+@pytest.mark.usefixtures("no_give_up")
+def test_a_refused_read_falls_back_to_a_barrier_entry(cluster: Cluster, tmp_path: Path) -> None:
+    """A barrier the read index cannot give (here: a leader whose no-op has not committed)
+    appends an empty entry and returns once it is committed and applied."""
+    leader = cluster.run_until(cluster.leader)  # right after the election: no acks yet
+    leader.conf.leaderFallbackTimeout = scaled(600)  # it must stay the leader
+    noop = leader.journal.last_index
+    cluster.paused = {address(n) for n in cluster.others(leader)}
+    cluster.tick(leader)  # its status now says it leads (RaftProposer looks there first)
+
+    async def barrier() -> None:
+        with proposer_on(leader, tmp_path) as proposer:
+            task = asyncio.ensure_future(proposer.barrier())
+            await asyncio.sleep(0)
+            while not task.done():
+                if leader.journal.last_index > noop:  # the fallback entry: let it commit
+                    cluster.paused = set()
+                for node in cluster.nodes:
+                    if address(node) not in cluster.paused:
+                        cluster.tick(node)
+                await asyncio.sleep(0)  # the loop settles what the tick answered
+            task.result()
+
+    asyncio.run(asyncio.wait_for(barrier(), scaled(20)))
+    assert leader.journal.last_index == noop + 1
+    assert noop + 1 in cluster.applied[address(leader)]
