@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pysyncobj import SyncObjConf
+from pysyncobj import FAIL_REASON, SyncObjConf
 from pysyncobj.node import TCPNode
 
 from registry.config import Config, ConfigError
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
 from replication.raft import RaftNode
+from tests.raft_cluster import address, free_port, running
 
 
 def test_journal_survives_reopen_only_what_was_synced(tmp_path: Path) -> None:
@@ -118,10 +118,7 @@ def test_a_snapshot_chunk_does_not_commit_a_former_leaders_own_entries(tmp_path:
 def _node(tmp_path: Path, journal: LmdbJournal, deliver: Any = lambda *_: None) -> RaftNode:
     """A node that never ticks, on a free loopback port (pysyncobj retries a bind that fails
     forever); ``destroy()`` closes it at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    peers = Peers(f"127.0.0.1:{port}", ("127.0.0.1:2", "127.0.0.1:3"))
+    peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
     conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
     return RaftNode(peers, conf, journal, deliver, lambda _: None)
 
@@ -130,18 +127,21 @@ LEADER = TCPNode("127.0.0.1:2")
 
 
 @pytest.fixture
-def follower(tmp_path: Path) -> Iterator[tuple[RaftNode, LmdbJournal, list[dict[str, Any]]]]:
+def follower(
+    tmp_path: Path,
+) -> Iterator[tuple[RaftNode, LmdbJournal, Callable[[], list[dict[str, Any]]]]]:
     """A node whose log holds entries 2-20 of term 1 (after pysyncobj's own entry at 1), and
-    the replies it sends."""
+    the replies it has queued on its real transport (a node that never ticks never flushes
+    them: they leave only after the next journal sync, see the last test)."""
     journal = LmdbJournal(str(tmp_path / "raft"))
     node = _node(tmp_path, journal)
-    replies: list[dict[str, Any]] = []
-    node._SyncObj__transport.send = lambda _, message: replies.append(message)
     try:
         for index in range(2, 21):
             journal.add(_command(index), index, 1)
         journal.sync()
-        yield node, journal, replies
+        assert node.transport is not None
+        transport = node.transport
+        yield node, journal, lambda: [message for _, message in transport._acks]
     finally:
         node.destroy()
         journal._destroy()
@@ -178,7 +178,7 @@ def test_entries_held_are_not_deleted_by_a_shorter_resend(follower: Any) -> None
     _append(node, 5, [(i, 1) for i in range(6, 11)])
     assert _log(journal) == before
     answer = {"type": "next_node_idx", "next_node_idx": 11, "reset": False, "success": True}
-    assert replies == [answer]
+    assert replies() == [answer]
     assert node.raftCommitIndex == 10
     assert node.raftCurrentTerm == 2  # the leader's term was still taken
 
@@ -188,7 +188,7 @@ def test_a_heartbeat_from_behind_deletes_nothing(follower: Any) -> None:
     before = _log(journal)
     _append(node, 12, [], commit=15)
     assert _log(journal) == before
-    assert replies[-1]["next_node_idx"] == 13 and replies[-1]["success"]
+    assert replies()[-1]["next_node_idx"] == 13 and replies()[-1]["success"]
     assert node.raftCommitIndex == 12
 
 
@@ -198,7 +198,7 @@ def test_a_resend_that_extends_the_log_appends_only_the_new_entries(follower: An
     _append(node, 15, [(i, 1) for i in range(16, 26)])
     assert [op[:2] for op in journal._ops] == [("put", i) for i in range(21, 26)]  # before sync
     assert _log(journal) == before + [(_command(i), i, 1) for i in range(21, 26)]
-    assert replies[-1]["next_node_idx"] == 26 and replies[-1]["success"]
+    assert replies()[-1]["next_node_idx"] == 26 and replies()[-1]["success"]
 
 
 def test_a_conflicting_entry_still_replaces_the_rest_of_the_log(follower: Any) -> None:
@@ -207,7 +207,7 @@ def test_a_conflicting_entry_still_replaces_the_rest_of_the_log(follower: Any) -
     before = _log(journal)
     _append(node, 5, [(6, 1), (7, 1), (8, 2)])
     assert _log(journal) == [*before[:6], (_command(8, 2), 8, 2)]  # entries 2-7, then 8
-    assert replies[-1]["next_node_idx"] == 9 and replies[-1]["success"]
+    assert replies()[-1]["next_node_idx"] == 9 and replies()[-1]["success"]
 
 
 def test_a_resend_after_a_missing_entry_is_refused(follower: Any) -> None:
@@ -223,5 +223,37 @@ def test_a_resend_after_a_missing_entry_is_refused(follower: Any) -> None:
     }
     node._SyncObj__onMessageReceived(LEADER, message)
     assert _log(journal) == before
-    assert replies[-1]["success"] is False
+    assert replies()[-1]["success"] is False
     assert node.raftCommitIndex < 2
+
+
+def test_acks_and_commits_leave_a_node_only_for_entries_on_its_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Committed" must mean "on disk on a majority": a follower's ``next_node_idx`` waits in
+    the transport until the journal sync after the poll that brought the entries
+    (DurableTransport.send / flush_acks), and a leader counts its own log only after the
+    tick's sync. Checked on three real nodes with LMDB journals, on every acknowledgement and
+    every commit index as the frame leaves the node's real TCP connection: the sender's last
+    committed LMDB transaction must hold the entry it vouches for."""
+    with running(tmp_path, monkeypatch) as cluster:
+        leader = cluster.elect()
+        followers = cluster.others(leader)
+        answers: list[int] = []
+        for burst in range(1, 7):
+            # Writes through the leader and forwarded by a follower, several per poll.
+            for i in range(6):
+                node = leader if i % 2 else followers[burst % 2]
+                node.apply_event(b"write", callback=lambda _, error: answers.append(error))
+            cluster.run_until(lambda: len(answers) == 6 * burst)  # noqa: B023  # called at once
+        assert set(answers) == {FAIL_REASON.SUCCESS}
+        last = leader.journal.last_index
+        cluster.run_until(lambda: all(cluster.applied[address(n)][-1] == last for n in followers))
+
+    acks = [f for f in cluster.frames if f.message["type"] == "next_node_idx" and f.claims]
+    commits = [f for f in cluster.frames if f.message["type"] == "append_entries" and f.claims]
+    for follower in followers:
+        assert max(f.claims or 0 for f in acks if f.sender is follower) == last
+    assert max(f.claims or 0 for f in commits) == last
+    assert [(address(f.sender), f.claims) for f in acks if f.sender and not f.on_disk] == []
+    assert [(address(f.sender), f.claims) for f in commits if f.sender and not f.on_disk] == []
