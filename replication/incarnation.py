@@ -12,7 +12,8 @@ So every data directory has an incarnation (a random id made with its journal, s
 keeps, durably, the incarnation it knows for every member. The rules:
 
 * A candidate counts a vote only from the incarnation it knows for that member. A node that
-  knows nobody yet (a cluster's first election) takes votes as they come and learns them.
+  started knowing nobody (a cluster's first election) takes votes as they come and learns
+  them, until it hears of a leader.
 * A leader that hears from a member it has no incarnation for learns it (a new member, or the
   cluster's start). One that hears from a member under a new incarnation treats it as a
   newcomer: it sends it the log but does not count it toward commits until it holds the log up
@@ -40,6 +41,9 @@ class Incarnations:
         self.known = journal.incarnations()
         # member -> (its new incarnation, the commit index it must reach before it counts)
         self.recovering: dict[str, tuple[str, int]] = {}
+        # First contact: votes from members this node has no record of count (and are
+        # recorded) only while it knows no other member and has not heard of a leader.
+        self.first_contact = not set(self.known) - {self_address}
         if self.known.get(self_address) != journal.identity:
             self._record({**self.known, self_address: journal.identity})
 
@@ -54,7 +58,7 @@ class Incarnations:
     def vote_counts(self, member: str, incarnation: object) -> bool:
         """Whether a candidate may count ``member``'s vote."""
         known = self.known.get(member)
-        if known is None and set(self.known) <= {self.self_address}:
+        if known is None and self.first_contact:
             if isinstance(incarnation, str):
                 self._record({**self.known, member: incarnation})
                 return True
@@ -66,6 +70,7 @@ class Incarnations:
         ``matched``, ``commit`` being the leader's commit index now."""
         if not isinstance(incarnation, str):
             return False
+        self.first_contact = False
         known = self.known.get(member)
         if known == incarnation:
             return True
@@ -89,6 +94,7 @@ class Incarnations:
         """Follower: take the incarnations the leader of the current term sent."""
         if not isinstance(leaders, dict):
             return
+        self.first_contact = False
         merged = dict(self.known)
         for member, incarnation in leaders.items():
             mine = member == self.self_address

@@ -28,7 +28,9 @@ def test_votes_are_taken_at_first_contact_then_only_from_the_known_incarnation(
 ) -> None:
     journal, rules = _open(tmp_path)
     assert rules.vote_counts(B, "b-1")  # the cluster's first election: nobody known yet
-    assert not rules.vote_counts(C, "c-1")  # B is known now: an unknown voter is not counted
+    assert rules.vote_counts(C, "c-1")  # (a 5-member cluster's first leader needs two)
+    rules.adopt({B: "b-1", C: "c-1"})  # a leader was heard of: first contact is over
+    assert not rules.vote_counts("10.0.0.9:4321", "d-1")
     assert rules.vote_counts(B, "b-1")
     assert not rules.vote_counts(B, "b-2")  # B lost its disk
     assert not rules.vote_counts(B, None)

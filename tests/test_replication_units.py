@@ -178,7 +178,7 @@ def test_entries_held_are_not_deleted_by_a_shorter_resend(follower: Any) -> None
     _append(node, 5, [(i, 1) for i in range(6, 11)])
     assert _log(journal) == before
     answer = {"type": "next_node_idx", "next_node_idx": 11, "reset": False, "success": True}
-    assert replies() == [answer]
+    assert replies() == [{**answer, "incarnation": journal.identity}]
     assert node.raftCommitIndex == 10
     assert node.raftCurrentTerm == 2  # the leader's term was still taken
 
