@@ -3,6 +3,7 @@ snapshot install: real registry processes, real LMDB environments opened with th
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,12 +14,9 @@ import lmdb
 import pytest
 from pysyncobj import pickle as raft_pickle
 
+from tests.conftest import eventually
 from tests.processes import Registry
-from tests.test_cluster import (
-    Cluster,
-    all_ready,
-    register,
-)
+from tests.test_cluster import Cluster, all_ready, converged, get_json, leader_of, register
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
@@ -129,3 +127,52 @@ async def test_a_corrupt_dump_stops_the_node(tmp_path: Path, registries: list[Re
     node.launch()
     assert exit_status(node, 20) != 0
     assert f"raft dump {dump} checksum mismatch" in node.log()[before:]
+
+
+def projected(node: Registry) -> dict[str, tuple[str, str]]:
+    """``node``'s SQLite projection as the guide's ``SELECT * FROM agents`` shows it."""
+    with sqlite3.connect(node.data_dir / "registry.db") as db:
+        rows = db.execute("SELECT id, status, endpoint FROM agents").fetchall()
+    return {agent_id: (status, endpoint) for agent_id, status, endpoint in rows}
+
+
+async def listed(session: aiohttp.ClientSession, node: Registry) -> dict[str, tuple[str, str]]:
+    listing = await get_json(session, f"{node.url}/api/v1/agents")
+    return {a["id"]: (a["status"], a["endpoint"]) for a in listing["agents"]}
+
+
+async def test_the_sqlite_projection_of_a_follower_that_installed_a_snapshot(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A follower that was down while agents left, changed and arrived, and came back too far
+    behind for the log, gets the leader's snapshot: its ``agents`` table must then hold
+    exactly the leader's agents, not the rows of the view it had before."""
+    cluster = Cluster(tmp_path, registries, SNAPSHOT_EVERY="10", DATABASE_TYPE="sqlite")
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+        for i in range(20):
+            assert await register(session, cluster.nodes[i % 3], f"agent-{i}")
+        await converged(session, cluster.nodes)
+        leader = cluster.nodes[await leader_of(session, cluster.nodes)]
+        behind = next(i for i, n in enumerate(cluster.nodes) if n is not leader)
+        lagging = cluster.nodes[behind]
+        await eventually(lambda: len(projected(lagging)) == 20)
+        lagging.kill()
+        for i in range(8):
+            async with session.delete(f"{leader.url}/api/v1/agents/agent-{i}") as resp:
+                assert resp.status == 200
+        moved = {"id": "agent-10", "capabilities": ["c"], "endpoint": "http://moved:2"}
+        async with session.post(f"{leader.url}/api/v1/agents", json=moved) as resp:
+            assert resp.status == 200
+        for i in range(20, 45):
+            assert await register(session, leader, f"agent-{i}")
+        before = len(lagging.log())
+        lagging = cluster.start(behind)
+        await all_ready(session, cluster.nodes)
+        await converged(session, cluster.nodes)
+        assert '"msg":"snapshot installed"' in lagging.log()[before:], "caught up from the log"
+        want = await listed(session, leader)
+        assert len(want) == 37 and want["agent-10"][1] == "http://moved:2"
+        await eventually(lambda: projected(lagging) == want)
+        assert projected(leader) == want
