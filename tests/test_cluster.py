@@ -371,13 +371,14 @@ async def _has_members(session: aiohttp.ClientSession, node: Registry, want: lis
     return await members(session, node) == sorted(want)
 
 
-def subprocess_remove(node: Registry, member: str) -> subprocess.CompletedProcess[str]:
+def subprocess_remove(node: Registry, member: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``mcp-mesh-registry cluster remove member`` against ``node``, with ``env`` added."""
     return subprocess.run(
         [sys.executable, "-m", "registry", "cluster", "remove", member, "--url", node.url],
         capture_output=True,
         text=True,
-        timeout=30,
-        env={**os.environ, "REGISTRY_PORT": str(node.port)},
+        timeout=scaled(30),
+        env={**os.environ, "REGISTRY_PORT": str(node.port), **env},
     )
 
 
