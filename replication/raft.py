@@ -529,6 +529,16 @@ class Dumps:
         )
 
     def read(self, path: str) -> tuple[Any, Any, Any]:
+        try:
+            return self._read(path)
+        except CorruptRecord as exc:
+            # pysyncobj logs any error loading a dump and carries on without it, with a journal
+            # that starts after the entries only the dump holds: stop instead.
+            log.critical("corrupt raft dump; stopping", extra={"path": path})
+            self.proposer.fail_from_tick(exc)
+            raise
+
+    def _read(self, path: str) -> tuple[Any, Any, Any]:
         with open(path, "rb") as dump:
             raw = dump.read()
             os.fsync(dump.fileno())  # a received dump was written without a sync
@@ -842,6 +852,11 @@ class RaftProposer:
         except CorruptRecord as exc:
             log.critical("corrupt snapshot or record; stopping", extra={"index": exc.index})
             self._on_fatal(exc)
+
+    def fail_from_tick(self, error: BaseException) -> None:
+        """Tick thread: stop the node over ``error`` (``on_fatal`` belongs to the loop)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_fatal, error)
 
     def _liveness_in(self, agent_ids: list[str]) -> None:
         if self._loop is not None:

@@ -99,6 +99,23 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0, every: floa
         await asyncio.sleep(every)
 
 
+async def steadily(check: Callable[[], Any], duration: float, every: float = 0.1) -> None:
+    """Poll ``check`` for ``duration`` seconds (stretched by TEST_TIME_SCALE) and fail the first
+    time it is falsy. For what must *stay* true (a node that must never become ready, an agent
+    that must never be marked unhealthy): one look right after a change cannot show that."""
+    duration = scaled(duration)
+    deadline = time.monotonic() + duration
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if not result:
+            raise AssertionError(f"condition stopped holding within {duration}s")
+        if time.monotonic() > deadline:
+            return
+        await asyncio.sleep(every)
+
+
 def agent_body(
     agent_id: str,
     capability: str | None = None,

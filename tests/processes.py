@@ -39,7 +39,8 @@ class Registry:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = data_dir.parent / f"{data_dir.name}-{self.port}.log"
 
-    def start(self) -> Registry:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to listen (it may be meant to stop first)."""
         # Logs go to a file: an unread pipe would fill up and stall the server.
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:  # restarts append to the same log
@@ -49,6 +50,11 @@ class Registry:
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
             )
+        return self.proc
+
+    def start(self) -> Registry:
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + scaled(20)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -64,6 +70,19 @@ class Registry:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its sockets open but answers nothing (a stalled pod)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def log(self) -> str:
+        """Everything this registry (and its earlier runs on the same port) wrote to stderr."""
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
         assert self.proc is not None
