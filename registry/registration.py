@@ -33,6 +33,41 @@ _DEPENDENCY = {
         "namespace": _STRING,
     },
 }
+# @mesh.llm: which tools the LLM function sees, and which provider it delegates to. Types as the
+# Go registry decodes them; a filter's tags may hold anything (only strings count, as in Go).
+_LLM_FILTER = {
+    "type": ["object", "null"],
+    "required": ["filter"],
+    "properties": {
+        "filter": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    _STRING,
+                    {
+                        "type": "object",
+                        "properties": {
+                            "capability": _STRING,
+                            "tags": {"type": "array"},
+                            "version": _STRING,
+                        },
+                    },
+                ]
+            },
+        },
+        "filter_mode": _STRING,
+    },
+}
+_LLM_PROVIDER = {
+    "type": ["object", "null"],
+    "required": ["capability"],
+    "properties": {
+        "capability": {"type": "string", "minLength": 1},
+        "tags": _TAGS,
+        "version": _STRING,
+        "namespace": _STRING,
+    },
+}
 _TOOL = {
     "type": "object",
     "required": ["function_name", "capability"],
@@ -44,6 +79,8 @@ _TOOL = {
         "description": _STRING,
         "dependencies": {"type": "array", "items": _DEPENDENCY},
         "kwargs": {"type": ["object", "null"]},
+        "llm_filter": _LLM_FILTER,
+        "llm_provider": _LLM_PROVIDER,
     },
 }
 _AGENT_ID = {"type": "string", "pattern": AGENT_ID_PATTERN}
@@ -180,3 +217,19 @@ def endpoint(agent: dict[str, Any]) -> str:
     if host and port:
         return f"http://{host}:{port}"
     return f"stdio://{agent.get('agent_id', '')}"
+
+
+def tool_endpoint(agent: dict[str, Any]) -> str:
+    """Where an LLM reaches an agent's tools, as the Go registry writes it in ``llm_tools`` and
+    ``llm_providers``: unlike :func:`endpoint`, a wildcard or missing host becomes ``localhost``
+    (an LLM agent cannot dial 0.0.0.0), a scheme given with the host is dropped, and no port
+    means ``stdio://<id>``."""
+    port = agent.get("http_port")
+    if not port:
+        return f"stdio://{agent.get('agent_id', '')}"
+    host = str(agent.get("http_host") or "")
+    if host in ("", "0.0.0.0"):
+        host = "localhost"
+    for scheme in ("http://", "https://"):
+        host = host.removeprefix(scheme)
+    return f"http://{host}:{port}"
