@@ -70,12 +70,19 @@ class ToolQuery:
 
     @classmethod
     def parse(cls, item: str | dict[str, Any]) -> ToolQuery:
+        """Read as the Go registry reads it: a key of the wrong type constrains nothing."""
         if isinstance(item, str):
             return cls(Dependency(item, "", "", (), ()), item == WILDCARD, False)
-        tags = tuple(t for t in item.get("tags") or () if isinstance(t, str))
-        capability = item.get("capability")
-        wanted = Dependency(capability or "", "", item.get("version") or "", tags, ())
-        return cls(wanted, capability is None, bool(tags))
+        capability, tags, version = item.get("capability"), item.get("tags"), item.get("version")
+        strings = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+        wanted = Dependency(
+            capability if isinstance(capability, str) else "",
+            "",
+            version if isinstance(version, str) else "",
+            strings,
+            (),
+        )
+        return cls(wanted, not isinstance(capability, str), bool(strings))
 
     def select(self, offered: list[_Offer]) -> list[_Offer]:
         """The offered tools this item matches, best tag score first when it names tags."""
@@ -105,16 +112,16 @@ class LlmFunction:
 
     @classmethod
     def parse(cls, tool: dict[str, Any], namespace: str) -> LlmFunction | None:
-        """The tool's LLM declarations (validated by registry.registration), None without any."""
-        llm_filter, llm_provider = tool.get("llm_filter"), tool.get("llm_provider")
-        if llm_filter is None and llm_provider is None:
+        """The tool's LLM declarations, None without any usable one.
+
+        As tolerant as the Go registry, which ignores what it cannot use rather than rejecting
+        the registration; that also keeps :func:`registry.view.apply` safe on registrations
+        logged before these fields were looked at.
+        """
+        mode, queries = _parse_filter(tool.get("llm_filter"))
+        provider = _parse_provider(tool.get("llm_provider"), namespace)
+        if mode is None and provider is None:
             return None
-        mode = None
-        queries: tuple[ToolQuery, ...] = ()
-        if llm_filter is not None:
-            mode = llm_filter.get("filter_mode") or ALL
-            queries = tuple(ToolQuery.parse(item) for item in llm_filter["filter"])
-        provider = None if llm_provider is None else Dependency.from_spec(llm_provider, namespace)
         return cls(tool["function_name"], mode, queries, provider)
 
     def capabilities(self) -> frozenset[str] | None:
@@ -125,6 +132,39 @@ class LlmFunction:
         if self.provider is not None:
             names.add(self.provider.capability)
         return frozenset(names)
+
+
+def _parse_filter(llm_filter: Any) -> tuple[str | None, tuple[ToolQuery, ...]]:
+    """``(filter_mode, items)``; no mode (no tool list at all) without a ``filter`` list, or
+    when an item is neither a name nor an object and the mode needs the items."""
+    if not isinstance(llm_filter, dict) or not isinstance(llm_filter.get("filter"), list):
+        return None, ()
+    mode = llm_filter.get("filter_mode")
+    mode = mode if isinstance(mode, str) and mode else ALL
+    if mode == WILDCARD:
+        return mode, ()
+    items = llm_filter["filter"]
+    if not all(isinstance(item, str | dict) for item in items):
+        return None, ()
+    return mode, tuple(ToolQuery.parse(item) for item in items)
+
+
+def _parse_provider(spec: Any, namespace: str) -> Dependency | None:
+    """The provider wanted, as a dependency (only string tags: the Go registry's type); None
+    without a capability."""
+    if not isinstance(spec, dict):
+        return None
+    capability, tags = spec.get("capability"), spec.get("tags")
+    if not isinstance(capability, str) or not capability:
+        return None
+    version, wanted_namespace = spec.get("version"), spec.get("namespace")
+    return Dependency(
+        capability,
+        wanted_namespace if isinstance(wanted_namespace, str) and wanted_namespace else namespace,
+        version if isinstance(version, str) else "",
+        tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else (),
+        (),
+    )
 
 
 @dataclass(frozen=True, slots=True)

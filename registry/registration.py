@@ -33,39 +33,17 @@ _DEPENDENCY = {
         "namespace": _STRING,
     },
 }
-# @mesh.llm: which tools the LLM function sees, and which provider it delegates to. Types as the
-# Go registry decodes them; a filter's tags may hold anything (only strings count, as in Go).
-_LLM_FILTER = {
-    "type": ["object", "null"],
-    "required": ["filter"],
-    "properties": {
-        "filter": {
-            "type": "array",
-            "items": {
-                "anyOf": [
-                    _STRING,
-                    {
-                        "type": "object",
-                        "properties": {
-                            "capability": _STRING,
-                            "tags": {"type": "array"},
-                            "version": _STRING,
-                        },
-                    },
-                ]
-            },
-        },
-        "filter_mode": _STRING,
-    },
-}
+# @mesh.llm declarations: only the types the Go registry's decoder insists on. What is inside
+# an llm_filter it reads leniently, and so do we (registry.llm).
+_OPTIONAL_STRING = {"type": ["string", "null"]}
+_LLM_FILTER = {"type": ["object", "null"]}
 _LLM_PROVIDER = {
     "type": ["object", "null"],
-    "required": ["capability"],
     "properties": {
-        "capability": {"type": "string", "minLength": 1},
-        "tags": _TAGS,
-        "version": _STRING,
-        "namespace": _STRING,
+        "capability": _OPTIONAL_STRING,
+        "tags": {"type": ["array", "null"], "items": _STRING},
+        "version": _OPTIONAL_STRING,
+        "namespace": _OPTIONAL_STRING,
     },
 }
 _TOOL = {

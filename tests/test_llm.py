@@ -316,19 +316,50 @@ def test_snapshots_keep_what_was_delivered_and_load_older_ones() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        {"llm_filter": {"filter_mode": "all"}},
-        {"llm_filter": {"filter": "web"}},
-        {"llm_filter": {"filter": [3]}},
-        {"llm_filter": {"filter": [{"capability": 3}]}},
+        {"llm_filter": "web"},
         {"llm_filter": []},
-        {"llm_provider": {"tags": ["x"]}},
-        {"llm_provider": {"capability": ""}},
+        {"llm_provider": "llm"},
+        {"llm_provider": {"capability": 3}},
+        {"llm_provider": {"capability": "llm", "tags": "a"}},
         {"llm_provider": {"capability": "llm", "tags": [["a", "b"]]}},
     ],
 )
-def test_malformed_llm_declarations_are_bad_input(bad: dict[str, Any]) -> None:
+def test_declarations_the_go_registry_cannot_decode_are_bad_input(bad: dict[str, Any]) -> None:
     with pytest.raises(InvalidRegistration):
         registration.from_heartbeat(agent("x", tool("f", "c", **bad)))
+
+
+ODD = {
+    "no_list": {"llm_filter": {"filter": "web"}},
+    "no_filter": {"llm_filter": {"filter_mode": "all"}},
+    "bad_item": {"llm_filter": {"filter": [3, "web"]}},
+    "star_bad_item": {"llm_filter": {"filter": [3], "filter_mode": "*"}},
+    "odd_keys": {"llm_filter": {"filter": [{"capability": 3, "tags": "x", "version": 3}]}},
+    "odd_mode": {"llm_filter": {"filter": ["math"], "filter_mode": 7}},
+    "no_capability": {"llm_provider": {"tags": ["x"]}},
+    "empty_capability": {"llm_provider": {"capability": ""}},
+}
+
+
+def test_unusable_declarations_are_ignored_as_the_go_registry_ignores_them() -> None:
+    mesh = mesh_of(*PROVIDERS, llm_agent(**ODD))
+    answer = mesh.view.llm_answer("llm")
+    assert answer.providers == {}
+    assert set(answer.tools) == {"star_bad_item", "odd_keys", "odd_mode"}
+    assert mesh.names("llm", "odd_keys") == ["1/search", "1/read", "2/search2", "2/ocr", "3/calc"]
+    assert mesh.names("llm", "odd_mode") == ["3/calc"]
+
+
+def test_apply_never_fails_on_any_logged_declaration() -> None:
+    """Registrations logged before these fields were checked reach apply unvalidated."""
+    mesh = mesh_of(*PROVIDERS)
+    weird: list[Any] = [None, 3, "x", [], {"filter": None}, {"filter": [None, {}]}, {"tags": 5}]
+    for n, value in enumerate(weird):
+        raw = {"function_name": "f", "capability": "c", "version": "1.0.0", "tags": []}
+        raw |= {"llm_filter": value, "llm_provider": value, "inputSchema": value}
+        body = {"agent_id": f"w{n}", "http_host": "h", "http_port": 1, "tools": [raw]}
+        mesh._apply(events.upsert(body, 0))
+        assert mesh.view.llm_answer(f"w{n}").providers == {}
 
 
 async def test_heartbeat_answers_carry_llm_tools_and_providers_and_head_follows(api: Api) -> None:

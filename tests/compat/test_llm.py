@@ -3,9 +3,10 @@
 The same registrations go to the Go registry binary and to ours (one node, and a 3-replica
 cluster written and read through different replicas): LLM agents in the three filter modes,
 filters by name, ``"*"`` and ``{capability, tags, version}``, provider delegation with tag
-operators and versions; then providers leave (DELETE) and come back (re-register). Every
-heartbeat answer's ``llm_tools`` and ``llm_providers`` must be identical, except for the
-differences docs/protocol.md lists, which are asserted here as what each registry does.
+operators and versions, malformed declarations; then providers leave (DELETE) and come back
+(re-register). Every heartbeat answer's ``llm_tools`` and ``llm_providers`` must be identical,
+except for the differences docs/protocol.md lists, which are asserted here as what each
+registry does.
 
 The LLM agents' own functions have no input schema, so no tool list contains them: the Go
 registry re-creates an agent's tools at every full heartbeat, moving them to the end of the
@@ -25,7 +26,7 @@ import pytest
 from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401 (fixtures)
 from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready, until
-from tests.test_llm import tool
+from tests.test_llm import ODD, tool
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
@@ -126,6 +127,8 @@ LLM_AGENTS = {
         untagged=provider([]),
         other_namespace=provider(["+claude"], namespace="elsewhere"),
     ),
+    # Declarations the Go registry accepts but cannot (fully) use.
+    "llm-odd": llm_agent("llm-odd", 9206, **ODD),
 }
 # An agent whose own tool matches its filter: registered once (never re-sent, see above).
 SELF = agent(
@@ -225,7 +228,7 @@ async def scenario(target: Target) -> tuple[Answers, dict[str, dict[str, int]]]:
         }
         for agent_id, body in LLM_AGENTS.items():
             record(answers, round_name, agent_id, await target.post(body))
-            assert await target.head(agent_id) == 200
+            assert await target.head_until(agent_id, 200) == 200
     return answers, heads
 
 
