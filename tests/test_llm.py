@@ -264,7 +264,9 @@ def test_answers_are_cached_until_a_capability_they_look_at_changes() -> None:
     first = mesh.view.llm_answer("llm")
     mesh.register(agent("z", tool("other", "unrelated")))
     assert mesh.view.llm_answer("llm") is first
-    mesh.register(port("a", tool("search", "web"), tool("read", "pdf", description="new"), at=1))
+    a = PROVIDERS[0]
+    # Only a description changes: no dependency would notice, an LLM must.
+    mesh.register(a | {"tools": [a["tools"][0], a["tools"][1] | {"description": "new"}]})
     second = mesh.view.llm_answer("llm")
     assert second is not first and second.digest != first.digest
     assert second.tools["chat"][0]["description"] == "new"

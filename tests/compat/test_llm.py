@@ -27,6 +27,7 @@ from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401
 from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready, until
 from tests.test_llm import ODD, tool
+from tests.timing import scaled
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
@@ -90,6 +91,7 @@ PROVIDERS = {
         tool("gpt_chat", "llm", "2.0.0", ["openai", "gpt"], kwargs={"vendor": "openai", "t": 3}),
     ),
     "prov-local": agent("prov-local", 9103, tool("local_chat", "llm", "1.5.0", ["claude", "x"])),
+    "prov-bare": agent("prov-bare", 9104, tool("bare", "llm", "9.0.0", ["claude"], schema=None)),
 }
 LLM_AGENTS = {
     "llm-all": llm_agent(
@@ -258,7 +260,9 @@ async def test_llm_tools_and_providers_match_the_go_registry(
     registries: list[Registry],
     go_registry: str,  # noqa: F811 (the fixture imported above)
 ) -> None:
-    async with aiohttp.ClientSession() as session:
+    # A bounded wait: a registry that stops answering fails the test instead of hanging it.
+    timeout = aiohttp.ClientTimeout(total=scaled(30))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
         await all_ready(session, registries)
 
         async def go_up() -> bool:
