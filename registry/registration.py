@@ -33,6 +33,19 @@ _DEPENDENCY = {
         "namespace": _STRING,
     },
 }
+# @mesh.llm declarations: only the types the Go registry's decoder insists on. What is inside
+# an llm_filter it reads leniently, and so do we (registry.llm).
+_OPTIONAL_STRING = {"type": ["string", "null"]}
+_LLM_FILTER = {"type": ["object", "null"]}
+_LLM_PROVIDER = {
+    "type": ["object", "null"],
+    "properties": {
+        "capability": _OPTIONAL_STRING,
+        "tags": {"type": ["array", "null"], "items": _STRING},
+        "version": _OPTIONAL_STRING,
+        "namespace": _OPTIONAL_STRING,
+    },
+}
 _TOOL = {
     "type": "object",
     "required": ["function_name", "capability"],
@@ -44,6 +57,8 @@ _TOOL = {
         "description": _STRING,
         "dependencies": {"type": "array", "items": _DEPENDENCY},
         "kwargs": {"type": ["object", "null"]},
+        "llm_filter": _LLM_FILTER,
+        "llm_provider": _LLM_PROVIDER,
     },
 }
 _AGENT_ID = {"type": "string", "pattern": AGENT_ID_PATTERN}
@@ -180,3 +195,19 @@ def endpoint(agent: dict[str, Any]) -> str:
     if host and port:
         return f"http://{host}:{port}"
     return f"stdio://{agent.get('agent_id', '')}"
+
+
+def tool_endpoint(agent: dict[str, Any]) -> str:
+    """Where an LLM reaches an agent's tools, as the Go registry writes it in ``llm_tools`` and
+    ``llm_providers``: unlike :func:`endpoint`, a wildcard or missing host becomes ``localhost``
+    (an LLM agent cannot dial 0.0.0.0), a scheme given with the host is dropped, and no port
+    means ``stdio://<id>``."""
+    port = agent.get("http_port")
+    if not port:
+        return f"stdio://{agent.get('agent_id', '')}"
+    host = str(agent.get("http_host") or "")
+    if host in ("", "0.0.0.0"):
+        host = "localhost"
+    for scheme in ("http://", "https://"):
+        host = host.removeprefix(scheme)
+    return f"http://{host}:{port}"

@@ -45,6 +45,9 @@ class Provider:
     namespace: str
     endpoint: str
     kwargs: dict[str, Any] | None
+    tool: dict[str, Any]
+    """The normalized tool as registered: LLM tool lists show its description and schema, and a
+    change to any of it must count as a provider change (it invalidates cached answers)."""
 
     def __hash__(self) -> int:  # kwargs is a dict; identity is (agent, function)
         return hash((self.agent_id, self.function_name))
@@ -185,6 +188,15 @@ def _version_key(version: str) -> tuple[Any, ...]:
         else (0, *((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in pre))
     )
     return (1, (parsed.major, parsed.minor, parsed.patch, rank))
+
+
+def compare_semver(a: str, b: str) -> int | None:
+    """-1, 0 or 1 as version ``a`` precedes, equals or follows ``b``; None unless both are valid
+    semver (callers that rank by something else when versions are incomparable need to know)."""
+    key_a, key_b = _version_key(a), _version_key(b)
+    if key_a[0] == 0 or key_b[0] == 0:
+        return None
+    return (key_a > key_b) - (key_a < key_b)
 
 
 def choose(

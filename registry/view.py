@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from registry import events
+from registry import events, llm
 from registry.events import Event
 from registry.registration import endpoint
 from registry.resolve import Dependency, Provider, choose, entry
@@ -44,6 +44,8 @@ class Agent:
     status_ms: int
     delivered: Resolution
     """The resolution last sent to this agent (what HEAD /heartbeat compares against)."""
+    llm_delivered: str = ""
+    """The digest of the LLM tools and providers last sent to it (see registry.llm.Answer)."""
 
     @property
     def agent_id(self) -> str:
@@ -57,12 +59,13 @@ class Agent:
             self.updated_ms,
             self.status_ms,
             self.delivered,
+            self.llm_delivered,
         ]
 
     @classmethod
     def from_state(cls, state: list[Any]) -> Agent:
-        registration, status, created, updated, status_ms, delivered = state
-        return cls(registration, status, created, updated, status_ms, delivered)
+        # Snapshots written before LLM answers were recorded hold six fields.
+        return cls(*state)
 
 
 def _providers_of(registration: dict[str, Any]) -> list[Provider]:
@@ -78,6 +81,7 @@ def _providers_of(registration: dict[str, Any]) -> list[Provider]:
             namespace=namespace,
             endpoint=where,
             kwargs=tool.get("kwargs") or None,
+            tool=tool,
         )
         for tool in registration.get("tools") or ()
     ]
@@ -108,6 +112,7 @@ class View:
         self._epoch = 0
         self._capability_epoch: dict[str, int] = {}
         self._resolved: dict[str, tuple[int, Resolution]] = {}
+        self._llm_answers: dict[str, tuple[int, llm.Answer]] = {}
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -130,10 +135,8 @@ class View:
         if not deps:
             return {}
         cached = self._resolved.get(agent_id)
-        if cached is not None and all(
-            self._capability_epoch.get(dep.capability, 0) <= cached[0]
-            for _, specs in deps
-            for dep in specs
+        if cached is not None and self._unchanged_since(
+            cached[0], (dep.capability for _, specs in deps for dep in specs)
         ):
             return cached[1]
         result = {
@@ -146,10 +149,30 @@ class View:
         self._resolved[agent_id] = (self._epoch, result)
         return result
 
+    def llm_answer(self, agent_id: str) -> llm.Answer:
+        """What ``agent_id``'s LLM functions get now (cached until a provider they see changes)."""
+        cached = self._llm_answers.get(agent_id)
+        if cached is not None and self._unchanged_since(cached[0], cached[1].capabilities):
+            return cached[1]
+        agent = self.agents.get(agent_id)
+        result = llm.NOTHING if agent is None else llm.answer(self, agent.registration)
+        self._llm_answers[agent_id] = (self._epoch, result)
+        return result
+
+    def _unchanged_since(self, epoch: int, capabilities: Iterable[str] | None) -> bool:
+        """Whether no provider of ``capabilities`` (of any capability, for None) changed after
+        ``epoch``."""
+        if capabilities is None:
+            return self._epoch <= epoch
+        return all(self._capability_epoch.get(c, 0) <= epoch for c in capabilities)
+
     def resolution_changed(self, agent_id: str) -> bool:
-        """Whether the agent's resolution differs from the one it was last sent."""
+        """Whether the agent's resolution or LLM answer differs from the one it was last sent."""
         agent = self.agents[agent_id]
-        return self.resolution(agent_id) != agent.delivered
+        return (
+            self.resolution(agent_id) != agent.delivered
+            or self.llm_answer(agent_id).digest != agent.llm_delivered
+        )
 
     # -- derived-index maintenance ------------------------------------------------------------
 
@@ -172,6 +195,7 @@ class View:
                 ] = provider
             self._touch([p.capability for p in old] + [p.capability for p in new])
         self._resolved.pop(agent_id, None)
+        self._llm_answers.pop(agent_id, None)
         if registration is None:
             self._dependencies.pop(agent_id, None)
         else:
@@ -276,6 +300,7 @@ def _apply_upsert(view: View, index: int, event: Event) -> None:
         agent.registration = registration
         agent.updated_ms = event.ts_ms
     agent.delivered = view.resolution(agent_id)
+    agent.llm_delivered = view.llm_answer(agent_id).digest
     _record(view, index, event, event_type, agent_id, data)
 
 

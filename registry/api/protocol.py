@@ -1,8 +1,9 @@
 """The agent protocol the published MCP Mesh SDK and meshctl speak (CONTRACT.md).
 
 ``POST /heartbeat`` is registration and full heartbeat at once. It appends an event only when
-something a replica must know changed: the registration itself, the agent's health, or the
-resolution of its dependencies since it was last told (so the agent's next HEAD can be exact).
+something a replica must know changed: the registration itself, the agent's health, or what
+its dependencies and LLM functions (``llm_tools``, ``llm_providers``) resolve to since it was
+last told (so the agent's next HEAD can be exact).
 An unchanged heartbeat only refreshes in-memory liveness.
 """
 
@@ -41,16 +42,15 @@ async def heartbeat(request: web.Request) -> web.Response:
     new = await node.register(agent, request.remote or "")
     stored = view.agents.get(agent_id)
     resolved = stored.delivered if stored is not None else view.resolution(agent_id)
-    return json_response(
-        {
-            "agent_id": agent_id,
-            "dependencies_resolved": resolved,
-            "llm_tools": {},
-            "message": ("Agent registered via heartbeat" if new else "Agent updated via heartbeat"),
-            "status": "success",
-            "timestamp": iso_ms(now_ms()),
-        }
-    )
+    answer = view.llm_answer(agent_id)
+    body: dict[str, Any] = {"agent_id": agent_id, "dependencies_resolved": resolved}
+    if answer.providers:  # as in the Go registry: the key only when something resolved
+        body["llm_providers"] = answer.providers
+    body["llm_tools"] = answer.tools
+    body["message"] = "Agent registered via heartbeat" if new else "Agent updated via heartbeat"
+    body["status"] = "success"
+    body["timestamp"] = iso_ms(now_ms())
+    return json_response(body)
 
 
 def _head(status: int) -> web.Response:

@@ -1,0 +1,363 @@
+"""``llm_tools`` and ``llm_providers`` side by side with the Go registry (npm @mcpmesh/cli 3.7).
+
+The same registrations go to the Go registry binary and to ours (one node, and a 3-replica
+cluster written and read through different replicas): LLM agents in the three filter modes,
+filters by name, ``"*"`` and ``{capability, tags, version}``, provider delegation with tag
+operators and versions, malformed declarations; then providers leave (DELETE) and come back
+(re-register). Every heartbeat answer's ``llm_tools`` and ``llm_providers`` must be identical,
+except for the differences docs/protocol.md lists, which are asserted here as what each
+registry does.
+
+The LLM agents' own functions have no input schema, so no tool list contains them: the Go
+registry re-creates an agent's tools at every full heartbeat, moving them to the end of the
+mesh's order, and ours (which appends nothing for an unchanged heartbeat) keeps them in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401 (fixtures)
+from tests.processes import Registry
+from tests.test_cluster import Cluster, all_ready, until
+from tests.test_llm import ODD, tool
+from tests.timing import scaled
+
+pytestmark = [pytest.mark.compat, pytest.mark.slow]
+
+
+def agent(agent_id: str, port: int, *tools: dict[str, Any], host: str = "127.0.0.1") -> Any:
+    return {"agent_id": agent_id, "name": agent_id, "http_host": host, "http_port": port,
+            "tools": list(tools)}  # fmt: skip
+
+
+def tools_of(item: list[Any], mode: str = "all") -> dict[str, Any]:
+    return {"llm_filter": {"filter": item, "filter_mode": mode}}
+
+
+def provider(tags: list[str], version: str = "", namespace: str = "default") -> dict[str, Any]:
+    """An ``llm_provider`` as the Python SDK sends it (every key present)."""
+    spec = {"capability": "llm", "tags": tags, "version": version, "namespace": namespace}
+    return {"llm_provider": spec}
+
+
+def llm_agent(agent_id: str, port: int, **functions: dict[str, Any]) -> dict[str, Any]:
+    return agent(
+        agent_id,
+        port,
+        *(
+            tool(name, f"{agent_id}-{name}", schema=None, **spec)
+            for name, spec in functions.items()
+        ),
+    )
+
+
+PROVIDERS = {
+    "p-a": agent(
+        "p-a",
+        9001,
+        tool("search_web", "web_search", "1.0.0", ["fast", "python"], description="Search"),
+        tool("read_pdf", "pdf", "1.2.0", ["document"], kwargs={"timeout": 30}),
+        tool("internal", "web_search", "3.0.0", schema=None),  # no schema: never offered
+    ),
+    "p-b": agent(
+        "p-b",
+        9002,
+        tool("search_web2", "web_search", "2.0.0", ["slow", "typescript"]),
+        tool("ocr", "pdf", "2.1.0", ["document", "gpu"]),
+    ),
+    "p-c": agent(
+        "p-c",
+        9003,
+        tool("search_web", "web_search", "1.5.0", ["fast", "typescript", "gpu"]),
+        tool("calc", "math", "1.0.0"),
+        host="0.0.0.0",
+    ),
+    "p-s": agent("p-s", 0, tool("summarize", "summary", "1.0.0", ["text"], schema={})),
+    "prov-claude": agent(
+        "prov-claude",
+        9101,
+        tool("claude_chat", "llm", "1.0.0", ["claude", "sonnet"], kwargs={"vendor": "anthropic"}),
+    ),
+    "prov-gpt": agent(
+        "prov-gpt",
+        9102,
+        tool("gpt_chat", "llm", "2.0.0", ["openai", "gpt"], kwargs={"vendor": "openai", "t": 3}),
+    ),
+    "prov-local": agent("prov-local", 9103, tool("local_chat", "llm", "1.5.0", ["claude", "x"])),
+    "prov-bare": agent("prov-bare", 9104, tool("bare", "llm", "9.0.0", ["claude"], schema=None)),
+}
+LLM_AGENTS = {
+    "llm-all": llm_agent(
+        "llm-all",
+        9201,
+        by_name=tools_of(["web_search", "pdf"]),
+        by_object=tools_of(
+            [
+                {"capability": "web_search", "tags": ["+gpu", "fast"]},
+                {"capability": "pdf", "version": ">=2.0.0"},
+            ]
+        ),
+        excluding=tools_of([{"capability": "web_search", "tags": ["-typescript"]}]),
+        tags_only=tools_of([{"tags": ["gpu"]}]),
+        star_item=tools_of(["*"]),
+        versions=tools_of([{"capability": "web_search", "version": "^1.0.0"}, "math"]),
+        nothing=tools_of(["missing"]),
+    ),
+    "llm-best": llm_agent(
+        "llm-best",
+        9202,
+        one_cap=tools_of(["web_search"], "best_match"),
+        two_caps=tools_of(["web_search", "pdf"], "best_match"),
+        tagged=tools_of([{"capability": "pdf", "tags": ["document"]}], "best_match"),
+    ),
+    "llm-star": llm_agent("llm-star", 9203, everything=tools_of([], "*")),
+    "llm-deleg": llm_agent(
+        "llm-deleg",
+        9204,
+        tagged=provider(["claude"]),
+        preferred=provider(["+openai"]),
+        excluded=provider(["-openai", "+sonnet"]),
+        versioned=provider(["+claude"], "<1.5.0"),
+        unmatched=provider(["mistral"]),
+        untagged=provider([]),
+        other_namespace=provider(["+claude"], namespace="elsewhere"),
+    ),
+    # Declarations the Go registry accepts but cannot (fully) use.
+    "llm-odd": llm_agent("llm-odd", 9206, **ODD),
+}
+# An agent whose own tool matches its filter: registered once (never re-sent, see above).
+SELF = agent(
+    "llm-self",
+    9205,
+    tool("own_notes", "notes", "1.0.0"),
+    tool("mine", "mine", schema=None, **tools_of(["notes", "summary"])),
+    tool("others", "others", schema=None, **tools_of([], "*")),
+)
+RANDOM_ORDER = {("llm-best", "two_caps")}
+"""best_match lists with several capabilities: the Go registry orders them by iterating a Go
+map, i.e. randomly; compared as sets (sorted by name)."""
+KNOWN = {("llm-deleg", "untagged"), ("llm-deleg", "other_namespace")}
+"""Provider choices where we deliberately differ (docs/protocol.md), checked in the test."""
+
+
+class Target:
+    """A registry under test, reached over HTTP; requests rotate over its nodes' URLs."""
+
+    def __init__(self, session: aiohttp.ClientSession, urls: list[str]) -> None:
+        self.session = session
+        self.urls = urls
+        self.turn = 0
+
+    def _url(self) -> str:
+        self.turn += 1
+        return self.urls[self.turn % len(self.urls)]
+
+    async def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.session.post(f"{self._url()}/heartbeat", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+            answer: dict[str, Any] = await resp.json()
+        assert answer["status"] == "success", answer
+        return answer
+
+    async def head(self, agent_id: str) -> int:
+        async with self.session.head(f"{self._url()}/heartbeat/{agent_id}") as resp:
+            return resp.status
+
+    async def head_until(self, agent_id: str, status: int) -> int:
+        """The HEAD status, polled until ``status`` (a replica may apply a write a moment after
+        the replica that acknowledged it)."""
+        if len(self.urls) == 1:
+            return await self.head(agent_id)
+        seen: list[int] = []
+
+        async def check() -> bool:
+            seen.append(await self.head(agent_id))
+            return seen[-1] == status
+
+        with contextlib.suppress(AssertionError):  # the caller compares what was seen last
+            await until(check, timeout=10)
+        return seen[-1]
+
+    async def delete(self, agent_id: str) -> None:
+        async with self.session.delete(f"{self._url()}/agents/{agent_id}") as resp:
+            assert resp.status in (200, 204), await resp.text()
+
+
+Answers = dict[tuple[str, str, str], Any]
+"""(round, agent, function) -> the llm_tools list or llm_providers item (None: absent)."""
+
+
+def record(answers: Answers, round_name: str, agent_id: str, answer: dict[str, Any]) -> None:
+    tools, providers = answer["llm_tools"], answer.get("llm_providers", {})
+    declared = LLM_AGENTS.get(agent_id, SELF)["tools"]
+    assert set(tools) | set(providers) <= {function["function_name"] for function in declared}
+    for function in declared:
+        name = function["function_name"]
+        if "llm_filter" in function:
+            listed = tools.get(name)
+            if (agent_id, name) in RANDOM_ORDER and listed is not None:
+                listed = sorted(listed, key=lambda item: item["name"])
+            answers[(round_name, agent_id, name)] = listed
+        elif "llm_provider" in function:
+            answers[(round_name, agent_id, name)] = providers.get(name)
+
+
+async def scenario(target: Target) -> tuple[Answers, dict[str, dict[str, int]]]:
+    """Run the registrations and changes; every LLM answer, and HEAD statuses after changes."""
+    answers: Answers = {}
+    heads: dict[str, dict[str, int]] = {}
+    for body in PROVIDERS.values():
+        await target.post(body)
+    for agent_id, body in LLM_AGENTS.items():
+        record(answers, "registered", agent_id, await target.post(body))
+    record(answers, "registered", "llm-self", await target.post(SELF))
+    changes = [("left", target.delete), ("back", lambda a: target.post(PROVIDERS[a]))]
+    for round_name, change in changes:
+        for provider_id in ("p-a", "prov-local"):
+            await change(provider_id)
+        # Every LLM agent but llm-best sees a different answer now (p-a's and prov-local's
+        # tools never win best_match): exactly those must be told to send a full heartbeat.
+        heads[round_name] = {
+            agent_id: await target.head_until(agent_id, 200 if agent_id == "llm-best" else 202)
+            for agent_id in LLM_AGENTS
+        }
+        for agent_id, body in LLM_AGENTS.items():
+            record(answers, round_name, agent_id, await target.post(body))
+            assert await target.head_until(agent_id, 200) == 200
+    return answers, heads
+
+
+def chosen(item: dict[str, Any] | None) -> str | None:
+    return None if item is None else f"{item['agent_id']}/{item['name']}"
+
+
+def names(tools: list[dict[str, Any]] | None) -> list[str] | None:
+    return None if tools is None else [f"{t['endpoint']}/{t['name']}" for t in tools]
+
+
+@pytest.fixture(params=["one node", "three replicas"])
+def our_urls(
+    request: pytest.FixtureRequest, tmp_path: Path, registries: list[Registry]
+) -> Iterator[list[str]]:
+    if request.param == "one node":
+        registries.append(Registry(tmp_path / "single").start())
+        yield [registries[-1].url]
+    else:
+        cluster = Cluster(tmp_path, registries)
+        cluster.start_all()
+        yield [node.url for node in cluster.nodes]
+
+
+async def test_llm_tools_and_providers_match_the_go_registry(
+    our_urls: list[str],
+    registries: list[Registry],
+    go_registry: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    # A bounded wait: a registry that stops answering fails the test instead of hanging it.
+    timeout = aiohttp.ClientTimeout(total=scaled(30))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await all_ready(session, registries)
+
+        async def go_up() -> bool:
+            try:
+                async with session.get(f"{go_registry}/health") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await until(go_up)
+        theirs, go_heads = await scenario(Target(session, [go_registry]))
+        ours, our_heads = await scenario(Target(session, our_urls))
+
+    assert ours.keys() == theirs.keys()
+    differences = [
+        (key, ours[key], theirs[key])
+        for key in ours
+        if key[1:] not in KNOWN and ours[key] != theirs[key]
+    ]
+    assert differences == [], "\n".join(map(str, differences))
+
+    # What the table expects of both (so that agreeing on nothing could not pass).
+    first = {key[1:]: value for key, value in theirs.items() if key[0] == "registered"}
+    assert names(first[("llm-all", "by_name")]) == [
+        "http://127.0.0.1:9001/search_web",
+        "http://127.0.0.1:9002/search_web2",
+        "http://127.0.0.1:9001/read_pdf",
+        "http://127.0.0.1:9002/ocr",
+    ]
+    assert names(first[("llm-all", "by_object")]) == [
+        "http://localhost:9003/search_web",  # +gpu fast: 15 points, 0.0.0.0 -> localhost
+        "http://127.0.0.1:9002/ocr",
+    ]
+    assert names(first[("llm-all", "nothing")]) == []
+    # Mesh order; p-a and prov-local, re-registered, come back at the end.
+    left = [
+        "http://127.0.0.1:9002/search_web2",
+        "http://127.0.0.1:9002/ocr",
+        "http://localhost:9003/search_web",
+        "http://localhost:9003/calc",
+        "stdio://p-s/summarize",
+        "http://127.0.0.1:9101/claude_chat",
+        "http://127.0.0.1:9102/gpt_chat",
+        "http://127.0.0.1:9205/own_notes",
+    ]
+    assert names(theirs[("left", "llm-star", "everything")]) == left
+    assert names(theirs[("back", "llm-star", "everything")]) == [
+        *left,
+        "http://127.0.0.1:9001/read_pdf",  # its search_web: p-c's comes first, same name
+        "http://127.0.0.1:9103/local_chat",
+    ]
+    assert names(first[("llm-self", "mine")]) == [
+        "http://127.0.0.1:9205/own_notes",  # its own tool: filters other than "*" include it
+        "stdio://p-s/summarize",
+    ]
+    assert "own_notes" not in str(names(first[("llm-self", "others")]))
+    assert [t["name"] for t in first[("llm-best", "two_caps")]] == ["ocr", "search_web2"]
+    providers = {
+        round_name: {
+            function: chosen(value)
+            for (r, agent_id, function), value in theirs.items()
+            if r == round_name and agent_id == "llm-deleg" and (agent_id, function) not in KNOWN
+        }
+        for round_name in ("registered", "left", "back")
+    }
+    assert (
+        providers["registered"]
+        == providers["back"]
+        == {
+            "tagged": "prov-local/local_chat",  # equal tag scores: the higher version
+            "preferred": "prov-gpt/gpt_chat",
+            "excluded": "prov-claude/claude_chat",
+            "versioned": "prov-claude/claude_chat",
+            "unmatched": None,
+        }
+    )
+    assert providers["left"]["tagged"] == "prov-claude/claude_chat"
+    assert first[("llm-deleg", "preferred")]["kwargs"] == {"vendor": "openai", "t": 3}
+
+    # The deliberate differences (docs/protocol.md), as each registry answers them.
+    for round_name in ("registered", "left", "back"):
+        key = (round_name, "llm-deleg", "untagged")
+        # No tags: the Go registry takes the first registered provider; we rank as for a
+        # dependency (highest version).
+        assert (chosen(theirs[key]), chosen(ours[key])) == (
+            "prov-claude/claude_chat",
+            "prov-gpt/gpt_chat",
+        )
+        key = (round_name, "llm-deleg", "other_namespace")
+        # The Go registry ignores the provider's namespace; we look only there.
+        assert (chosen(theirs[key]), chosen(ours[key])) == (
+            "prov-local/local_chat" if round_name != "left" else "prov-claude/claude_chat",
+            None,
+        )
+    every = {agent_id: 202 for agent_id in LLM_AGENTS}
+    assert our_heads == {"left": every | {"llm-best": 200}, "back": every | {"llm-best": 200}}
+    # The Go registry answers 202 after any registration change anywhere.
+    assert go_heads == {"left": every, "back": every}
