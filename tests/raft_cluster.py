@@ -35,7 +35,7 @@ from pysyncobj.tcp_connection import TcpConnection
 from registry.config import Config
 from replication.journal import LmdbJournal, _key
 from replication.peers import Peers, RaftTiming
-from replication.raft import RaftNode, _conf
+from replication.raft import RaftNode, _Applied, _conf
 from tests.timing import scaled
 
 T = TypeVar("T")
@@ -115,12 +115,17 @@ class Cluster:
         conf.connectionTimeout = scaled(30)
         journal = LmdbJournal(str(Path(config.data_dir) / "raft"))
         applied = self.applied.setdefault(address, [])
+
+        def deliver(index: int, _record: bytes) -> _Applied:
+            applied.append(index)
+            return _Applied(index)  # a write's result, as the proposer's deliver makes it
+
         try:
             return RaftNode(
                 Peers(address, tuple(others)),
                 conf,
                 journal,
-                lambda index, _record: applied.append(index),
+                deliver,
                 lambda _agents: None,
             )
         except SyncObjException:
@@ -227,8 +232,9 @@ class Cluster:
         results: list[tuple[Any, int]] = []
         node.apply_event(b"entry", callback=lambda result, error: results.append((result, error)))
         self.run_until(lambda: results)
-        [(index, error)] = results
+        [(applied, error)] = results
         assert error == FAIL_REASON.SUCCESS, f"write through {address(node)} failed: {error}"
+        index = applied.index
         self.run_until(
             lambda: all(
                 index in self.applied[address(n)]

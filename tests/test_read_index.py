@@ -162,7 +162,7 @@ def test_the_leader_answers_with_its_commit_index_when_the_read_arrived(
     answers = ask(leader)
     read_indexed(cluster, leader)
     committed: list[Any] = []
-    leader.apply_event(b"later", callback=lambda index, _: committed.append(index))
+    leader.apply_event(b"later", callback=lambda applied, _: committed.append(applied.index))
     mark = len(cluster.frames)
     cluster.run_until(lambda: sent_since(cluster, mark, leader, "append_entries"), leader)
     # f1 acknowledges the probe and the entry; the leader reads both in one poll, then commits

@@ -177,7 +177,13 @@ def test_entries_held_are_not_deleted_by_a_shorter_resend(follower: Any) -> None
     before = _log(journal)
     _append(node, 5, [(i, 1) for i in range(6, 11)])
     assert _log(journal) == before
-    answer = {"type": "next_node_idx", "next_node_idx": 11, "reset": False, "success": True}
+    answer = {
+        "type": "next_node_idx",
+        "next_node_idx": 11,
+        "reset": False,
+        "success": True,
+        "incarnation": node.incarnations.identity,
+    }
     assert replies() == [answer]
     assert node.raftCommitIndex == 10
     assert node.raftCurrentTerm == 2  # the leader's term was still taken
