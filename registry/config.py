@@ -67,7 +67,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRY_REPLICAS", "1", "StatefulSet replicas: peers are ordinals 0..N-1"),
     Setting("WRITE_TIMEOUT", "5s", "longest a write waits to commit before a 503"),
     Setting("AUTH_TOKEN", "(unset)", "Bearer token required for /api/v1 writes"),
-    Setting("ENCRYPTION_KEY", "(unset)", "key that authenticates and encrypts peer traffic"),
+    Setting(
+        "ENCRYPTION_KEY",
+        "(unset)",
+        "key that authenticates and encrypts peer traffic (required with leader election)",
+    ),
     Setting("MAX_REQUEST_BYTES", "524288", "larger request bodies are refused (413)"),
     Setting("MAX_TOOLS_PER_AGENT", "500", "registrations with more tools are refused (400)"),
     Setting("MAX_AGENTS", "20000", "new agents beyond this many are refused (429)"),

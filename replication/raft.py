@@ -25,6 +25,10 @@ only where no read index can be had (no leader, or one that has not committed in
 Liveness: heartbeats reach any replica but only the leader decides health. Followers send the
 ids of agents they heard from to the leader once a second, over the same authenticated Raft
 connection (a message type of our own), never through the log.
+
+Wire and commands: peers talk ``replication/wire.py`` (authenticated handshake, sealed msgpack
+frames; ``replication/connection.py`` plugs it into pysyncobj), and log commands are
+``replication/commands.py``'s encoding: nothing from a peer, the journal or a dump is unpickled.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import collections
 import contextlib
 import logging
 import os
-import pickle
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -46,20 +49,19 @@ import msgpack
 import pysyncobj.syncobj
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from pysyncobj.journal import Journal
 from pysyncobj.monotonic import monotonic
 from pysyncobj.node import TCPNode
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
-from pysyncobj.utility import TcpUtility
 
 from registry import events
 from registry.commit import Committed, StateMachine, Unavailable
 from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
-from replication import read_index
+from replication import commands, connection, legacy, read_index, utility, wire
 from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
@@ -79,12 +81,14 @@ def _journal_factory(journal_file: Any) -> Any:
 
 
 pysyncobj.syncobj.createJournal = _journal_factory
+connection.install()
 
 _PARTNER = "partner_node_status_server_"
 _NO_OP = pysyncobj.syncobj._bchr(pysyncobj.syncobj._COMMAND_TYPE.NO_OP)
 """pysyncobj's no-op journal command (what a new leader appends)."""
 LIVENESS_MESSAGE = "mesh_liveness"
-DUMP_VERSION = 1
+DUMP_VERSION = 2
+"""2: commands in ``replication/commands.py``'s encoding; 1: pickled (converted on read)."""
 LIVENESS_PERIOD = 1.0
 """Seconds between a follower's liveness batches to the leader."""
 _FAILURES = {
@@ -117,13 +121,37 @@ class _Denied(Unavailable):
 
 
 class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
-    """TCP transport that fsyncs the journal before acknowledging entries, and carries the
-    registry's liveness batches."""
+    """TCP transport that fsyncs the journal before acknowledging entries, carries the
+    registry's liveness batches, and lets only key holders in (``replication/wire.py``)."""
 
     def __init__(self, syncObj: RaftNode, selfNode: Any, otherNodes: Any) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
         self._acks: list[tuple[Any, Any]] = []
         syncObj.transport = self
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        outgoing = self._connections.get(node)
+        if outgoing is not None:
+            outgoing.secret = self._syncObj.wire_secret
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        conn.secret = self._syncObj.wire_secret
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        """An authenticated connection's first message: a member's id, or one of the utility
+        commands we answer. Anything else (pysyncobj's read-only nodes, its other utility
+        commands) is refused."""
+        utility_call = (
+            isinstance(message, list) and bool(message) and message[0] in utility.COMMANDS
+        )
+        if utility_call or (isinstance(message, str) and message in self._nodeAddrToNode):
+            super()._onIncomingMessageReceived(conn, message)
+            return
+        log.warning("refused a peer connection that named itself %.100r", message)
+        self._unknownConnections.discard(conn)
+        conn.disconnect()
 
     def send(self, node: Any, message: Any) -> bool:
         if isinstance(message, dict):
@@ -146,7 +174,17 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
 
     def _onTick(self) -> None:
         self._drop_stalled_connects()
+        self._drop_unauthenticated()
         super()._onTick()
+
+    def _drop_unauthenticated(self) -> None:
+        """Close accepted connections that have not finished the handshake in time: a peer
+        that connects and then stalls (or trickles bytes) holds nothing for long."""
+        now = monotonic()
+        for conn in [c for c in self._unknownConnections if c.expired(now)]:
+            log.warning("peer connection closed: no handshake in %.1f s", wire.HANDSHAKE_TIMEOUT)
+            self._unknownConnections.discard(conn)
+            conn.disconnect()
 
     def _drop_stalled_connects(self) -> None:
         """Give up on connection attempts that got no answer within connectionTimeout.
@@ -169,17 +207,19 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
                 conn.disconnect()
 
     def _onMessageReceived(self, node: Any, message: Any) -> None:
-        if isinstance(message, dict) and message.get("type") == LIVENESS_MESSAGE:
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == LIVENESS_MESSAGE:
             self._syncObj.receive_liveness(message.get("agents") or [])
-            return
-        if isinstance(message, dict) and message.get("type") in read_index.MESSAGES:
+        elif kind in read_index.MESSAGES:
             self._syncObj.read_index.on_message(node, message)
-            return
-        super()._onMessageReceived(node, message)
+        elif isinstance(kind, str):
+            super()._onMessageReceived(node, message)
+        else:  # pysyncobj would raise inside its tick on a message without a type
+            log.warning("dropped a message without a type from %s", node)
 
 
 class RaftNode(SyncObj):  # type: ignore[misc]
-    """The pysyncobj object: one replicated method that carries encoded registry events."""
+    """The pysyncobj object, replicating encoded registry events (``replication/commands.py``)."""
 
     def __init__(
         self,
@@ -188,8 +228,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         journal: LmdbJournal,
         deliver: Callable[[int, bytes], _Applied],
         on_liveness: Callable[[list[str]], None],
+        secret: wire.Secret,
     ) -> None:
         # Set before SyncObj.__init__: its tick thread starts inside it.
+        self.wire_secret = secret
         self.journal = journal
         self.transport: DurableTransport | None = None
         self._deliver = deliver
@@ -251,9 +293,14 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         if kind == "append_entries" and message.get("term", -1) >= self.raftCurrentTerm:
             self.incarnations.adopt(message.get("incarnations"))
         if kind == "append_entries":
+            if "transmission" in message:
+                # pysyncobj's chunked entries, which it unpickles; our leaders never send them
+                # (commands.BATCH_BYTES exceeds every command).
+                log.warning("dropped a chunked append_entries from %s", node)
+                return
             if "serialized" in message:
                 message = {**message, "commit_index": self.raftCommitIndex}
-            elif "prevLogIdx" in message and "transmission" not in message:
+            elif "prevLogIdx" in message:
                 held = self._held(message)
                 if self._append_without_truncating(node, message, held):
                     return
@@ -358,12 +405,47 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._membership_change = (term, self._SyncObj__getCurrentLogIndex() + 1)
         return True
 
+    def _SyncObj__getEntries(
+        self, fromIDx: int, count: int | None = None, maxSizeBytes: int | None = None
+    ) -> list[tuple[bytes, int, int]]:
+        """pysyncobj's entry slice, with a batch (``maxSizeBytes``) counted as it goes on the
+        wire: pysyncobj counts only the commands, so a batch of tiny entries could be many
+        times its budget in one frame."""
+        entries: list[tuple[bytes, int, int]] = super()._SyncObj__getEntries(fromIDx, count)
+        if maxSizeBytes is None or not entries:
+            return entries
+        return commands.batch(entries, maxSizeBytes)
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> _Applied | None:
+        """Apply one committed command (tick thread); never raises, or pysyncobj would retry
+        it forever. An event record goes to the registry; what applying it did is the result."""
+        change = self._SyncObj__parseChangeClusterRequest(command)
+        if change is not None:  # already applied when appended; again after a restart
+            self._SyncObj__doChangeCluster(change)
+            return None
+        if not command or command[0] != commands.REGULAR:
+            return None
+        return self._deliver(int(self.raftLastApplied) + 1, command[1:])
+
+    def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> list[str] | None:
+        return commands.parse_membership(command)
+
+    def addNodeToCluster(self, node: Any, callback: Any = None) -> None:
+        self._applyCommand(commands.membership("add", str(node)), callback, commands.MEMBERSHIP)
+
+    def removeNodeFromCluster(self, node: Any, callback: Any = None) -> None:
+        self._applyCommand(commands.membership("rem", str(node)), callback, commands.MEMBERSHIP)
+
+    def submit(self, record: bytes, callback: Callable[[Any, int], None]) -> None:
+        """Propose one event record (empty: a barrier); ``callback(index, error)``."""
+        self._applyCommand(commands.regular(record), callback, commands.REGULAR)
+
     def _checkCommandsToApply(self) -> None:
         """Append every queued command, then send them to each follower in one message.
 
         With appendEntriesUseBatch=False (needed for low latency: commands wake the tick and
         commit indexes are pushed at once), pysyncobj sends AppendEntries after *each* queued
-        command, so a burst of k writes costs k pickled, encrypted messages per follower and k
+        command, so a burst of k writes costs k sealed messages per follower and k
         acknowledgements. Shadowing the (name-mangled) send method for the duration of the loop
         turns that into one send of everything appended, which the loop then does once.
         """
@@ -435,24 +517,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         if self._isLeader():
             self._on_liveness([a for a in agent_ids if isinstance(a, str)])
 
-    @replicated  # type: ignore[untyped-decorator]  # pysyncobj is untyped
-    def apply_event(self, record: bytes) -> _Applied:
-        """Apply one committed entry (tick thread). Never raises: pysyncobj would retry forever."""
-        return self._deliver(int(self.raftLastApplied) + 1, record)
-
 
 def membership(status: dict[str, Any]) -> list[str]:
     """The members a pysyncobj status names: itself plus every partner."""
     partners = [key[len(_PARTNER) :] for key in status if key.startswith(_PARTNER)]
     return sorted([str(status["self"]), *partners])
-
-
-def ask(peer: str, command: list[Any], password: str | None, timeout: float = 1.0) -> Any:
-    """One pysyncobj utility command (status/add/remove) to ``peer``; None when unreachable."""
-    try:
-        return TcpUtility(password, timeout).executeCommand(peer, command)
-    except Exception:  # UtilityException or a connection error: the peer did not answer
-        return None
 
 
 def dump_path(config: Config) -> str:
@@ -464,9 +533,9 @@ def _conf(config: Config, timing: RaftTiming, dumps: Any) -> SyncObjConf:
         fullDumpFile=dump_path(config),
         serializer=dumps.write,
         deserializer=dumps.read,
-        password=config.encryption_key or None,
         dynamicMembershipChange=True,
         appendEntriesUseBatch=False,
+        appendEntriesBatchSizeBytes=commands.BATCH_BYTES,
         appendEntriesPeriod=timing.heartbeat,
         raftMinTimeout=timing.election_min,
         raftMaxTimeout=timing.election_max,
@@ -480,17 +549,6 @@ def _conf(config: Config, timing: RaftTiming, dumps: Any) -> SyncObjConf:
         logCompactionMinEntries=2**62,
         logCompactionMinTime=2**31,
     )
-
-
-def _record_of(command: bytes) -> bytes | None:
-    """Our event record inside a pysyncobj journal command (None for no-ops, membership...)."""
-    if not command or command[0] != 0:  # pysyncobj's REGULAR command type
-        return None
-    # Our own journal, written by this process or received over the authenticated transport.
-    call = pickle.loads(command[1:])
-    args = call[1] if isinstance(call, tuple) and len(call) > 1 else ()
-    record = args[0] if args else b""
-    return record if isinstance(record, bytes) and record else None
 
 
 class Dumps:
@@ -520,7 +578,7 @@ class Dumps:
         tail = [
             [entry[1], record]
             for entry in journal[index + 1 - first : last[1] - first + 1]
-            if (record := _record_of(entry[0])) is not None
+            if (record := commands.record_of(entry[0])) is not None
         ]
         write_dump(path, last, prev, [str(member) for member in cluster], index, snapshot, tail)
         log.info(
@@ -546,16 +604,7 @@ class Dumps:
         if len(raw) < 5 or zlib.crc32(body).to_bytes(4, "big") != raw[:4]:
             raise CorruptRecord(0, f"raft dump {path} checksum mismatch")
         dump_state = msgpack.unpackb(body, raw=False, strict_map_key=False)
-        last = (
-            bytes(dump_state["last"][0]),
-            int(dump_state["last"][1]),
-            int(dump_state["last"][2]),
-        )
-        prev = (
-            bytes(dump_state["prev"][0]),
-            int(dump_state["prev"][1]),
-            int(dump_state["prev"][2]),
-        )
+        last, prev = (_entry(dump_state[key], dump_state["version"]) for key in ("last", "prev"))
         self.proposer.schedule_install(
             dump_state["snapshot_index"], dump_state["snapshot"], dump_state["tail"]
         )
@@ -565,6 +614,12 @@ class Dumps:
         # As nodes, not strings: pysyncobj drops itself from this list by comparing nodes, and
         # a string never equals one (it would count itself as a peer and need one ack more).
         return last, prev, [TCPNode(member) for member in dump_state["cluster"]]
+
+
+def _entry(entry: list[Any], version: int) -> tuple[bytes, int, int]:
+    """A journal entry kept in a dump, with its command as the journal holds it."""
+    command = bytes(entry[0])
+    return legacy.convert(command) if version < 2 else command, int(entry[1]), int(entry[2])
 
 
 def write_dump(
@@ -607,6 +662,7 @@ class RaftProposer:
         on_fatal: Callable[[BaseException], None],
     ) -> None:
         self.config = config
+        self.secret = wire.Secret.from_key(config.encryption_key)
         self.peers = peers
         self.machine = machine
         self.liveness = liveness
@@ -624,7 +680,9 @@ class RaftProposer:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        journal = LmdbJournal(os.path.join(self.config.data_dir, "raft"))
+        raft_dir = os.path.join(self.config.data_dir, "raft")
+        legacy.upgrade_journal(raft_dir)
+        journal = LmdbJournal(raft_dir)
         join_via = None
         if journal.members():
             # A node that ran before rejoins the membership it last saw, whatever the env says.
@@ -650,6 +708,7 @@ class RaftProposer:
             journal,
             self._deliver,
             self._liveness_in,
+            self.secret,
         )
         if join_via is not None:
             self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")
@@ -663,14 +722,9 @@ class RaftProposer:
             extra={
                 "self": self.peers.self_address,
                 "peers": list(self.peers.others),
-                "encrypted": bool(self.config.encryption_key),
+                "wire_version": wire.WIRE_VERSION,
             },
         )
-        if not self.config.encryption_key:
-            log.warning(
-                "ENCRYPTION_KEY is not set: peer traffic is neither authenticated "
-                "nor encrypted; anyone reaching RAFT_PORT can join or inject"
-            )
 
     async def stop(self) -> None:
         for task in (self._liveness_task, self._join_task):
@@ -725,9 +779,8 @@ class RaftProposer:
 
         Blocking (utility connections); asked of the configured peers at first start only.
         """
-        password = self.config.encryption_key or None
         for peer in self.peers.others:
-            status = ask(peer, ["status"], password)
+            status = utility.ask(peer, ["status"], self.secret)
             if isinstance(status, dict) and "self" in status:
                 members = membership(status)
                 if self.peers.self_address in members:
@@ -750,12 +803,11 @@ class RaftProposer:
     async def _join(self, peer: str) -> None:
         """Ask the cluster to add this node (dynamic membership), until it has."""
         loop = asyncio.get_running_loop()
-        password = self.config.encryption_key or None
         me = self.peers.self_address
         while True:
             log.info("asking to join the cluster", extra={"via": peer, "self": me})
-            await loop.run_in_executor(None, ask, peer, ["add", me], password, 5.0)
-            status = await loop.run_in_executor(None, ask, peer, ["status"], password)
+            await loop.run_in_executor(None, utility.ask, peer, ["add", me], self.secret, 5.0)
+            status = await loop.run_in_executor(None, utility.ask, peer, ["status"], self.secret)
             if isinstance(status, dict) and "self" in status and me in membership(status):
                 log.info("joined the cluster", extra={"members": membership(status)})
                 return
@@ -877,10 +929,13 @@ class RaftProposer:
             raise Unavailable("raft is not running")
         if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
             raise Unavailable("no reachable leader (this node cannot reach a majority)")
-        applied: _Applied = await self._committed(
-            lambda callback: node.apply_event(record, callback=callback),
-            f"not committed within {self.config.write_timeout:g}s; outcome unknown",
-        )
+        try:
+            applied: _Applied = await self._committed(
+                lambda callback: node.submit(record, callback),
+                f"not committed within {self.config.write_timeout:g}s; outcome unknown",
+            )
+        except ValueError as exc:  # too large for the log (commands.MAX_RECORD)
+            raise Unavailable(str(exc)) from None
         return Committed(applied.index, applied.took_effect)
 
     async def _committed(

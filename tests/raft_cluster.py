@@ -11,9 +11,10 @@ own loopback port, with the production settings of ``replication.raft._conf`` ex
   deposes no leader; a test changes leaders on purpose (pysyncobj's ``transferLeadership``);
 - a bind that fails raises instead of retrying forever (another process took the free port).
 
-Every frame any node sends goes through pysyncobj's ``TcpConnection.send``, wrapped here to
-note the frame and then run as is: tests see what left which node, and for an acknowledgement
-or a leader's commit index, whether the sender's journal held those entries on disk right then.
+Every frame any node sends goes through ``replication.connection.WireConnection.send``,
+wrapped here to note the frame and then run as is: tests see what left which node, and for an
+acknowledgement or a leader's commit index, whether the sender's journal held those entries on
+disk right then.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from typing import Any, TypeVar
 import pytest
 from pysyncobj import FAIL_REASON, SyncObjException
 from pysyncobj.node import TCPNode
-from pysyncobj.tcp_connection import TcpConnection
 
 from registry.config import Config
+from replication.connection import WireConnection
 from replication.journal import LmdbJournal, _key
 from replication.peers import Peers, RaftTiming
 from replication.raft import RaftNode, _Applied, _conf
+from replication.wire import Secret
 from tests.timing import scaled
 
 T = TypeVar("T")
@@ -45,6 +47,7 @@ FAST = RaftTiming(
 )
 """Timing for the first election; ``Cluster.calm`` lengthens the election and step-down
 timeouts once there is a leader."""
+SECRET = Secret.from_key("raft-cluster-test-key")
 TICK_WAIT = 0.002
 """Seconds one node's tick may wait for socket events: enough not to spin the shared CPU while a
 condition is polled, short enough that a round over every node stays a few milliseconds."""
@@ -118,7 +121,7 @@ class Cluster:
 
         def deliver(index: int, _record: bytes) -> _Applied:
             applied.append(index)
-            return _Applied(index)
+            return _Applied(index)  # a write's result, as the proposer's deliver makes it
 
         try:
             return RaftNode(
@@ -127,6 +130,7 @@ class Cluster:
                 journal,
                 deliver,
                 lambda _agents: None,
+                SECRET,
             )
         except SyncObjException:
             journal._destroy()
@@ -138,14 +142,14 @@ class Cluster:
 
     def record(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Note every frame as it leaves (see the module docstring), then send it as is."""
-        send = TcpConnection.send
+        send = WireConnection.send
 
-        def noted(connection: TcpConnection, message: Any) -> None:
+        def noted(connection: WireConnection, message: Any) -> None:
             if isinstance(message, dict):
                 self.frames.append(self._frame(message))
             send(connection, message)
 
-        monkeypatch.setattr(TcpConnection, "send", noted)
+        monkeypatch.setattr(WireConnection, "send", noted)
 
     def _frame(self, message: dict[str, Any]) -> Frame:
         sender = self._current
@@ -230,11 +234,11 @@ class Cluster:
     def write(self, node: RaftNode) -> int:
         """Commit one entry through ``node`` and wait until every node not paused applied it."""
         results: list[tuple[Any, int]] = []
-        node.apply_event(b"entry", callback=lambda result, error: results.append((result, error)))
+        node.submit(b"entry", lambda result, error: results.append((result, error)))
         self.run_until(lambda: results)
-        [(result, error)] = results
+        [(applied, error)] = results
         assert error == FAIL_REASON.SUCCESS, f"write through {address(node)} failed: {error}"
-        index = result.index
+        index = applied.index
         self.run_until(
             lambda: all(
                 index in self.applied[address(n)]

@@ -21,6 +21,7 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 from replication.journal import LmdbJournal
 from replication.peers import Peers
 from replication.raft import RaftNode, membership
+from replication.wire import Secret
 from tests.processes import Registry
 from tests.test_cluster import (
     Cluster,
@@ -32,6 +33,8 @@ from tests.test_cluster import (
     until,
 )
 from tests.timing import scaled
+
+SECRET = Secret.from_key("membership-test-key")
 
 
 def _port() -> int:
@@ -78,7 +81,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[[str, list[str]], RaftNode]]
             connectionRetryTime=0.2,
         )
         node = RaftNode(
-            Peers(address, tuple(others)), conf, journal, lambda *_: None, lambda _: None
+            Peers(address, tuple(others)), conf, journal, lambda *_: None, lambda _: None, SECRET
         )
         made.append(node)
         return node

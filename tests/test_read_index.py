@@ -162,7 +162,7 @@ def test_the_leader_answers_with_its_commit_index_when_the_read_arrived(
     answers = ask(leader)
     read_indexed(cluster, leader)
     committed: list[Any] = []
-    leader.apply_event(b"later", callback=lambda index, _: committed.append(index))
+    leader.submit(b"later", lambda applied, _: committed.append(applied.index))
     mark = len(cluster.frames)
     cluster.run_until(lambda: sent_since(cluster, mark, leader, "append_entries"), leader)
     # f1 acknowledges the probe and the entry; the leader reads both in one poll, then commits
@@ -402,7 +402,7 @@ def proposer_on(node: RaftNode, root: Path) -> Iterator[RaftProposer]:
     """The registry's RaftProposer over ``node`` (its own store in ``root``): what settles a
     read on the event loop, and appends a barrier entry when the read is refused."""
     store = Store(str(root / "lmdb"))
-    config = Config(data_dir=str(root))
+    config = Config(data_dir=str(root), encryption_key="read-index-test-key")
     machine = StateMachine(store, restore_view(store, config.events_history), 1000)
     proposer = RaftProposer(config, Peers(address(node), ()), machine, Liveness(), lambda _: None)
     proposer.node = node

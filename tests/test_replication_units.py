@@ -15,6 +15,7 @@ from registry.config import Config, ConfigError
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
 from replication.raft import RaftNode
+from replication.wire import Secret
 from tests.raft_cluster import address, free_port, running
 
 
@@ -120,7 +121,7 @@ def _node(tmp_path: Path, journal: LmdbJournal, deliver: Any = lambda *_: None) 
     forever); ``destroy()`` closes it at once."""
     peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
     conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
-    return RaftNode(peers, conf, journal, deliver, lambda _: None)
+    return RaftNode(peers, conf, journal, deliver, lambda _: None, Secret.from_key("unit-test-key"))
 
 
 LEADER = TCPNode("127.0.0.1:2")
@@ -177,8 +178,14 @@ def test_entries_held_are_not_deleted_by_a_shorter_resend(follower: Any) -> None
     before = _log(journal)
     _append(node, 5, [(i, 1) for i in range(6, 11)])
     assert _log(journal) == before
-    answer = {"type": "next_node_idx", "next_node_idx": 11, "reset": False, "success": True}
-    assert replies() == [{**answer, "incarnation": journal.identity}]
+    answer = {
+        "type": "next_node_idx",
+        "next_node_idx": 11,
+        "reset": False,
+        "success": True,
+        "incarnation": node.incarnations.identity,
+    }
+    assert replies() == [answer]
     assert node.raftCommitIndex == 10
     assert node.raftCurrentTerm == 2  # the leader's term was still taken
 
@@ -244,7 +251,7 @@ def test_acks_and_commits_leave_a_node_only_for_entries_on_its_disk(
             # Writes through the leader and forwarded by a follower, several per poll.
             for i in range(6):
                 node = leader if i % 2 else followers[burst % 2]
-                node.apply_event(b"write", callback=lambda _, error: answers.append(error))
+                node.submit(b"write", lambda _, error: answers.append(error))
             cluster.run_until(lambda: len(answers) == 6 * burst)  # noqa: B023  # called at once
         assert set(answers) == {FAIL_REASON.SUCCESS}
         last = leader.journal.last_index
