@@ -171,7 +171,7 @@ def test_the_leader_answers_with_its_commit_index_when_the_read_arrived(
         lambda: any((f.claims or 0) > before for f in cluster.frames[mark:] if f.sender is f1), f1
     )
     [answer] = cluster.run_until(lambda: answers, leader)
-    assert committed and committed[0].index > before  # the write did commit before the answer
+    assert committed and committed[0] > before  # the write did commit before the answer
     assert (answer.index, answer.error) == (before, FAIL_REASON.SUCCESS)
 
 
@@ -286,9 +286,12 @@ def test_the_leader_refuses_a_read_no_majority_confirms(cluster: Cluster) -> Non
     assert leader._isLeader()  # refused for its age, not because the leader stepped down
 
 
+@pytest.mark.usefixtures("no_give_up")
 def test_the_leader_probes_again_for_a_read_whose_probe_was_lost(cluster: Cluster) -> None:
     """A probe sent while a connection was down is lost; the leader probes again every
-    REPROBE_AFTER, so the read is confirmed once the connection is back, within its time."""
+    REPROBE_AFTER, so the read is confirmed once the connection is back. (Without the give-up:
+    how soon the connection is back, through the wire's handshake on a loaded machine, is not
+    this rule's business; without the re-probe the read is never confirmed.)"""
     leader = cluster.calm()
     f1, f2 = cluster.others(leader)
     cluster.paused = {address(f2)}
