@@ -229,14 +229,22 @@ class WireConnection:
         while self._socket is not None:
             try:
                 message, done = self._next()
-            except (wire.Refused, ValueError) as exc:
+            except (wire.Refused, ValueError, TypeError) as exc:
                 log.warning("peer connection %s closed: %s", self._peer, exc)
                 self.disconnect()
                 return
             if not done:
                 return
             if message is not None and self._on_message is not None:
-                self._on_message(message)
+                try:
+                    self._on_message(message)
+                except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+                    # Only an authenticated peer gets this far, but a message of the wrong
+                    # shape must cost its connection, never the tick (pysyncobj's handlers
+                    # index fields without checking them).
+                    log.exception("peer connection %s closed: malformed message", self._peer)
+                    self.disconnect()
+                    return
 
     def _next(self) -> tuple[Any, bool]:
         """The next message in the buffer, if a whole unit is there: ``(message or None,

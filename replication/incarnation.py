@@ -20,7 +20,12 @@ keeps, durably, the incarnation it knows for every member. The rules:
   to the leader's commit index at the moment it was first seen; then the leader adopts the new
   incarnation.
 * The leader sends the incarnations it knows with every append_entries; followers adopt them,
-  so the next leader judges votes the same way.
+  so the next leader judges votes the same way. A node that learns from the leader that it is
+  known by another incarnation (its disk was lost) does not stand for election until the
+  leader's map names its own: its vote for itself would count like any other.
+* Read-index confirmations (replication/read_index.py) count only from members in good
+  standing, like acknowledgements: an empty member answering a deposed leader's probes must not
+  make it look like the leader of a majority.
 
 What this cannot see: a wiped member that no surviving node ever heard from (the leader that
 first learned it died before telling anyone). That takes losing two nodes' state at once, beyond
@@ -44,12 +49,18 @@ class Incarnations:
         # First contact: votes from members this node has no record of count (and are
         # recorded) only while it knows no other member and has not heard of a leader.
         self.first_contact = not set(self.known) - {self_address}
-        if self.known.get(self_address) != journal.identity:
+        if self_address not in self.known:
             self._record({**self.known, self_address: journal.identity})
 
     @property
     def identity(self) -> str:
         return self.journal.identity
+
+    @property
+    def recognised(self) -> bool:
+        """False while the cluster knows this address by another incarnation (this node's disk
+        was lost): it must not stand for election (see RaftNode._onTick)."""
+        return self.known.get(self.self_address) == self.identity
 
     def _record(self, known: dict[str, str]) -> None:
         self.known = known
@@ -65,9 +76,11 @@ class Incarnations:
             return False
         return known is not None and known == incarnation
 
-    def ack_counts(self, member: str, incarnation: object, matched: int, commit: int) -> bool:
+    def ack_counts(self, member: str, incarnation: object, matched: int, last: int) -> bool:
         """Whether a leader may count ``member``'s acknowledgement that it holds the log up to
-        ``matched``, ``commit`` being the leader's commit index now."""
+        ``matched``, ``last`` being the leader's last log index now. (Its last index, not its
+        commit index: entries committed with the old incarnation's acknowledgements can lie
+        above a new leader's commit index, and a leader's log holds every committed entry.)"""
         if not isinstance(incarnation, str):
             return False
         self.first_contact = False
@@ -79,7 +92,7 @@ class Incarnations:
             return True
         pending = self.recovering.get(member)
         if pending is None or pending[0] != incarnation:
-            pending = self.recovering[member] = (incarnation, commit)
+            pending = self.recovering[member] = (incarnation, last)
         if matched < pending[1]:
             return False
         del self.recovering[member]
@@ -90,6 +103,12 @@ class Incarnations:
         """False while ``member`` is a new incarnation still catching up (leader only)."""
         return member not in self.recovering
 
+    def in_good_standing(self, member: str, incarnation: object) -> bool:
+        """Leader: whether ``member``'s answer (a read-index confirmation) may count: from the
+        incarnation it knows, and not one still catching up."""
+        known = self.known.get(member)
+        return known is not None and known == incarnation and self.counted(member)
+
     def adopt(self, leaders: object) -> None:
         """Follower: take the incarnations the leader of the current term sent."""
         if not isinstance(leaders, dict):
@@ -97,8 +116,9 @@ class Incarnations:
         self.first_contact = False
         merged = dict(self.known)
         for member, incarnation in leaders.items():
-            mine = member == self.self_address
-            if isinstance(member, str) and isinstance(incarnation, str) and not mine:
+            # Also this node's own entry: another incarnation there means the cluster has not
+            # recognised this one yet (see ``recognised``).
+            if isinstance(member, str) and isinstance(incarnation, str):
                 merged[member] = incarnation
         if merged != self.known:
             self._record(merged)

@@ -246,6 +246,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._membership_change: tuple[int, int] | None = None
         self.read_index = ReadIndex(self)
         self.incarnations = Incarnations(journal, peers.self_address)
+        # Leader: the real match index of members whose acknowledgements do not count yet.
+        self._uncounted_match: dict[str, int] = {}
         conf.journalFile = journal
         super().__init__(
             peers.self_address, list(peers.others), conf, transportClass=DurableTransport
@@ -259,6 +261,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.journal.sync()
         if self.transport is not None:
             self.transport.flush_acks()
+        if not self.incarnations.recognised:
+            # The cluster knows this address by another incarnation: this node lost its disk
+            # and has not caught up. Its vote for itself would count like any other, so it
+            # does not stand for election (replication/incarnation.py).
+            self._SyncObj__raftElectionDeadline = monotonic() + self.conf.raftMaxTimeout
         super()._onTick(timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
@@ -313,18 +320,24 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         success = bool(message.get("success"))
         matched = int(message.get("next_node_idx", 0)) - 1 if success else -1
         counts = self.incarnations.ack_counts(
-            node.id, message.get("incarnation"), matched, self.raftCommitIndex
+            node.id, message.get("incarnation"), matched, self._SyncObj__getCurrentLogIndex()
         )
-        super()._SyncObj__onMessageReceived(node, message)
         match = self._SyncObj__raftMatchIndex
+        if node in match and node.id in self._uncounted_match:
+            # pysyncobj moves the next index only when the match grows: give it the real one.
+            match[node] = self._uncounted_match[node.id]
+        super()._SyncObj__onMessageReceived(node, message)
         if not counts and node in match:
-            # Sent the log like any follower (next index moves on), never counted as holding it.
+            # Sent the log like any follower, never counted as holding it toward commits.
+            self._uncounted_match[node.id] = match[node]
             match[node] = 0
+        else:
+            self._uncounted_match.pop(node.id, None)
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
         """Tick thread: what an outgoing message says of incarnations (see _acknowledged)."""
         kind = message.get("type")
-        if kind in ("response_vote", "next_node_idx"):
+        if kind in ("response_vote", "next_node_idx", read_index.PROBE_ACK):
             return {**message, "incarnation": self.incarnations.identity}
         if kind == "append_entries":
             return {**message, "incarnations": self.incarnations.known}
@@ -1044,6 +1057,9 @@ class RaftProposer:
             "raft_applied_index": status.get("last_applied", 0),
             "log_size": status.get("log_len", 0),
             "leader_changes": node.leader_changes if node is not None else 0,
+            # False on a node whose disk was lost until the leader counts it again (it then
+            # neither stands for election nor has its vote counted: replication/incarnation.py).
+            "recognised": node.incarnations.recognised if node is not None else False,
         }
 
 

@@ -108,7 +108,10 @@ class ReadIndex:
             if term == node.raftCurrentTerm:
                 node.send(sender, {"type": PROBE_ACK, "term": term, "seq": seq})
         elif kind == PROBE_ACK and isinstance(term, int) and isinstance(seq, int):
-            if (term, seq) > self._acks.get(sender, (-1, -1)):
+            # Only from the member that held the log: an empty incarnation of it (a lost disk)
+            # answering a deposed leader must not make that leader's reads look confirmed.
+            standing = node.incarnations.in_good_standing(sender.id, message.get("incarnation"))
+            if standing and (term, seq) > self._acks.get(sender, (-1, -1)):
                 self._acks[sender] = (term, seq)
         elif kind == REQUEST and isinstance(request_id, int):
             self._remote.append((sender, request_id))

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+import pytest
 
 from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
+from tests.raft_cluster import address, running
+from tests.timing import scaled
+
+FOLLOWER = 0
 
 ME, B, C = "10.0.0.1:4321", "10.0.0.2:4321", "10.0.0.3:4321"
 
@@ -44,17 +51,47 @@ def test_a_new_incarnation_counts_only_once_it_holds_the_commit_index_it_was_fir
     tmp_path: Path,
 ) -> None:
     _, rules = _open(tmp_path)
-    assert rules.ack_counts(C, "c-1", matched=10, commit=10)  # learned at first contact
-    assert not rules.ack_counts(C, "c-2", matched=0, commit=50)  # wiped: catch up to 50
-    assert not rules.counted(C)
-    assert not rules.ack_counts(C, "c-2", matched=49, commit=60)
-    assert rules.ack_counts(C, "c-2", matched=50, commit=60)
-    assert rules.counted(C)
+    assert rules.ack_counts(C, "c-1", matched=10, last=10)  # learned at first contact
+    assert not rules.ack_counts(C, "c-2", matched=0, last=50)  # wiped: catch up to 50
+    assert not rules.counted(C) and not rules.in_good_standing(C, "c-2")
+    assert not rules.ack_counts(C, "c-2", matched=49, last=60)
+    assert rules.ack_counts(C, "c-2", matched=50, last=60)
+    assert rules.counted(C) and rules.in_good_standing(C, "c-2")
+    assert not rules.in_good_standing(C, "c-1")
     assert rules.vote_counts(C, "c-2") and not rules.vote_counts(C, "c-1")
-    assert not rules.ack_counts(C, None, matched=80, commit=80)
+    assert not rules.ack_counts(C, None, matched=80, last=80)
 
 
-def test_followers_adopt_the_leaders_incarnations_but_never_their_own(tmp_path: Path) -> None:
+def test_a_node_the_leader_knows_by_another_incarnation_is_not_recognised(
+    tmp_path: Path,
+) -> None:
     journal, rules = _open(tmp_path)
-    rules.adopt({ME: "someone-else", B: "b-1", C: "c-2", 7: "junk", "x": 3})
-    assert rules.known == {ME: journal.identity, B: "b-1", C: "c-2"}
+    assert rules.recognised  # nobody said otherwise (a cluster's start, or never heard of)
+    rules.adopt({ME: "before-the-disk-was-lost", B: "b-1", C: "c-2", 7: "junk", "x": 3})
+    assert rules.known == {ME: "before-the-disk-was-lost", B: "b-1", C: "c-2"}
+    assert not rules.recognised
+    journal._destroy()
+    journal, reopened = _open(tmp_path)
+    assert not reopened.recognised  # a restart does not make it forget
+    reopened.adopt({ME: journal.identity})  # the leader has counted it as caught up
+    assert reopened.recognised
+
+
+def test_an_unrecognised_node_never_stands_for_election(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own vote would count: a node that lost its disk, half caught up, would otherwise
+    become leader with a vote from a member further behind (the reviewer's scenario)."""
+    with running(tmp_path, monkeypatch) as cluster:
+        leader = cluster.elect()
+        lost, other = cluster.others(leader)
+        cluster.paused = {address(leader), address(other)}
+        for _ in range(50):  # read what the leader sent before it paused (its map names `lost`)
+            cluster.tick(lost)
+        lost.incarnations.adopt({address(lost): "before-the-disk-was-lost"})
+        deadline = time.monotonic() + scaled(3)  # five election timeouts at most
+        while time.monotonic() < deadline:
+            cluster.tick(lost)
+            assert lost.getStatus()["state"] == FOLLOWER
+        lost.incarnations.adopt({address(lost): lost.incarnations.identity})
+        cluster.run_until(lambda: lost.getStatus()["state"] != FOLLOWER, lost)

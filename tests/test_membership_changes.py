@@ -145,12 +145,12 @@ async def test_two_pods_started_at_once_join_one_after_the_other(
     for i in range(3):
         cluster.start(i, REGISTRY_PEERS=",".join(addresses[:3]))
     async with aiohttp.ClientSession() as session:
-        await all_ready(session, cluster.nodes[:3], timeout=scaled(20))
+        await all_ready(session, cluster.nodes[:3], timeout=20)
         assert await register(session, cluster.nodes[0], "before-scale-up")
         for i in (3, 4):
             cluster.start(i, REGISTRY_PEERS=",".join(addresses[: i + 1]))
-        await until(lambda: _has_members(session, cluster.nodes[0], addresses), scaled(40))
-        await all_ready(session, cluster.nodes, timeout=scaled(30))
+        await until(lambda: _has_members(session, cluster.nodes[0], addresses), 40)
+        await all_ready(session, cluster.nodes, timeout=30)
         assert await register(session, cluster.nodes[4], "after-scale-up")
         for node in cluster.nodes:
             assert {"before-scale-up", "after-scale-up"} <= await agent_ids(

@@ -466,3 +466,24 @@ def test_a_refused_read_falls_back_to_a_barrier_entry(cluster: Cluster, tmp_path
     asyncio.run(asyncio.wait_for(barrier(), scaled(20)))
     assert leader.journal.last_index == noop + 1
     assert noop + 1 in cluster.applied[address(leader)]
+
+
+@pytest.mark.usefixtures("no_give_up")
+def test_confirmations_count_only_from_members_in_good_standing(cluster: Cluster) -> None:
+    """A member the leader is still bringing back after it lost its disk (a new incarnation
+    catching up) confirms nothing: an empty member answering a deposed leader's probes must not
+    make that leader's reads look confirmed by a majority."""
+    leader = cluster.calm()
+    f1, f2 = cluster.others(leader)
+    cluster.paused = {address(f2)}
+    leader.incarnations.recovering[address(f1)] = (f1.incarnations.identity, 10**9)
+    answers = ask(leader)
+    read_indexed(cluster, leader)
+    mark = len(cluster.frames)
+    cluster.run_until(lambda: sent_since(cluster, mark, f1, PROBE_ACK), f1)
+    drain(cluster, leader, f1)  # the leader has read f1's confirmation
+    cluster.tick(leader)
+    assert answers == []  # the leader and f1: not a majority that counts
+    del leader.incarnations.recovering[address(f1)]
+    [answer] = cluster.run_until(lambda: answers, leader, f1)
+    assert answer.error == FAIL_REASON.SUCCESS
