@@ -34,6 +34,7 @@ def check_run(
         "linearizable": checkers.linearizable(ops, final=values),
         "converged": checkers.converged(final["digests"]),
         "availability": checkers.availability(ops, faults or []),
+        "strangers": checkers.strangers(faults or []),
         "health": checkers.health(ops, int(timeout_s * SECOND), int(grace_s * SECOND)),
         "evidence": checkers.evidence(ops, run_s, scheduled, faults, thresholds),
     }

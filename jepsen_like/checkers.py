@@ -91,6 +91,19 @@ def converged(digests: dict[str, str]) -> Verdict:
     return {"valid": len(values) == 1 and UNREACHABLE not in values, "digests": digests}
 
 
+def strangers(faults: list[dict[str, Any]]) -> Verdict:
+    """(g) Nobody but the cluster's own members spoke Raft: no stranger's bytes were unpickled
+    and no member appeared that the cluster did not have (the ``stranger`` nemesis records
+    what it found as ``breach``)."""
+    breaches = [
+        {"fault": f.get("planned"), "breach": f["detail"]["breach"]}
+        for f in faults
+        if (f.get("detail") or {}).get("breach")
+    ]
+    visits = sum(1 for f in faults if f.get("name") == "stranger")
+    return {"valid": not breaches, "visits": visits, "breaches": breaches}
+
+
 def availability(ops: list[Op], faults: list[dict[str, Any]]) -> Verdict:
     """(d) Fraction of operations that succeeded during each fault, and the longest stretch
     with no acknowledged write. Informative: availability is measured, not required."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from jepsen_like.hosts import HEADLESS, NAMESPACE, STATEFULSET, Network
+from jepsen_like.lazyfs import Mount
 
 HTTP_PORT = 8080
 KEY = "jepsen-cluster-key"
@@ -20,13 +21,26 @@ KEY = "jepsen-cluster-key"
 class Replica:
     """One StatefulSet pod: ``mcp-mesh-registry-<ordinal>`` with its data directory."""
 
-    def __init__(self, network: Network, ordinal: int, run_dir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        network: Network,
+        ordinal: int,
+        run_dir: Path,
+        env: dict[str, str],
+        replicas: int | None = None,
+    ) -> None:
         self.network = network
+        # The StatefulSet's initial size; a pod above it (a scale-up) finds the cluster through
+        # the lower ordinals and joins it.
+        self.replicas = replicas or len(network.hosts)
         self.ordinal = ordinal
         self.data_dir = run_dir / f"pvc-{ordinal}"
         self.log_path = run_dir / f"n{ordinal}.log"
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        # The "PVC": a lazyfs mount over disk-<n> when the run may cut power, so that what was
+        # not fsynced is lost with it (jepsen_like/lazyfs.py); a plain directory otherwise.
+        self.disk: Mount | None = None
 
     @property
     def host(self) -> str:
@@ -42,7 +56,7 @@ class Replica:
             "POD_NAME": f"{STATEFULSET}-{self.ordinal}",
             "POD_NAMESPACE": NAMESPACE,
             "HEADLESS_SERVICE": HEADLESS,
-            "REGISTRY_REPLICAS": str(len(self.network.hosts)),
+            "REGISTRY_REPLICAS": str(self.replicas),
             "ENABLE_LEADER_ELECTION": "true",
             "ENCRYPTION_KEY": KEY,
             "REGISTRY_PORT": str(HTTP_PORT),
@@ -87,14 +101,36 @@ class Replica:
                 self.kill()
 
     def wipe(self) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.data_dir, ignore_errors=True)  # on a mount: everything inside it
+
+    def mount_disk(self) -> None:
+        """Put the data directory on a lazyfs mount (before the first start)."""
+        self.disk = Mount(self.data_dir.parent / f"disk-{self.ordinal}", self.data_dir).start()
+
+    def power_loss(self) -> None:
+        """The machine loses power: the process and every unsynced write are gone; the disk
+        comes back with what was synced (restart with :meth:`start`)."""
+        self.kill()
+        if self.disk is not None:
+            self.disk.power_loss()
+            self.disk = Mount(self.disk.backing, self.disk.mountpoint).start()
+
+    def unmount(self) -> None:
+        if self.disk is not None:
+            self.disk.power_loss()
+            self.disk = None
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, object]:
         """GET from inside the client namespace (the harness itself has no route there)."""
+        return self.request("GET", path, timeout)
+
+    def request(self, method: str, path: str, timeout: float = 2.0) -> tuple[int, object]:
+        """An HTTP request from inside the client namespace; (0, reason) when unanswered."""
         code = (
             "import json,sys,urllib.request,urllib.error\n"
             "try:\n"
-            f"    r=urllib.request.urlopen({self.url + path!r}, timeout={timeout})\n"
+            f"    q=urllib.request.Request({self.url + path!r}, method={method!r})\n"
+            f"    r=urllib.request.urlopen(q, timeout={timeout})\n"
             "    print(json.dumps([r.status, json.load(r)]))\n"
             "except urllib.error.HTTPError as e:\n"
             "    print(json.dumps([e.code, None]))\n"

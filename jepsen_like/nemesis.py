@@ -19,22 +19,52 @@ Kinds (``--nemesis`` names):
 - ``pause``: SIGSTOP a replica, SIGCONT at the end;
 - ``restart``: rolling restart in StatefulSet order (highest ordinal first), each waited for;
 - ``move``: a replica rescheduled with a new IP (stopped, readdressed, DNS updated, started);
-- ``wipe``: a replica's data directory deleted (it must rejoin and resync).
+- ``wipe``: a replica's data directory deleted (it must rejoin and resync);
+- ``power``: power lost on one replica or on all at once: every data directory is on
+  jepsen_like/lazyfs, so whatever was not fsynced is gone with the processes;
+- ``disk-leader``: a follower loses its disk, then the leader dies before it has caught up;
+  in the ``paused`` shape the other follower is paused first (so the leader commits with the
+  one about to lose its disk) and resumed only after the leader died: the order in which an
+  empty member's vote would elect a leader missing acknowledged writes;
+- ``stranger``: someone on every replica's RAFT_PORT sending garbage, huge length prefixes,
+  pickles that would leave a marker file if unpickled, utility commands with a wrong key, and a
+  crowd of idle connections (jepsen_like/stranger.py); a marker, or a member the cluster did
+  not have, is recorded as a breach, which makes the run invalid;
+- ``membership``: the StatefulSet scaled 3 -> 5 -> 3 with ``podManagementPolicy: Parallel``:
+  the two new pods start at once while one old member is cut off, join one after the other,
+  and after the partition heals are removed one after the other (``cluster remove``) and
+  stopped with their volumes deleted.
 """
 
 from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from jepsen_like.db import Replica, leader, wait_ready
-from jepsen_like.hosts import Network
+from jepsen_like.hosts import Network, dns_name
+from jepsen_like.stranger import RAFT_PORT
 
-KINDS = ("partition", "kill", "pause", "restart", "move", "wipe")
+KINDS = (
+    "partition",
+    "kill",
+    "pause",
+    "restart",
+    "move",
+    "wipe",
+    "power",
+    "disk-leader",
+    "stranger",
+    "membership",
+)
+ALONE = ("restart", "power", "disk-leader", "membership")
+"""Kinds that touch several replicas at once, so never one of an overlapping pair."""
 HOLD_S = (3.0, 6.0)
 """How long a fault lasts."""
 GAP_S = (2.0, 4.0)
@@ -51,10 +81,11 @@ def compatible(first: str, second: str) -> bool:
     """Whether ``second`` may start while ``first`` is active. A rolling restart touches every
     node; one healing of the nftables tables would end both partitions; two wiped disks are a
     majority's disks, whose loss the registry does not promise to survive; and a new IP would
-    slip past a partition's address rules."""
+    slip past a partition's address rules. Power losses and a lost disk followed by a lost
+    leader involve several replicas themselves (``ALONE``)."""
     pair = {first, second}
     return (
-        "restart" not in pair
+        not pair & set(ALONE)
         and pair != {"partition", "move"}
         and not (first == second and first in ("partition", "wipe"))
     )
@@ -132,9 +163,11 @@ class Nemesis:
         schedule: list[Planned],
         seed: int,
         log: Callable[[str], None],
+        spares: list[Replica] | None = None,
     ) -> None:
         self.network = network
         self.replicas = replicas
+        self.spares = spares or []  # pods above the StatefulSet's size, for ``membership``
         self.schedule = schedule
         self.rng = random.Random(f"{seed}/victims")
         self.log = log
@@ -166,7 +199,7 @@ class Nemesis:
             fault = Fault(kind, time.monotonic_ns(), planned=index)
             busy = {f.detail["node"] for f, _ in active.values() if "node" in f.detail}
             self.log(f"nemesis: {kind} starting")
-            heal = getattr(self, f"_{kind}")(fault, busy)
+            heal = getattr(self, f"_{kind.replace('-', '_')}")(fault, busy)
             if heal is None:
                 self._done(fault)
             else:
@@ -184,6 +217,8 @@ class Nemesis:
     def heal_all(self) -> None:
         """End of run: no partition, nothing paused, every replica running."""
         self.network.heal()
+        for spare in self.spares:
+            spare.kill()
         for replica in self.replicas:
             replica.signal(signal.SIGCONT)
             if not replica.alive():
@@ -243,3 +278,126 @@ class Nemesis:
         victim.wipe()
         fault.detail = {"node": victim.ordinal}
         return victim.start
+
+    def _power(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
+        shape = self.rng.choice(["one", "all"])
+        victims = self.replicas if shape == "all" else [self.replicas[self._victim(busy)]]
+        for victim in victims:
+            victim.power_loss()
+        fault.detail = {"shape": shape, "nodes": [v.ordinal for v in victims]}
+        if shape == "one":
+            fault.detail["node"] = victims[0].ordinal
+
+        def power_back() -> None:
+            for victim in victims:
+                victim.start()
+
+        return power_back
+
+    def _disk_leader(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
+        found = leader(self.replicas)
+        lead = found if found is not None else self.rng.randrange(len(self.replicas))
+        followers = [i for i in range(len(self.replicas)) if i != lead]
+        wiped = self.rng.choice(followers)
+        other = next(i for i in followers if i != wiped)
+        shape = self.rng.choice(["plain", "paused"])
+        if shape == "paused":
+            self.replicas[other].signal(signal.SIGSTOP)
+            time.sleep(self.rng.uniform(0.5, 1.5))  # the leader commits with `wiped` alone
+        self.replicas[wiped].kill()
+        self.replicas[wiped].wipe()
+        self.replicas[wiped].start()
+        time.sleep(self.rng.uniform(0.0, 1.0))
+        self.replicas[lead].kill()
+        if shape == "paused":
+            self.replicas[other].signal(signal.SIGCONT)
+        fault.detail = {"shape": shape, "leader": lead, "wiped": wiped, "paused": other}
+        return self.replicas[lead].start
+
+    def _stranger(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
+        run_dir = self.replicas[0].data_dir.parent
+        marker = run_dir / "stranger-got-in"
+        members = self._members()
+        hold = self.rng.uniform(2.0, 4.0)
+        script = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.network.client.netns,
+                sys.executable,
+                "-m",
+                "jepsen_like.stranger",
+                str(marker),
+                f"{hold:.2f}",
+                *[r.host for r in self.replicas],
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(run_dir / "stranger.log").open("ab"),
+        )
+        fault.detail = {"port": RAFT_PORT, "members_before": members}
+
+        def leave() -> None:
+            script.wait(timeout=60)
+            breach = []
+            if marker.exists():
+                breach.append("a replica unpickled a stranger's bytes (marker file created)")
+            after = self._members()
+            strangers = sorted(set(after) - set(members)) if members and after else []
+            if strangers:
+                breach.append(f"members the cluster did not have: {strangers}")
+            fault.detail.update(members_after=after, breach=breach)
+
+        return leave
+
+    def _members(self) -> list[str]:
+        """The membership as the first replica that answers reports it (ids of members)."""
+        for replica in self.replicas:
+            status, body = replica.get("/api/v1/cluster")
+            if status == 200 and isinstance(body, dict):
+                return sorted(str(m.get("id")) for m in body.get("members") or [])
+        return []
+
+    def _membership(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
+        cut = self._victim(set())
+        everyone = len(self.replicas) + len(self.spares)
+        others = [i for i in range(everyone) if i != cut]
+        self.network.drop(cut, others, "input")
+        self.network.drop(cut, others, "output")
+        for spare in self.spares:  # Parallel: every new pod at once
+            spare.wipe()
+            spare.start()
+        fault.detail = {"cut_off": cut, "joined": [s.ordinal for s in self.spares]}
+
+        def scale_down() -> None:
+            self.network.heal()
+            members = self._wait_members(len(self.replicas) + len(self.spares), 30.0)
+            fault.detail["members_at_five"] = members
+            for spare in reversed(self.spares):  # highest ordinal first, as kubectl scales
+                fault.detail[f"removed_{spare.ordinal}"] = self._remove(spare)
+                spare.stop()
+                spare.wipe()
+            fault.detail["members_after"] = self._wait_members(len(self.replicas), 30.0)
+
+        return scale_down
+
+    def _remove(self, spare: Replica) -> int:
+        """``mcp-mesh-registry cluster remove`` through any answering member; the status."""
+        member = f"{dns_name(spare.ordinal)}:{RAFT_PORT}"
+        deadline = time.monotonic() + 30.0
+        status = 0
+        while time.monotonic() < deadline:
+            for replica in self.replicas:
+                status, _ = replica.request("DELETE", f"/api/v1/cluster/members/{member}", 10.0)
+                if status in (200, 204, 404):
+                    return status
+            time.sleep(0.5)
+        return status
+
+    def _wait_members(self, count: int, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        members = self._members()
+        while len(members) != count and time.monotonic() < deadline:
+            time.sleep(0.5)
+            members = self._members()
+        return members

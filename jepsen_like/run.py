@@ -44,13 +44,20 @@ def run(
     overlaps: int = 1,
 ) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    network = Network(secrets.token_hex(2), replicas)
-    nodes = [Replica(network, i, run_dir, REGISTRY_ENV) for i in range(replicas)]
+    # ``membership`` scales the StatefulSet to replicas + 2 and back: two more hosts for it.
+    spare_count = 2 if "membership" in kinds else 0
+    network = Network(secrets.token_hex(2), replicas + spare_count)
+    nodes, spares = (
+        [Replica(network, i, run_dir, REGISTRY_ENV, replicas) for i in range(first, last)]
+        for first, last in ((0, replicas), (replicas, replicas + spare_count))
+    )
     progress = _Progress(run_dir)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         network.up()
         for node in nodes:
+            if "power" in kinds:
+                node.mount_disk()
             node.start()
         if not wait_ready(nodes, 60):
             raise RuntimeError("the cluster did not become ready within 60 s")
@@ -80,7 +87,7 @@ def run(
         )
         schedule = plan(kinds, time_limit, seed, overlaps)
         progress(f"nemesis: {len(schedule)} faults scheduled: {[p.kind for p in schedule]}")
-        nemesis = Nemesis(network, nodes, schedule, seed, progress)
+        nemesis = Nemesis(network, nodes, schedule, seed, progress, spares)
         ticker = threading.Thread(target=progress.tick, args=(run_dir, client), daemon=True)
         ticker.start()
         nemesis.run()
@@ -101,9 +108,10 @@ def run(
         return check_run(run_dir, timeout_s=10, grace_s=4)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for node in nodes:
+        for node in [*nodes, *spares]:
             node.signal(signal.SIGCONT)
             node.kill()
+            node.unmount()
         network.down()
 
 

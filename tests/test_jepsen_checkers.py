@@ -443,3 +443,11 @@ def test_workers_draw_every_choice_from_the_seed() -> None:
     writes = [s for s in first if s.f == WRITE]
     assert {s.api for s in writes} == set(WRITE_APIS)
     assert all(s.api == "" for s in first if s.f != WRITE)
+
+
+def test_a_stranger_who_got_in_makes_the_run_invalid() -> None:
+    visit = {"name": "stranger", "start": 1, "end": 2, "planned": 0, "detail": {"breach": []}}
+    assert checkers.strangers([visit]) == {"valid": True, "visits": 1, "breaches": []}
+    breached = {**visit, "detail": {"breach": ["a replica unpickled a stranger's bytes"]}}
+    verdict = checkers.strangers([visit, breached])
+    assert verdict["valid"] is False and verdict["breaches"][0]["fault"] == 0

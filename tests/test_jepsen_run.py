@@ -61,6 +61,8 @@ def test_short_chaos_run_is_valid(tmp_path: Path) -> None:
     assert set(observed["faults_by_kind"]) == set(KINDS), observed
     assert observed["faults"] >= required["faults"] >= len(KINDS)
     assert observed["overlaps"] >= required["overlaps"] >= 1
+    # The stranger knocked on every RAFT_PORT and got nowhere.
+    assert results["strangers"]["visits"] >= 1 and results["strangers"]["valid"] is True
     assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
     assert result.returncode == 0
     assert (runs[0] / "report.html").read_text().startswith("<!doctype html>")
