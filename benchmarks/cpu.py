@@ -90,10 +90,14 @@ def acknowledged(statuses: dict[str, int] | dict[int, int]) -> int:
     return sum(count for status, count in statuses.items() if 200 <= int(status) < 300)
 
 
-def per_write(cpu_seconds_total: float, writes: int) -> dict[str, float | int | None]:
-    """The row fields S1 reports: total server CPU, acknowledged writes, CPU ms per write."""
+def per_write(
+    cpu_seconds_total: float, writes: int, seconds: float
+) -> dict[str, float | int | None]:
+    """The row fields S1 reports: total server CPU, acknowledged writes (and per second over
+    the phase's ``seconds``), CPU ms per acknowledged write."""
     return {
         "server_cpu_seconds_total": round(cpu_seconds_total, 2),
         "acknowledged_writes": writes,
+        "writes_per_second": round(writes / seconds, 1) if seconds else 0.0,
         "cpu_ms_per_write": round(cpu_seconds_total * 1000 / writes, 3) if writes else None,
     }

@@ -25,6 +25,7 @@ COLUMNS = (
     ("errors", "errors"),
     ("late_sends", "late sends"),
     ("cpu_seconds", "server CPU s per node"),
+    ("writes_per_second", "acknowledged writes/s"),
     ("cpu_ms_per_write", "server CPU ms per write"),
     ("peak_rss_mib", "peak RSS MiB per node"),
     ("client_cpu_seconds", "client CPU s"),
@@ -176,7 +177,7 @@ def s1_cpu_markdown(result: dict[str, Any]) -> str:
         "/proc summed over all of a system's server processes during the phase, divided by "
         "its acknowledged (2xx) writes. Median [min, max] over the rounds.",
         "",
-        "| system | request | writes/s | server CPU ms per write | errors | non-2xx "
+        "| system | request | acknowledged writes/s | server CPU ms per write | errors | non-2xx "
         "| client CPU s per round |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -112,8 +112,15 @@ def ours(tree: Path | None = None, name: str = OURS) -> Iterator[System]:
     code = {} if tree is None else {"PYTHONPATH": str(tree.resolve()), "PYTHONSAFEPATH": "1"}
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as root:
         # One load generator stands in for thousands of agents from one address: the
-        # per-address limit on registration changes (registry/limits.py) is lifted.
-        env = {"REGISTRATION_RATE": "1000000", "REGISTRATION_BURST": "1000000", **code}
+        # per-address limit on registration changes (registry/limits.py) is lifted, and so
+        # is MAX_AGENTS (20,000), which S1's 20 s of new agents can pass at ~1,000/s: a 429
+        # answered from the limit is no registration.
+        env = {
+            "REGISTRATION_RATE": "1000000",
+            "REGISTRATION_BURST": "1000000",
+            "MAX_AGENTS": "1000000",
+            **code,
+        }
         cluster = Cluster(Path(root), started, 3, **env)
         try:
             cluster.start_all()

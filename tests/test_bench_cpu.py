@@ -57,12 +57,13 @@ def test_meter_counts_a_live_descendant_and_a_reaped_one() -> None:
 
 def test_per_write_counts_only_acknowledged_writes() -> None:
     assert cpu.acknowledged({"200": 90, "201": 5, "503": 5}) == 95
-    assert cpu.per_write(0.19, 95) == {
+    assert cpu.per_write(0.19, 95, 2.0) == {
         "server_cpu_seconds_total": 0.19,
         "acknowledged_writes": 95,
+        "writes_per_second": 47.5,
         "cpu_ms_per_write": 2.0,
     }
-    assert cpu.per_write(1.0, 0)["cpu_ms_per_write"] is None
+    assert cpu.per_write(1.0, 0, 2.0)["cpu_ms_per_write"] is None
 
 
 def _s1_cpu_result(median: float) -> dict[str, Any]:
