@@ -178,14 +178,15 @@ def s1_cpu_markdown(result: dict[str, Any]) -> str:
         "its acknowledged (2xx) writes. Median [min, max] over the rounds.",
         "",
         "| system | request | acknowledged writes/s | server CPU ms per write | errors | non-2xx "
-        "| client CPU s per round |",
-        "|---|---|---|---|---|---|---|",
+        "| client CPU s per round | 1-min load after each round |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for system, figures in result["systems"].items():
         lines.append(
             f"| {system} | {figures['request']} | {_spread(figures['writes_per_second'])} "
             f"| {_spread(figures['cpu_ms_per_write'])} | {figures['errors']} "
-            f"| {figures['non_2xx']} | {_cell(figures['client_cpu_seconds'])} |"
+            f"| {figures['non_2xx']} | {_cell(figures['client_cpu_seconds'])} "
+            f"| {_cell(figures.get('load_average_after'))} |"
         )
     if result["skipped"]:
         lines += ["", f"Skipped (reason printed by the run): {', '.join(result['skipped'])}."]

@@ -531,10 +531,11 @@ def s1_cpu_rounds(
             if row is None:
                 skipped.append(name)
                 continue
+            row = {**row, "round": n + 1, "load_average_after": round(os.getloadavg()[0], 2)}
             seen.setdefault(str(row["system"]), []).append(row)
             progress(
                 f"round {n + 1}/{rounds} {row['system']}: {row['writes_per_second']} writes/s, "
-                f"{row['cpu_ms_per_write']} ms CPU per write, load {os.getloadavg()[0]:.2f}"
+                f"{row['cpu_ms_per_write']} ms CPU per write, load {row['load_average_after']}"
             )
     summary = {
         system: {
@@ -546,6 +547,7 @@ def s1_cpu_rounds(
             "errors": sum(int(r["errors"]) for r in rows),
             "non_2xx": sum(int(r["requests"]) - int(r["acknowledged_writes"]) for r in rows),
             "client_cpu_seconds": [r["client_cpu_seconds"] for r in rows],
+            "load_average_after": [r["load_average_after"] for r in rows],
         }
         for system, rows in seen.items()
     }
