@@ -83,7 +83,12 @@ def _s1_cpu(args: argparse.Namespace) -> int:
     commits["now"] = report.commit_of(report.HERE)
     server_code["now"] = report.commit_of(report.HERE, report.SERVER_CODE)
     trees.append((f"ours now ({server_code['now']})", None))
-    header = {**report.header(scale.label), "commits": commits, "server_code": server_code}
+    header = {
+        **report.header(scale.label),
+        "commits": commits,
+        "server_code": server_code,
+        "before_tree": None if args.before is None else str(args.before),
+    }
     result = scenarios.s1_cpu_rounds(
         scale, trees, args.rounds, lambda line: print(line, flush=True)
     )

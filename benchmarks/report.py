@@ -149,33 +149,66 @@ def _spread(figures: dict[str, Any]) -> str:
     return f"{figures['median']} [{figures['min']}, {figures['max']}]"
 
 
+def _find(systems: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    return next((v for k, v in systems.items() if k.startswith(prefix)), None)
+
+
+def _median(figures: dict[str, Any] | None, key: str) -> float | None:
+    if figures is None or not figures[key].get("all"):
+        return None
+    return float(figures[key]["median"])
+
+
+def _goals(systems: dict[str, Any]) -> str:
+    """Issue 14's goals judged on the medians: 5x Go's writes/s, CPU per write <= etcd's."""
+    now, before = _find(systems, "ours now"), _find(systems, "ours before")
+    theirs, store = _find(systems, "Go"), _find(systems, "etcd")
+    parts = []
+    rate, go_rate = _median(now, "writes_per_second"), _median(theirs, "writes_per_second")
+    if rate is not None and go_rate:
+        ratio = round(rate / go_rate, 2)
+        parts.append(f"S1 >= 5x Go: {ratio}x ({_verdict(ratio >= 5)})")
+    mine, etcd = _median(now, "cpu_ms_per_write"), _median(store, "cpu_ms_per_write")
+    if mine is not None and etcd is not None:
+        parts.append(f"CPU per write <= etcd's: {mine} vs {etcd} ms ({_verdict(mine <= etcd)})")
+    old = _median(before, "cpu_ms_per_write")
+    if old is not None and mine is not None:
+        parts.append(f"before -> now CPU per write {old} -> {mine} ms ({mine / old - 1:+.0%})")
+    return "Goals, on the medians: " + "; ".join(parts) + "." if parts else ""
+
+
 def s1_cpu_markdown(result: dict[str, Any]) -> str:
     """The "S1 CPU per write (issue 14)" section from ``python -m benchmarks s1-cpu``'s JSON."""
     load = " / ".join(str(x) for x in result["load_average_at_start"])
+    commits, code = result["commits"], result["server_code"]
+    command = f"python -m benchmarks s1-cpu --rounds {result['rounds']}"
+    if "before" in commits:
+        command = (
+            f"git worktree add {result['before_tree']} {commits['before']}` and `{command} "
+            f"--before {result['before_tree']}"
+        )
+    sides = [f"now: this checkout at `{commits['now']}`, server code as of `{code['now']}`"]
+    if "before" in commits:
+        sides.insert(0, f"before: `{commits['before']}` (server code as of `{code['before']}`)")
     lines = [
         f"## {S1_CPU_TITLE}",
         "",
         f"{result['date']}, {result['cores']} cores ({result['machine']}, Python "
-        f"{result['python']}), load average at start {load}. Produced by `python -m benchmarks "
-        f"s1-cpu --rounds {result['rounds']}"
-        + (
-            f" --before <worktree of {result['commits']['before']}>`"
-            if "before" in result["commits"]
-            else "`"
-        )
-        + f" on commit `{result['commits']['now']}`; every figure is in "
-        "`results/s1_cpu.json`. Rows name the commit each cluster's server code is from: "
-        + ", ".join(
-            f"{side} `{commit}` (server code last changed in `{result['server_code'][side]}`)"
-            for side, commit in result["commits"].items()
-        )
-        + ".",
+        f"{result['python']}), load average at start {load}. Produced by `{command}`, all in "
+        f"one run; every figure is in `results/s1_cpu.json`. Our cluster, {'; '.join(sides)}.",
         "",
-        f"Each round runs every system once, one at a time on fresh processes, "
-        f"{result['connections']} connections, closed loop, {result['seconds']:g} s, new writes "
-        "only; the order rotates by one each round. Server CPU per write: utime+stime from "
-        "/proc summed over all of a system's server processes during the phase, divided by "
-        "its acknowledged (2xx) writes. Median [min, max] over the rounds.",
+        "Each round runs every system once, back to back, one at a time on fresh processes, "
+        f"{result['connections']} connections, closed loop, {result['seconds']:g} s of new "
+        "writes (ours and Go: new agents via POST /heartbeat, ENCRYPTION_KEY set for ours; "
+        "etcd: 3 members on loopback, puts of new keys with 2 KB values through the JSON "
+        "gateway); the order rotates by one each round. Server CPU per write: utime+stime "
+        "from /proc summed over all of a system's server processes during the phase, divided "
+        "by its acknowledged (2xx) writes. Median [min, max] over the rounds.",
+        "",
+        "The machine is shared with other processes while this runs (last column; the "
+        "benchmark's own client and servers account for about 2 to 3 of it on 2 cores): "
+        "writes/s move with that load, CPU per write much less, which is why it is the figure "
+        "compared.",
         "",
         "| system | request | acknowledged writes/s | server CPU ms per write | errors | non-2xx "
         "| client CPU s per round | 1-min load after each round |",
@@ -188,6 +221,8 @@ def s1_cpu_markdown(result: dict[str, Any]) -> str:
             f"| {figures['non_2xx']} | {_cell(figures['client_cpu_seconds'])} "
             f"| {_cell(figures.get('load_average_after'))} |"
         )
+    if goals := _goals(result["systems"]):
+        lines += ["", goals]
     if result["skipped"]:
         lines += ["", f"Skipped (reason printed by the run): {', '.join(result['skipped'])}."]
     return "\n".join(lines) + "\n"

@@ -72,6 +72,7 @@ def _s1_cpu_result(median: float) -> dict[str, Any]:
         **report.header("full"),
         "commits": {"before": "aaaaaaa", "now": "bbbbbbb"},
         "server_code": {"before": "aaaaaa0", "now": "bbbbbb0"},
+        "before_tree": "/tmp/before",
         "rounds": 1,
         "seconds": 20.0,
         "connections": 16,
