@@ -9,10 +9,12 @@ plus the raw figures. :class:`Scale` shrinks every scenario to seconds for CI (`
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,9 +22,9 @@ from typing import Any, TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks import failover, recovery, workload
-from benchmarks.load import HeadClient, Stats, closed_loop, paced
-from benchmarks.systems import System, go, ours
+from benchmarks import cpu, etcd, failover, recovery, workload
+from benchmarks.load import HeadClient, Request, Stats, closed_loop, paced
+from benchmarks.systems import OURS, System, go, ours
 
 Result = dict[str, Any]
 T = TypeVar("T")
@@ -46,10 +48,12 @@ class Scale:
     """S4's background load: a tenth of S2 (HEAD every 5 s each)."""
     recovery_events: int = 100_000
     recovery_restarts: int = 3
+    etcd: bool = True
+    """S1 also measures a 3-node etcd (when installed); smoke runs skip it."""
 
     @classmethod
     def smoke(cls) -> Scale:
-        return cls("smoke", 2.0, 16, 200, 2.0, 1.0, 200, 2, 100, 2_000, 2)
+        return cls("smoke", 2.0, 16, 200, 2.0, 1.0, 200, 2, 100, 2_000, 2, etcd=False)
 
 
 def _row(system: System, request: str, stats: Stats, cost: dict[str, Any] | None) -> Result:
@@ -70,41 +74,113 @@ async def _each_system(measure: Callable[[System], Awaitable[T]]) -> tuple[T, T 
     return our, their
 
 
-def _ratio(ours_rate: float, go_row: Result | None, target: float) -> Result:
-    """Ours / Go throughput against ``target``; not judged without a Go figure."""
-    if go_row is None or not go_row["per_second"]:
+def _ratio(
+    ours_rate: float, go_row: Result | None, target: float, key: str = "per_second"
+) -> Result:
+    """Ours / Go throughput (``go_row[key]``) against ``target``; not judged without Go."""
+    if go_row is None or not go_row[key]:
         return {"ratio": None, "met": None, "measured": f"ours {ours_rate}/s; Go n/a"}
-    ratio = round(ours_rate / float(go_row["per_second"]), 2)
+    ratio = round(ours_rate / float(go_row[key]), 2)
+    unit = "req/s" if key == "per_second" else "acknowledged writes/s"
     return {
         "ratio": ratio,
         "met": ratio >= target,
-        "measured": f"{ratio}x ({ours_rate} vs {go_row['per_second']} req/s)",
+        "measured": f"{ratio}x ({ours_rate} vs {go_row[key]} {unit})",
     }
 
 
 # -- S1 -------------------------------------------------------------------------------------
 
+Trees = Sequence[tuple[str, Path | None]]
+"""Our cluster's variants for S1: (row name, source tree, None for this checkout)."""
+THIS_CHECKOUT: Trees = ((OURS, None),)
 
-async def s1_registration(scale: Scale) -> Result:
-    """New agents via POST /heartbeat, closed loop: every request appends to the log."""
 
-    async def measure(system: System) -> Result:
-        urls = system.urls
+def _s1_request(system: System) -> tuple[str, Request]:
+    urls = system.urls
+    if system.name.startswith(etcd.ETCD):
 
-        def request(client: aiohttp.ClientSession, n: int) -> Awaitable[int]:
-            return workload.post(client, urls[n % len(urls)], workload.body("s1", n))
+        def put(client: aiohttp.ClientSession, n: int) -> Awaitable[int]:
+            return etcd.put(client, urls[n % len(urls)], n)
 
-        system.mark()
-        stats = await closed_loop(request, scale.connections, scale.seconds)
-        return _row(system, "POST /heartbeat (new agent)", stats, system.cost())
+        return f"PUT {etcd.VALUE_BYTES} B value (new key)", put
 
-    our, their = await _each_system(measure)
+    def register(client: aiohttp.ClientSession, n: int) -> Awaitable[int]:
+        return workload.post(client, urls[n % len(urls)], workload.body("s1", n))
+
+    return "POST /heartbeat (new agent)", register
+
+
+async def s1_measure(system: System, scale: Scale) -> Result:
+    """One closed-loop phase of new writes on ``system``: its S1 row, with the server CPU
+    summed over all its processes per acknowledged (2xx) write."""
+    label, request = _s1_request(system)
+    system.mark()
+    stats = await closed_loop(request, scale.connections, scale.seconds)
+    total = system.cpu_total()
+    row = _row(system, label, stats, system.cost())
+    return {**row, **cpu.per_write(total, cpu.acknowledged(stats.statuses), stats.seconds)}
+
+
+def s1_system(
+    kind: str, tree: Path | None = None, name: str = OURS
+) -> AbstractContextManager[System | None]:
+    """The context manager that starts one S1 system: ``ours`` (from ``tree``), ``go``, ``etcd``."""
+    if kind == "ours":
+        return ours(tree, name)
+    return go() if kind == "go" else etcd.cluster()
+
+
+async def _s1_on(
+    kind: str, scale: Scale, tree: Path | None = None, name: str = OURS
+) -> Result | None:
+    with s1_system(kind, tree, name) as system:
+        if system is None:
+            return None
+        await system.wait_ready()
+        return await s1_measure(system, scale)
+
+
+def _all_met(*verdicts: bool | None) -> bool | None:
+    if False in verdicts:
+        return False
+    return None if None in verdicts else True
+
+
+async def s1_registration(scale: Scale, trees: Trees = THIS_CHECKOUT) -> Result:
+    """New agents via POST /heartbeat, closed loop: every request appends to the log. Then the
+    Go registry, then (full scale) a 3-node etcd taking 2 KB puts at the same concurrency, one
+    system at a time on fresh processes."""
+    mine = [row for name, tree in trees if (row := await _s1_on("ours", scale, tree, name))]
+    theirs = await _s1_on("go", scale)
+    store = await _s1_on("etcd", scale) if scale.etcd else None
+    rows = mine + [row for row in (theirs, store) if row is not None]
+    our = mine[0]
+    throughput = _ratio(float(our["writes_per_second"]), theirs, 5.0, "writes_per_second")
+    cpu_met = None
+    if store is not None and our["cpu_ms_per_write"] and store["cpu_ms_per_write"]:
+        cpu_met = our["cpu_ms_per_write"] <= store["cpu_ms_per_write"]
+    per_write = ", ".join(f"{row['system']} {row['cpu_ms_per_write']}" for row in rows)
+    notes = [
+        f"{scale.connections} connections, closed loop, {scale.seconds:g} s each. Server CPU "
+        "per write: utime+stime (/proc) summed over all of a system's server processes during "
+        "the phase, divided by its acknowledged (2xx) writes; the client's CPU is not in it. "
+        "The ratio compares acknowledged writes/s."
+    ]
+    if not scale.etcd:
+        notes.append("etcd: skipped at this scale.")
+    elif store is None:
+        notes.append("etcd: n/a (not installed; see the printed reason).")
     return {
         "name": "S1 registration",
-        "rows": [our] + ([their] if their else []),
-        "notes": [f"{scale.connections} connections, closed loop, {scale.seconds:g} s each."],
-        "target": ">= 5x Go's throughput",
-        **_ratio(float(our["per_second"]), their, 5.0),
+        "rows": rows,
+        "notes": notes,
+        "target": ">= 5x Go's throughput; server CPU per write <= etcd's",
+        **throughput,
+        "measured": f"{throughput['measured']}; CPU ms per write: {per_write}",
+        "met_throughput": throughput["met"],
+        "met_cpu_per_write": cpu_met,
+        "met": _all_met(throughput["met"], cpu_met),
     }
 
 
@@ -423,15 +499,84 @@ def s5_recovery(scale: Scale) -> Result:
     }
 
 
+# -- S1's CPU per write, repeated (issue 14) -------------------------------------------------
+
+
+def _spread(values: list[float]) -> dict[str, float | list[float]]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": min(values),
+        "max": max(values),
+        "all": values,
+    }
+
+
+def s1_cpu_rounds(
+    scale: Scale, trees: Trees, rounds: int, progress: Callable[[str], None]
+) -> Result:
+    """S1's phase on each of our variants, the Go registry and etcd, ``rounds`` times.
+
+    One system at a time, each on fresh processes; every round runs them all back to back,
+    the order rotated by one each round so that a change in the machine's other load does not
+    always fall on the same system. Per system: writes/s and server CPU ms per acknowledged
+    write, median and range over the rounds.
+    """
+    jobs: list[tuple[str, Path | None, str]] = [("ours", tree, name) for name, tree in trees]
+    jobs += [("go", None, "Go"), ("etcd", None, "etcd")]
+    seen: dict[str, list[Result]] = {}
+    skipped: list[str] = []
+    for n in range(rounds):
+        for kind, tree, name in jobs[n % len(jobs) :] + jobs[: n % len(jobs)]:
+            row = asyncio.run(_s1_on(kind, scale, tree, name))
+            if row is None:
+                skipped.append(name)
+                continue
+            row = {**row, "round": n + 1, "load_average_after": round(os.getloadavg()[0], 2)}
+            seen.setdefault(str(row["system"]), []).append(row)
+            progress(
+                f"round {n + 1}/{rounds} {row['system']}: {row['writes_per_second']} writes/s, "
+                f"{row['cpu_ms_per_write']} ms CPU per write, load {row['load_average_after']}"
+            )
+    summary = {
+        system: {
+            "request": rows[0]["request"],
+            "writes_per_second": _spread([float(r["writes_per_second"]) for r in rows]),
+            "cpu_ms_per_write": _spread(
+                [float(r["cpu_ms_per_write"]) for r in rows if r["cpu_ms_per_write"] is not None]
+            ),
+            "errors": sum(int(r["errors"]) for r in rows),
+            "non_2xx": sum(int(r["requests"]) - int(r["acknowledged_writes"]) for r in rows),
+            "client_cpu_seconds": [r["client_cpu_seconds"] for r in rows],
+            "load_average_after": [r["load_average_after"] for r in rows],
+        }
+        for system, rows in seen.items()
+    }
+    return {
+        "name": "S1 CPU per write (issue 14)",
+        "rounds": rounds,
+        "seconds": scale.seconds,
+        "connections": scale.connections,
+        "systems": summary,
+        "runs": seen,
+        "skipped": sorted(set(skipped)),
+    }
+
+
 # -- the registry of scenarios --------------------------------------------------------------
 
 ORDER = ("s1", "s2", "s3", "s4", "s5", "s6")
 
 
-def run(chosen: list[str], scale: Scale, progress: Callable[[str], None]) -> dict[str, Result]:
-    """Run the ``chosen`` scenarios in order; S6 is read from S2, which it runs if needed."""
+def run(
+    chosen: list[str],
+    scale: Scale,
+    progress: Callable[[str], None],
+    trees: Trees = THIS_CHECKOUT,
+) -> dict[str, Result]:
+    """Run the ``chosen`` scenarios in order; S6 is read from S2, which it runs if needed.
+    ``trees``: S1's variants of our cluster (the first is the one judged)."""
     steps: dict[str, Callable[[], Result]] = {
-        "s1": lambda: asyncio.run(s1_registration(scale)),
+        "s1": lambda: asyncio.run(s1_registration(scale, trees)),
         "s2": lambda: asyncio.run(s2_heartbeats(scale)),
         "s3": lambda: asyncio.run(s3_discovery(scale)),
         "s4": lambda: asyncio.run(s4_failover(scale)),

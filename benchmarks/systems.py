@@ -1,13 +1,15 @@
 """The two systems under test, started on loopback, and what they cost (CPU, memory).
 
 Ours: three ``python -m registry`` processes replicating with Raft (ENCRYPTION_KEY set, every
-commit fsynced on a majority), the same processes the cluster tests run. Theirs: the Go
-``mcp-mesh-registry`` from the npm package, one process on SQLite. Both are context managers
-that kill every process they started, whatever happens inside.
+commit fsynced on a majority), the same processes the cluster tests run, from this checkout or
+from another source tree (``ours(tree=...)``: an older commit, for before/after figures).
+Theirs: the Go ``mcp-mesh-registry`` from the npm package, one process on SQLite. Both are
+context managers that kill every process they started, whatever happens inside. S1 also runs a
+3-node etcd (benchmarks/etcd.py) as a reference Raft store.
 
-CPU and memory come from ``/proc`` (no psutil): utime+stime of ``/proc/<pid>/stat`` and the
-``VmHWM`` high-water mark of ``/proc/<pid>/status``. Each scenario starts fresh processes, so a
-peak is that scenario's peak.
+CPU and memory come from ``/proc`` (no psutil): utime+stime of ``/proc/<pid>/stat`` (see
+benchmarks/cpu.py) and the ``VmHWM`` high-water mark of ``/proc/<pid>/status``. Each scenario
+starts fresh processes, so a peak is that scenario's peak.
 """
 
 from __future__ import annotations
@@ -24,21 +26,14 @@ from pathlib import Path
 
 import aiohttp
 
+from benchmarks.cpu import Meter, cpu_seconds
 from benchmarks.go_registry import ensure_go_registry
 from registry.config import Config
 from tests.processes import Registry, free_port
 from tests.test_cluster import Cluster
 
-TICKS = os.sysconf("SC_CLK_TCK")
 OURS = "ours"
 GO = "Go"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far."""
-    # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -61,10 +56,18 @@ class System:
     """The endpoints that list agents with their health (S2 watches them)."""
     cluster: Cluster | None = None
     _cpu_mark: list[float] = field(default_factory=list)
+    _meter: Meter | None = None
 
     def mark(self) -> None:
-        """Start counting CPU time for :meth:`cost`."""
+        """Start counting CPU time for :meth:`cost` and :meth:`cpu_total`."""
         self._cpu_mark = [cpu_seconds(pid) for pid in self.pids]
+        self._meter = Meter(self.pids)
+        self._meter.mark()
+
+    def cpu_total(self) -> float:
+        """CPU seconds since :meth:`mark` summed over every server process (and descendants)."""
+        assert self._meter is not None, "mark() first"
+        return self._meter.seconds()
 
     def cost(self) -> dict[str, list[float]]:
         """CPU seconds per node since :meth:`mark`, and peak RSS per node so far."""
@@ -97,19 +100,32 @@ async def _answers_200(client: aiohttp.ClientSession, url: str) -> bool:
 
 
 @contextmanager
-def ours() -> Iterator[System]:
-    """Our 3-replica cluster (the cluster tests' processes: Raft, ENCRYPTION_KEY, fsync)."""
+def ours(tree: Path | None = None, name: str = OURS) -> Iterator[System]:
+    """Our 3-replica cluster (the cluster tests' processes: Raft, ENCRYPTION_KEY, fsync).
+
+    ``tree``: run the servers from that source tree instead (its ``registry`` and
+    ``replication`` packages come first on PYTHONPATH, and PYTHONSAFEPATH keeps the working
+    directory, this checkout, off sys.path; the interpreter and the installed dependencies stay
+    this checkout's), e.g. a worktree of an older commit.
+    """
     started: list[Registry] = []
+    code = {} if tree is None else {"PYTHONPATH": str(tree.resolve()), "PYTHONSAFEPATH": "1"}
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as root:
         # One load generator stands in for thousands of agents from one address: the
-        # per-address limit on registration changes (registry/limits.py) is lifted.
-        cluster = Cluster(
-            Path(root), started, REGISTRATION_RATE="1000000", REGISTRATION_BURST="1000000"
-        )
+        # per-address limit on registration changes (registry/limits.py) is lifted, and so
+        # is MAX_AGENTS (20,000), which S1's 20 s of new agents can pass at ~1,000/s: a 429
+        # answered from the limit is no registration.
+        env = {
+            "REGISTRATION_RATE": "1000000",
+            "REGISTRATION_BURST": "1000000",
+            "MAX_AGENTS": "1000000",
+            **code,
+        }
+        cluster = Cluster(Path(root), started, 3, **env)
         try:
             cluster.start_all()
             yield System(
-                OURS,
+                name,
                 [node.url for node in cluster.nodes],
                 [node.proc.pid for node in cluster.nodes if node.proc is not None],
                 "/ready",

@@ -42,6 +42,7 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert ours["system"] == "ours" and ours["requests"] > 0 and ours["errors"] == 0
     assert set(ours["statuses"]) == {"200"}
     assert len(ours["cpu_seconds"]) == 3 and all(c > 0 for c in ours["cpu_seconds"])
+    assert ours["acknowledged_writes"] == ours["requests"] and ours["cpu_ms_per_write"] > 0
     assert results["s2"]["ours"]["false_unhealthy"] == 0
     head = results["s2"]["rows"][0]
     assert head["request"].startswith("HEAD") and head["errors"] == 0
@@ -64,3 +65,25 @@ def test_unknown_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("unknown scenario(s): s9")
+
+
+def test_ours_from_a_path_that_is_no_source_tree_is_exit_2(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--scenario",
+            "s1",
+            "--ours",
+            f"old={tmp_path}",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+    )
+    assert done.returncode == 2
+    assert "want NAME=PATH of a source tree" in done.stderr
