@@ -14,7 +14,7 @@ from pathlib import Path
 from jepsen_like.hosts import HEADLESS, NAMESPACE, STATEFULSET, Network
 
 HTTP_PORT = 8080
-KEY = "jepsen-cluster-key"
+KEY = "jepsen-cluster-key-0123456789abcdef"
 
 
 class Replica:

@@ -22,6 +22,14 @@ T = TypeVar("T")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 DATABASE_TYPES = ("lmdb", "sqlite", "postgresql")
 
+GUIDE_PLACEHOLDER_KEY = "dev-key-32-bytes-change-in-prod!"
+"""The deployment guide's example ENCRYPTION_KEY (its Step 2). Everyone who read the guide knows
+it, so it authenticates nobody: it is accepted only so the guide's dev setup runs as written,
+and every start with it logs a warning and sets the ``mcp_registry_insecure_key`` metric."""
+MIN_KEY_BYTES = 32
+"""Shortest ENCRYPTION_KEY accepted in cluster mode (the guide's own example has 32 bytes)."""
+KEY_HINT = "e.g. openssl rand -base64 32"
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -70,7 +78,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ENCRYPTION_KEY",
         "(unset)",
-        "key that authenticates and encrypts peer traffic (required with leader election)",
+        f"key (at least {MIN_KEY_BYTES} bytes, required in cluster mode) that authenticates "
+        "and encrypts peer traffic",
     ),
     Setting("MAX_REQUEST_BYTES", "524288", "larger request bodies are refused (413)"),
     Setting("MAX_TOOLS_PER_AGENT", "500", "registrations with more tools are refused (400)"),
@@ -176,6 +185,11 @@ class Config:
     def sqlite_projection(self) -> bool:
         return self.database_type == "sqlite"
 
+    @property
+    def insecure_key(self) -> bool:
+        """Cluster mode keyed with the guide's published placeholder (see GUIDE_PLACEHOLDER_KEY)."""
+        return self.enable_leader_election and self.encryption_key == GUIDE_PLACEHOLDER_KEY
+
 
 def load(env: Mapping[str, str] | None = None) -> Config:
     """Build a :class:`Config` from ``env`` (default: ``os.environ``); raises ConfigError."""
@@ -245,7 +259,28 @@ def load(env: Mapping[str, str] | None = None) -> Config:
             "DATABASE_TYPE='postgresql' is not supported yet: use lmdb (the replicated event "
             "log) or sqlite (event log plus a SQLite agents projection at DATABASE_PATH)"
         )
+    if config.enable_leader_election:
+        check_key(config.encryption_key)
     return config
+
+
+def check_key(key: str) -> None:
+    """Refuse cluster mode without a key strong enough to keep strangers off RAFT_PORT.
+
+    Peers authenticate each other with the key before any frame is parsed; without one, anyone
+    who reaches the port can join the cluster or inject entries. The value is never echoed.
+    """
+    if not key:
+        raise ConfigError(
+            "ENCRYPTION_KEY is not set: ENABLE_LEADER_ELECTION=true needs a random key of at "
+            f"least {MIN_KEY_BYTES} bytes shared by every replica ({KEY_HINT})"
+        )
+    size = len(key.encode())
+    if size < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"ENCRYPTION_KEY is too short ({size} bytes): ENABLE_LEADER_ELECTION=true needs a "
+            f"random key of at least {MIN_KEY_BYTES} bytes ({KEY_HINT})"
+        )
 
 
 def _peer_list(text: str) -> tuple[str, ...]:

@@ -47,7 +47,7 @@ FAST = RaftTiming(
 )
 """Timing for the first election; ``Cluster.calm`` lengthens the election and step-down
 timeouts once there is a leader."""
-SECRET = Secret.from_key("raft-cluster-test-key")
+SECRET = Secret.from_key("raft-cluster-test-key-0123456789abc")
 TICK_WAIT = 0.002
 """Seconds one node's tick may wait for socket events: enough not to spin the shared CPU while a
 condition is polled, short enough that a round over every node stays a few milliseconds."""

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import agent_body, eventually, steadily
-from tests.processes import Registry, free_port
+from tests.processes import CLUSTER_KEY, Registry, free_port
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ class Cluster:
         self.started = started
         self.raft_ports = [free_port() for _ in range(n)]
         self.peers = ",".join(f"127.0.0.1:{port}" for port in self.raft_ports)
-        self.env = {"ENCRYPTION_KEY": "cluster-test-key", **env}
+        self.env = {"ENCRYPTION_KEY": CLUSTER_KEY, **env}
         self.nodes = [self._make(i) for i in range(n)]
 
     def address(self, i: int) -> str:
@@ -242,7 +242,7 @@ async def test_node_with_wrong_key_cannot_join_or_inject(
     cluster = Cluster(tmp_path, registries)
     cluster.start(0)
     cluster.start(1)
-    intruder = cluster.start(2, ENCRYPTION_KEY="wrong-key")
+    intruder = cluster.start(2, ENCRYPTION_KEY="wrong-key-but-just-as-long-0123456")
     good = cluster.nodes[:2]
     intruder_address = cluster.address(2)
     async with aiohttp.ClientSession() as session:

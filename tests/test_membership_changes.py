@@ -34,7 +34,7 @@ from tests.test_cluster import (
 )
 from tests.timing import scaled
 
-SECRET = Secret.from_key("membership-test-key")
+SECRET = Secret.from_key("membership-test-key-0123456789abcd")
 
 
 def _port() -> int:

@@ -158,6 +158,21 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str
     assert name in lines[0]
 
 
+@pytest.mark.parametrize("key", ["", "thirty-one-bytes-are-not-enough"])
+def test_cluster_mode_without_a_strong_key_is_one_line_and_exit_2(tmp_path: Path, key: str) -> None:
+    """Without a key anyone reaching RAFT_PORT could join or inject: refuse to start."""
+    assert len(key) in (0, 31)
+    peer = f"127.0.0.1:{free_port()}"
+    env = {"DATA_DIR": str(tmp_path), "ENABLE_LEADER_ELECTION": "true", "ENCRYPTION_KEY": key}
+    result = run_cli({**env, "REGISTRY_PEERS": peer, "RAFT_PORT": peer.rpartition(":")[2]})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mcp-mesh-registry: ENCRYPTION_KEY is ")
+    assert ("not set" if not key else "too short (31 bytes)") in lines[0]
+    assert not (tmp_path / "raft").exists()  # stopped before anything was opened
+
+
 def test_help_lists_every_setting() -> None:
     from registry.config import SETTINGS
 
