@@ -82,7 +82,7 @@ class Node:
     @classmethod
     def open(cls, config: Config) -> Node:
         """Open the data directory and rebuild the view (raises CorruptRecord on damage)."""
-        store = Store(os.path.join(config.data_dir, "lmdb"))
+        store = Store(os.path.join(config.data_dir, "lmdb"), config.lmdb_map_size)
         started = time.monotonic()
         try:
             view = restore_view(store, config.events_history)

@@ -11,6 +11,8 @@ for everything appended since the last sync) before a follower sends its queued
 ``next_node_idx`` acks (all acks of one poll share one fsync) and at every tick before the
 leader counts its own log toward a majority. So an event is
 committed only once a majority has it on disk, and the write is answered only after that.
+A journal write that fails (disk full, I/O error, LMDB_MAP_SIZE reached) stops the process at
+once (:func:`halt`), before any acknowledgement or count could follow it.
 
 Compaction: after this node writes a view snapshot (registry StateMachine, every
 SNAPSHOT_EVERY events), it asks pysyncobj to compact. Our serializer writes a dump holding that
@@ -43,7 +45,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import pysyncobj.syncobj
@@ -61,6 +63,7 @@ from registry.commit import Committed, StateMachine, Unavailable
 from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
+from registry.store import StorageFailure
 from replication import commands, connection, legacy, read_index, utility, wire
 from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
@@ -229,10 +232,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         deliver: Callable[[int, bytes], _Applied],
         on_liveness: Callable[[list[str]], None],
         secret: wire.Secret,
+        on_storage_failure: Callable[[StorageFailure], None],
     ) -> None:
         # Set before SyncObj.__init__: its tick thread starts inside it.
         self.wire_secret = secret
         self.journal = journal
+        self._on_storage_failure = on_storage_failure
         self.transport: DurableTransport | None = None
         self._deliver = deliver
         self._on_liveness = on_liveness
@@ -253,13 +258,24 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.addOnTickCallback(self._after_tick)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
-        # Anything appended outside the tick callbacks (the election no-op, entries received
-        # from the leader) is synced before this tick counts the leader's log toward a
-        # majority, and before a follower acknowledges it.
+        # Anything appended outside the tick callbacks (entries received from the leader) is
+        # synced before this tick counts the leader's log toward a majority, and before a
+        # follower acknowledges it.
+        try:
+            self.journal.sync()
+            if self.transport is not None:
+                self.transport.flush_acks()
+            super()._onTick(timeToWait)
+        except StorageFailure as failure:
+            # Raised by whichever journal write failed in this tick (and by every sync after
+            # it), so nothing of this tick that depended on it went out; stop here.
+            self._on_storage_failure(failure)
+
+    def _SyncObj__onBecomeLeader(self) -> None:
+        """Sync the new leader's no-op before the same tick counts it: alone in the cluster,
+        pysyncobj commits it right after appending it."""
+        super()._SyncObj__onBecomeLeader()
         self.journal.sync()
-        if self.transport is not None:
-            self.transport.flush_acks()
-        super()._onTick(timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         """Votes and acknowledgements are judged by the sender's incarnation (a member that
@@ -518,6 +534,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._on_liveness([a for a in agent_ids if isinstance(a, str)])
 
 
+def halt(failure: StorageFailure) -> NoReturn:
+    """Stop the process at once on a failed journal write, from the thread that saw it.
+
+    Not a clean shutdown: that would flush the journal again and keep the tick thread running
+    while the loop winds down. The entries that were not written were never acknowledged;
+    after a restart (with space again) the node catches up from the leader.
+    """
+    log.critical("%s; stopping", failure, extra={"index": failure.index})
+    os._exit(1)
+
+
 def membership(status: dict[str, Any]) -> list[str]:
     """The members a pysyncobj status names: itself plus every partner."""
     partners = [key[len(_PARTNER) :] for key in status if key.startswith(_PARTNER)]
@@ -681,8 +708,8 @@ class RaftProposer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         raft_dir = os.path.join(self.config.data_dir, "raft")
-        legacy.upgrade_journal(raft_dir)
-        journal = LmdbJournal(raft_dir)
+        legacy.upgrade_journal(raft_dir, self.config.lmdb_map_size)
+        journal = LmdbJournal(raft_dir, self.config.lmdb_map_size)
         join_via = None
         if journal.members():
             # A node that ran before rejoins the membership it last saw, whatever the env says.
@@ -709,6 +736,7 @@ class RaftProposer:
             self._deliver,
             self._liveness_in,
             self.secret,
+            halt,
         )
         if join_via is not None:
             self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")

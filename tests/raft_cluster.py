@@ -33,6 +33,7 @@ from pysyncobj import FAIL_REASON, SyncObjException
 from pysyncobj.node import TCPNode
 
 from registry.config import Config
+from registry.store import StorageFailure
 from replication.connection import WireConnection
 from replication.journal import LmdbJournal, _key
 from replication.peers import Peers, RaftTiming
@@ -51,6 +52,12 @@ SECRET = Secret.from_key("raft-cluster-test-key-0123456789abc")
 TICK_WAIT = 0.002
 """Seconds one node's tick may wait for socket events: enough not to spin the shared CPU while a
 condition is polled, short enough that a round over every node stays a few milliseconds."""
+
+
+def unexpected_storage_failure(failure: StorageFailure) -> None:
+    """A RaftNode's ``on_storage_failure`` where no journal write is expected to fail (in
+    production :func:`replication.raft.halt` ends the process)."""
+    raise AssertionError(f"unexpected storage failure: {failure}")
 
 
 def free_port() -> int:
@@ -131,6 +138,7 @@ class Cluster:
                 deliver,
                 lambda _agents: None,
                 SECRET,
+                unexpected_storage_failure,
             )
         except SyncObjException:
             journal._destroy()

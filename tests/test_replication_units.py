@@ -16,7 +16,7 @@ from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
 from replication.raft import RaftNode
 from replication.wire import Secret
-from tests.raft_cluster import address, free_port, running
+from tests.raft_cluster import address, free_port, running, unexpected_storage_failure
 
 
 def test_journal_survives_reopen_only_what_was_synced(tmp_path: Path) -> None:
@@ -124,7 +124,9 @@ def _node(tmp_path: Path, journal: LmdbJournal, deliver: Any = lambda *_: None) 
     forever); ``destroy()`` closes it at once."""
     peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
     conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
-    return RaftNode(peers, conf, journal, deliver, lambda _: None, UNIT_SECRET)
+    return RaftNode(
+        peers, conf, journal, deliver, lambda _: None, UNIT_SECRET, unexpected_storage_failure
+    )
 
 
 LEADER = TCPNode("127.0.0.1:2")
