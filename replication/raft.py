@@ -131,6 +131,22 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         super().__init__(syncObj, selfNode, otherNodes)
         self._acks: list[tuple[Any, Any]] = []
         syncObj.transport = self
+        self._bind_now()
+
+    def _bind_now(self) -> None:
+        """Bind RAFT_PORT before the tick thread starts, raising OSError when it cannot be.
+
+        pysyncobj binds on the tick thread and, with maxBindRetries=0, retries a failed bind
+        forever without a word: a port in use left the node at "raft not started" for good.
+        """
+        try:
+            self._server.bind()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"RAFT_PORT {self._selfNode.port} cannot be bound ({exc.strerror})"
+            ) from None
+        self._ready = True  # what pysyncobj's own bind would have set
+        self._bindOverEvent.set()
 
     def addNode(self, node: Any) -> None:
         super().addNode(node)

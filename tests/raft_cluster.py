@@ -9,7 +9,8 @@ own loopback port, with the production settings of ``replication.raft._conf`` ex
 - timeouts are short for the first election, then made long (``Cluster.calm``) so that a node
   paused for a test, or a test thread descheduled on a loaded machine, starts no election and
   deposes no leader; a test changes leaders on purpose (pysyncobj's ``transferLeadership``);
-- a bind that fails raises instead of retrying forever (another process took the free port).
+- a bind that fails raises (OSError, as in production: ``DurableTransport`` binds before the
+  first tick) and the cluster starts again on fresh ports (another process took the free port).
 
 Every frame any node sends goes through ``replication.connection.WireConnection.send``,
 wrapped here to note the frame and then run as is: tests see what left which node, and for an
@@ -29,7 +30,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
-from pysyncobj import FAIL_REASON, SyncObjException
+from pysyncobj import FAIL_REASON
 from pysyncobj.node import TCPNode
 
 from registry.config import Config
@@ -111,7 +112,7 @@ class Cluster:
                     others = [a for a in addresses if a != address]
                     self.nodes.append(self._start_node(address, others))
                 return
-            except SyncObjException:
+            except OSError:  # RAFT_PORT taken: DurableTransport binds in its constructor
                 self.destroy()
                 self.nodes.clear()
                 if attempt + 1 == attempts:
@@ -121,7 +122,6 @@ class Cluster:
         config = Config(data_dir=str(self.root / address.replace(":", "_")))
         conf = _conf(config, FAST, SimpleNamespace(write=None, read=None))
         conf.autoTick = False
-        conf.maxBindRetries = 1
         conf.connectionTimeout = scaled(30)
         journal = LmdbJournal(str(Path(config.data_dir) / "raft"))
         applied = self.applied.setdefault(address, [])
@@ -140,7 +140,7 @@ class Cluster:
                 SECRET,
                 unexpected_storage_failure,
             )
-        except SyncObjException:
+        except OSError:
             journal._destroy()
             raise
 

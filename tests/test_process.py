@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +175,36 @@ async def test_a_full_raft_journal_stops_the_node_and_loses_no_acknowledged_writ
             present = {agent["id"] for agent in (await resp.json())["agents"]}
     missing = acknowledged - present
     assert not missing, f"{len(missing)} acknowledged registrations lost"
+
+
+def test_raft_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Another process holds RAFT_PORT: the node says so and stops, instead of retrying the
+    bind forever with /ready at "raft not started"."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        raft_port = str(holder.getsockname()[1])
+        started = time.monotonic()
+        result = run_cli(
+            {
+                "DATA_DIR": str(tmp_path),
+                "REGISTRY_PORT": str(free_port()),
+                "METRICS_PORT": str(free_port()),
+                "ENABLE_LEADER_ELECTION": "true",
+                "ENCRYPTION_KEY": CLUSTER_KEY,
+                "REGISTRY_PEERS": f"127.0.0.1:{raft_port}",
+                "RAFT_PORT": raft_port,
+                "LOG_LEVEL": "error",
+            }
+        )
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == (
+        f"mcp-mesh-registry: cannot serve: [Errno {errno.EADDRINUSE}] "
+        f"RAFT_PORT {raft_port} cannot be bound ({os.strerror(errno.EADDRINUSE)})"
+    )
 
 
 def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:

@@ -120,8 +120,7 @@ UNIT_SECRET = Secret.from_key("unit-test-key-0123456789abcdefghij")
 
 
 def _node(tmp_path: Path, journal: LmdbJournal, deliver: Any = lambda *_: None) -> RaftNode:
-    """A node that never ticks, on a free loopback port (pysyncobj retries a bind that fails
-    forever); ``destroy()`` closes it at once."""
+    """A node that never ticks, on a free loopback port; ``destroy()`` closes it at once."""
     peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
     conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
     return RaftNode(
