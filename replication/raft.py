@@ -265,6 +265,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._members = sorted([peers.self_address, *peers.others])
         # (term, index) of the last membership change this node appended as leader.
         self._membership_change: tuple[int, int] | None = None
+        self._saved_members = journal.members()
         self.read_index = ReadIndex(self)
         self.incarnations = Incarnations(journal, peers.self_address)
         conf.journalFile = journal
@@ -513,10 +514,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.status_snapshot = status
         self.read_index.tick()
         members = membership(status)
-        if members != self._members:
+        changed = members != self._members
+        if changed:
             self._members = members
-            self.journal.set_members(members)
             log.info("raft membership changed", extra={"members": members})
+        # Saved at every change, and the first time this node is in a cluster with a leader
+        # (its initial members, or the cluster it joined): a restart then rejoins these members
+        # whatever REGISTRY_PEERS or REGISTRY_REPLICAS say, instead of probing peers again. Not
+        # before: a pod that found no cluster at its first start must look again at the next.
+        if members != self._saved_members and (changed or status["leader_reachable"]):
+            self.journal.set_members(members)
+            self._saved_members = members
         if leader != self._last_leader:
             self._last_leader = leader
             self.leader_changes += 1

@@ -236,6 +236,24 @@ async def test_restart_all_at_once_keeps_every_acknowledged_write(
             assert acked <= await agent_ids(session, node)
 
 
+async def test_initial_members_keep_their_membership_whatever_the_env_says_later(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A one-member cluster restarted with a peer list naming a second member that never ran:
+    it rejoins the membership its first start had (and, alone again, leads and is ready),
+    instead of taking the new list and waiting forever for a majority of two."""
+    cluster = Cluster(tmp_path, registries, n=1)
+    node = cluster.start(0)
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, [node])
+        assert node.stop() == 0
+        node = cluster.start(0, REGISTRY_PEERS=f"{cluster.peers},127.0.0.1:{free_port()}")
+        await all_ready(session, [node])
+        status = await get_json(session, f"{node.url}/api/v1/cluster")
+    assert [member["id"] for member in status["members"]] == [cluster.address(0)]
+    assert status["role"] == "leader"
+
+
 async def test_node_with_wrong_key_cannot_join_or_inject(
     tmp_path: Path, registries: list[Registry]
 ) -> None:
