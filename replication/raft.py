@@ -64,7 +64,7 @@ from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
 from registry.store import StorageFailure
-from replication import commands, connection, legacy, read_index, utility, wire
+from replication import commands, connection, dns, legacy, read_index, utility, wire
 from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
@@ -85,6 +85,7 @@ def _journal_factory(journal_file: Any) -> Any:
 
 pysyncobj.syncobj.createJournal = _journal_factory
 connection.install()
+dns.install()  # peer names are resolved off the tick thread (replication/dns.py)
 
 _PARTNER = "partner_node_status_server_"
 _NO_OP = pysyncobj.syncobj._bchr(pysyncobj.syncobj._COMMAND_TYPE.NO_OP)

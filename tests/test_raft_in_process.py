@@ -6,6 +6,7 @@ can let a journal's disk fill up at a size it chooses, while everything else is 
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,7 @@ class Member:
         port: int,
         others: list[int],
         journal: type[LmdbJournal] = LmdbJournal,
+        extra_peers: tuple[str, ...] | list[str] = (),
         **conf: Any,
     ) -> None:
         self.path = root / name
@@ -75,7 +77,7 @@ class Member:
             **conf,
         }
         self.node = RaftNode(
-            Peers(self.address, tuple(f"127.0.0.1:{p}" for p in others)),
+            Peers(self.address, (*(f"127.0.0.1:{p}" for p in others), *extra_peers)),
             SyncObjConf(**settings),
             self.journal,
             lambda index, record: _Applied(index),
@@ -196,3 +198,54 @@ def test_a_lone_leader_counts_only_what_its_disk_holds(members: Callable[..., Me
     wait_for(done.is_set, 10, "write committed")
     assert seen
     assert all(index <= synced for index, synced in seen), seen
+
+
+def test_a_peer_name_that_takes_long_to_resolve_does_not_stall_the_others(
+    members: Callable[..., Member], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three members, one of them known by a name whose lookup hangs (a DNS server gone). The
+    other two, which connect to it (its name sorts first), keep ticking and heartbeating
+    while that lookup hangs: it happens off their tick threads."""
+    slow = f"0-slow-peer.invalid:{free_port()}"
+    hanging, release = threading.Event(), threading.Event()
+    original = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == slow.rpartition(":")[0]:
+            hanging.set()
+            release.wait(scaled(30))
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return original(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    first, second = free_port(), free_port()
+    try:
+        leader = members("a", first, [second], extra_peers=[slow])
+        follower = members(
+            "b",
+            second,
+            [first],
+            extra_peers=[slow],
+            raftMinTimeout=1000.0,
+            raftMaxTimeout=2000.0,
+            connectionTimeout=2000.0,
+        )
+        wait_for(leader.node._isLeader, 10, "leader elected")
+        wait_for(hanging.is_set, 10, "the slow name looked up")
+        ticks = {"a": 0, "b": 0}
+
+        def counter(name: str) -> Callable[[], None]:
+            def count() -> None:
+                ticks[name] += 1
+
+            return count
+
+        leader.node.addOnTickCallback(counter("a"))
+        follower.node.addOnTickCallback(counter("b"))
+        term = leader.node.raftCurrentTerm
+        wait_for(lambda: min(ticks.values()) >= 20, 3, "both tick threads ticking")
+        assert hanging.is_set() and not release.is_set()  # all of it while the lookup hangs
+        assert leader.node._isLeader() and leader.node.raftCurrentTerm == term
+        assert follower.node._getLeader() == leader.node._SyncObj__selfNode
+    finally:
+        release.set()
