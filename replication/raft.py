@@ -342,8 +342,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         super()._SyncObj__onMessageReceived(node, message)
 
     def _acknowledged(self, node: Any, message: dict[str, Any]) -> None:
-        """Leader: take a follower's acknowledgement, counting it toward commits only from the
-        incarnation of that member which held the log (replication/incarnation.py)."""
+        """Leader: take a follower's acknowledgement of this term (see :meth:`stamp`), counting
+        it toward commits only from the incarnation of that member which held the log
+        (replication/incarnation.py)."""
+        if message.get("term") != self.raftCurrentTerm:
+            # An answer to an append_entries of another term. pysyncobj's acks carry no term,
+            # and a leader raises matchIndex from any successful one (reset to 0 when it takes
+            # office), so an ack sent to this node while it led an earlier term, delivered
+            # late (its connection stalled by a partition), would count the follower as
+            # holding entries up to the old log's end, which this node's log may since have
+            # replaced: the no-op of the new term would commit with this node alone. A
+            # follower answers append_entries only with the term it then holds, equal to the
+            # sender's, so an ack of this term answers this leader's own messages.
+            log.debug("dropped an acknowledgement of term %s from %s", message.get("term"), node)
+            return
         success = bool(message.get("success"))
         matched = int(message.get("next_node_idx", 0)) - 1 if success else -1
         counts = self.incarnations.ack_counts(
@@ -356,9 +368,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             match[node] = 0
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Tick thread: what an outgoing message says of incarnations (see _acknowledged)."""
+        """Tick thread: what an outgoing message says of incarnations and, for an
+        acknowledgement, of the term it answers (see _acknowledged).
+
+        An acknowledgement is stamped as pysyncobj makes it, right after it took the sender's
+        append_entries (whose term it adopted or already had), so its term is that message's,
+        even if this node's term moves on before the ack leaves with the next flush_acks."""
         kind = message.get("type")
-        if kind in ("response_vote", "next_node_idx"):
+        if kind == "next_node_idx":
+            return {
+                **message,
+                "incarnation": self.incarnations.identity,
+                "term": self.raftCurrentTerm,
+            }
+        if kind == "response_vote":
             return {**message, "incarnation": self.incarnations.identity}
         if kind == "append_entries":
             return {**message, "incarnations": self.incarnations.known}
