@@ -188,6 +188,7 @@ def test_entries_held_are_not_deleted_by_a_shorter_resend(follower: Any) -> None
         "reset": False,
         "success": True,
         "incarnation": node.incarnations.identity,
+        "term": 2,  # the term of the append_entries it answers
     }
     assert replies() == [answer]
     assert node.raftCommitIndex == 10
