@@ -15,7 +15,7 @@ from jepsen_like.hosts import HEADLESS, NAMESPACE, STATEFULSET, Network
 from jepsen_like.lazyfs import Mount
 
 HTTP_PORT = 8080
-KEY = "jepsen-cluster-key"
+KEY = "jepsen-cluster-key-0123456789abcdef"
 
 
 class Replica:

@@ -25,6 +25,7 @@ from registry.api.app import build_app, build_metrics_app
 from registry.events import CorruptRecord
 from registry.node import Node
 from registry.sqlite_projection import COLUMNS, agent_row
+from registry.store import StorageFailure
 
 log = logging.getLogger("registry")
 
@@ -257,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except CorruptRecord as exc:
             print(f"mcp-mesh-registry: {exc}; refusing to start", file=sys.stderr)
+            return 1
+        except StorageFailure as exc:  # at startup or shutdown; while serving, raft halts
+            print(f"mcp-mesh-registry: {exc}; stopping", file=sys.stderr)
             return 1
         except OSError as exc:
             print(f"mcp-mesh-registry: cannot serve: {exc}", file=sys.stderr)

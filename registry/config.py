@@ -22,6 +22,22 @@ T = TypeVar("T")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 DATABASE_TYPES = ("lmdb", "sqlite", "postgresql")
 
+GUIDE_PLACEHOLDER_KEY = "dev-key-32-bytes-change-in-prod!"
+"""The deployment guide's example ENCRYPTION_KEY (its Step 2). Everyone who read the guide knows
+it, so it authenticates nobody: it is accepted only so the guide's dev setup runs as written,
+and every start with it logs a warning and sets the ``mcp_registry_insecure_key`` metric."""
+MIN_KEY_BYTES = 32
+"""Shortest ENCRYPTION_KEY accepted in cluster mode (the guide's own example has 32 bytes)."""
+KEY_HINT = "e.g. openssl rand -base64 32"
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(Ki|Mi|Gi|Ti)?\s*$")
+_UNIT_BYTES = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, None: 1}
+DEFAULT_MAP_SIZE = 8 << 30
+"""Default LMDB_MAP_SIZE: an upper bound of the memory map (sparse: disk is used only as data
+grows), per LMDB environment."""
+MIN_MAP_SIZE = 64 << 10
+"""Smallest LMDB_MAP_SIZE accepted: a few dozen pages, enough to open an environment."""
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -52,6 +68,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MCP_MESH_RETENTION", "1h", "unhealthy agents are removed after this long (0: never)"),
     Setting("SNAPSHOT_EVERY", "10000", "write a view snapshot every this many log entries"),
     Setting("EVENTS_HISTORY", "1000", "registry events kept for GET /events"),
+    Setting(
+        "LMDB_MAP_SIZE",
+        "8Gi",
+        "size limit of each LMDB environment (log and snapshots, Raft journal); a cluster node "
+        "whose journal write fails on it (or on a full disk) stops with exit 1",
+    ),
     Setting("ENABLE_LEADER_ELECTION", "false", "true: replicated cluster mode (Raft)"),
     Setting("LEADER_ELECTION_LEASE_DURATION", "15s", "mapped onto Raft timing"),
     Setting("LEADER_ELECTION_RENEW_DEADLINE", "10s", "mapped onto Raft timing"),
@@ -70,7 +92,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "ENCRYPTION_KEY",
         "(unset)",
-        "key that authenticates and encrypts peer traffic (required with leader election)",
+        f"key (at least {MIN_KEY_BYTES} bytes, required in cluster mode) that authenticates "
+        "and encrypts peer traffic",
     ),
     Setting("MAX_REQUEST_BYTES", "524288", "larger request bodies are refused (413)"),
     Setting("MAX_TOOLS_PER_AGENT", "500", "registrations with more tools are refused (400)"),
@@ -108,6 +131,21 @@ def _port(text: str) -> int:
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``65536``, ``512Mi``, ``8Gi`` (Kubernetes' binary suffixes); else ValueError."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(text)
+    return int(match.group(1)) * _UNIT_BYTES[match.group(2)]
+
+
+def _map_size(text: str) -> int:
+    value = parse_size(text)
+    if value < MIN_MAP_SIZE:
         raise ValueError(text)
     return value
 
@@ -154,6 +192,7 @@ class Config:
     retention: float = 3600.0
     snapshot_every: int = 10000
     events_history: int = 1000
+    lmdb_map_size: int = DEFAULT_MAP_SIZE
     enable_leader_election: bool = False
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
@@ -175,6 +214,11 @@ class Config:
     @property
     def sqlite_projection(self) -> bool:
         return self.database_type == "sqlite"
+
+    @property
+    def insecure_key(self) -> bool:
+        """Cluster mode keyed with the guide's published placeholder (see GUIDE_PLACEHOLDER_KEY)."""
+        return self.enable_leader_election and self.encryption_key == GUIDE_PLACEHOLDER_KEY
 
 
 def load(env: Mapping[str, str] | None = None) -> Config:
@@ -210,6 +254,9 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         ),
         snapshot_every=get("SNAPSHOT_EVERY", _positive_int, 10000, "a positive integer"),
         events_history=get("EVENTS_HISTORY", _positive_int, 1000, "a positive integer"),
+        lmdb_map_size=get(
+            "LMDB_MAP_SIZE", _map_size, DEFAULT_MAP_SIZE, "a size of at least 64Ki, e.g. 512Mi, 8Gi"
+        ),
         enable_leader_election=get("ENABLE_LEADER_ELECTION", parse_bool, False, "true or false"),
         lease_duration=get(
             "LEADER_ELECTION_LEASE_DURATION", _positive_duration, 15.0, duration_form
@@ -245,7 +292,28 @@ def load(env: Mapping[str, str] | None = None) -> Config:
             "DATABASE_TYPE='postgresql' is not supported yet: use lmdb (the replicated event "
             "log) or sqlite (event log plus a SQLite agents projection at DATABASE_PATH)"
         )
+    if config.enable_leader_election:
+        check_key(config.encryption_key)
     return config
+
+
+def check_key(key: str) -> None:
+    """Refuse cluster mode without a key strong enough to keep strangers off RAFT_PORT.
+
+    Peers authenticate each other with the key before any frame is parsed; without one, anyone
+    who reaches the port can join the cluster or inject entries. The value is never echoed.
+    """
+    if not key:
+        raise ConfigError(
+            "ENCRYPTION_KEY is not set: ENABLE_LEADER_ELECTION=true needs a random key of at "
+            f"least {MIN_KEY_BYTES} bytes shared by every replica ({KEY_HINT})"
+        )
+    size = len(key.encode())
+    if size < MIN_KEY_BYTES:
+        raise ConfigError(
+            f"ENCRYPTION_KEY is too short ({size} bytes): ENABLE_LEADER_ELECTION=true needs a "
+            f"random key of at least {MIN_KEY_BYTES} bytes ({KEY_HINT})"
+        )
 
 
 def _peer_list(text: str) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -102,6 +103,11 @@ class Metrics:
             ["generation"],
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+        )
+        self.insecure_key = Gauge(
+            "mcp_registry_insecure_key",
+            "1 when the cluster runs with the deployment guide's published ENCRYPTION_KEY",
+            registry=self.registry,
         )
         self.registry.register(_StateCollector(machine))
         # The standard process_* (CPU, RSS, open files), python_gc_* and python_info series.

@@ -39,6 +39,7 @@ class Node:
         self.liveness = Liveness(forward=config.enable_leader_election)
         self.admission = Admission(config.limits)
         self.metrics = Metrics(machine)
+        self.metrics.insecure_key.set(1 if config.insecure_key else 0)
         self.gc_pauses = GcPauses(self.metrics.gc_pause)
         self.fatal: asyncio.Future[BaseException] | None = None
         self.proposer: Proposer
@@ -81,7 +82,7 @@ class Node:
     @classmethod
     def open(cls, config: Config) -> Node:
         """Open the data directory and rebuild the view (raises CorruptRecord on damage)."""
-        store = Store(os.path.join(config.data_dir, "lmdb"))
+        store = Store(os.path.join(config.data_dir, "lmdb"), config.lmdb_map_size)
         started = time.monotonic()
         try:
             view = restore_view(store, config.events_history)
@@ -99,6 +100,14 @@ class Node:
         return cls(config, store, StateMachine(store, view, config.snapshot_every))
 
     async def start(self) -> None:
+        if self.config.insecure_key:
+            # Accepted so the guide's dev setup runs as written; said at every start (and by
+            # mcp_registry_insecure_key, which the PrometheusRule alerts on) so it never ships.
+            log.warning(
+                "ENCRYPTION_KEY is the deployment guide's published example: anyone who reaches "
+                "RAFT_PORT can join the cluster or inject entries; create a random key "
+                "(k8s/README.md, Step 2)"
+            )
         self.fatal = asyncio.get_running_loop().create_future()
         self.gc_pauses.install()
         await self.proposer.start()

@@ -18,14 +18,26 @@ from typing import Any
 import lmdb
 import msgpack
 
+from registry.config import DEFAULT_MAP_SIZE
 from registry.events import CorruptRecord
 
 _LOG = b"log"
 _SNAPSHOTS = b"snapshots"
-DEFAULT_MAP_SIZE = 8 << 30
-"""Upper bound of the memory map (sparse: disk is used only as data grows)."""
 SNAPSHOTS_KEPT = 2
 """Older snapshots are dropped; keeping two survives one bad snapshot write being noticed."""
+
+
+class StorageFailure(Exception):
+    """A write to this node's disk failed (ENOSPC, EIO, LMDB map full) at log ``index``.
+
+    Whatever the node would acknowledge next could claim entries that are not on disk, so a
+    cluster node stops at once on it; single-node mode answers the write with 503 instead
+    (:class:`StoreFull`, for the event log in this store).
+    """
+
+    def __init__(self, what: str, index: int, cause: BaseException) -> None:
+        super().__init__(f"{what} failed at log index {index}: {cause}")
+        self.index = index
 
 
 class StoreFull(Exception):
@@ -72,7 +84,7 @@ class Store:
         except lmdb.MapFullError:
             raise StoreFull(
                 f"storage full: the LMDB environment at {self.path} reached its map size "
-                f"of {self.map_size} bytes"
+                f"of {self.map_size} bytes (LMDB_MAP_SIZE)"
             ) from None
 
     def last_index(self) -> int:

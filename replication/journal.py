@@ -10,6 +10,13 @@ Only ``(term)`` per entry is kept in memory; commands are read back from LMDB on
 not yet synced from a small pending map), so memory does not grow with the log. Term and vote
 are written through at once: Raft requires them durable before a vote is answered.
 
+Storage failures: a write that fails (disk full, I/O error, LMDB map full at LMDB_MAP_SIZE) raises
+:class:`registry.store.StorageFailure`, and so does every later sync: nothing that would follow
+(an acknowledgement, the leader counting itself) may believe the entries are on disk, and the
+changes that were not written stay pending rather than vanishing (a later sync that "succeeded"
+without them would leave a hole in the keys, and positions are rebuilt from the keys). The node
+stops on it (``raft.py``).
+
 Positions: pysyncobj addresses the journal by position (0 = oldest kept entry), entries are
 ``(command: bytes, raft_index: int, term: int)``.
 """
@@ -25,9 +32,11 @@ import lmdb
 import msgpack
 from pysyncobj.journal import Journal
 
+from registry.config import DEFAULT_MAP_SIZE
+from registry.store import StorageFailure
+
 _ENTRIES = b"raft_entries"
 _META = b"raft_meta"
-_MAP_SIZE = 8 << 30
 
 
 def _key(index: int) -> bytes:
@@ -37,10 +46,10 @@ def _key(index: int) -> bytes:
 class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
     """pysyncobj's Journal interface over an LMDB environment at ``path``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
         os.makedirs(path, exist_ok=True)
         self._path = path
-        self._env = lmdb.open(path, map_size=_MAP_SIZE, max_dbs=2, sync=True, metasync=True)
+        self._env = lmdb.open(path, map_size=map_size, max_dbs=2, sync=True, metasync=True)
         self._entries = self._env.open_db(_ENTRIES)
         self._meta = self._env.open_db(_META)
         self._lock = threading.Lock()
@@ -48,6 +57,7 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
         self._ops: list[tuple[Any, ...]] = []
         self._terms: list[int] = []
         self._first = 0
+        self._failure: StorageFailure | None = None
         with self._env.begin(db=self._entries) as txn:
             cursor = txn.cursor(db=self._entries)
             for key, value in cursor:
@@ -130,11 +140,15 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
     def deleteEntriesTo(self, entryTo: int) -> None:
         # pysyncobj trims after renaming its new dump into this directory without a sync:
         # make the rename durable before the entries it replaces go.
-        directory = os.open(self._path, os.O_RDONLY)
         try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+            directory = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            with self._lock:
+                raise self._failed(self._first + entryTo, exc) from exc
         with self._lock:
             index = self._first + entryTo
             del self._terms[:entryTo]
@@ -157,7 +171,8 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
         return len(self._terms)
 
     def _destroy(self) -> None:
-        self.sync()
+        if self._failure is None:  # after a failure nothing more is written
+            self.sync()
         self._env.close()
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
@@ -219,24 +234,40 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
     # -- durability -----------------------------------------------------------------------------
 
     def sync(self, force: bool = False) -> None:
-        """Make every change since the last sync durable in one LMDB transaction (one fsync)."""
+        """Make every change since the last sync durable in one LMDB transaction (one fsync).
+
+        Raises StorageFailure when that fails, and at every call after that (see the module
+        docstring): the changes stay pending, ``synced_index`` stays where the disk is.
+        """
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if not self._ops and not force:
                 return
-            ops, self._ops = self._ops, []
-            with self._env.begin(write=True) as txn:
-                for op in ops:
-                    self._replay(txn, op)
-                txn.put(b"term", str(self._term).encode(), db=self._meta)
-                txn.put(b"voted_for", (self._voted_for or "").encode(), db=self._meta)
-                txn.put(b"commit", str(self._commit).encode(), db=self._meta)
-                if self._members:
-                    txn.put(b"members", ",".join(self._members).encode(), db=self._meta)
-                txn.put(b"identity", self.identity.encode(), db=self._meta)
-                if self._incarnations:
-                    txn.put(b"incarnations", msgpack.packb(self._incarnations), db=self._meta)
+            try:
+                with self._env.begin(write=True) as txn:
+                    for op in self._ops:
+                        self._replay(txn, op)
+                    txn.put(b"term", str(self._term).encode(), db=self._meta)
+                    txn.put(b"voted_for", (self._voted_for or "").encode(), db=self._meta)
+                    txn.put(b"commit", str(self._commit).encode(), db=self._meta)
+                    if self._members:
+                        txn.put(b"members", ",".join(self._members).encode(), db=self._meta)
+                    txn.put(b"identity", self.identity.encode(), db=self._meta)
+                    if self._incarnations:
+                        txn.put(b"incarnations", msgpack.packb(self._incarnations), db=self._meta)
+            except (lmdb.Error, OSError) as exc:
+                first = next((op[1] for op in self._ops if op[0] == "put"), self.last_index)
+                raise self._failed(first, exc) from exc
+            self._ops = []
             self._pending.clear()
             self.synced_index = self.last_index
+
+    def _failed(self, index: int, cause: BaseException) -> StorageFailure:
+        """Remember the first failure (lock held): every later sync raises it again."""
+        if self._failure is None:
+            self._failure = StorageFailure("raft journal write", index, cause)
+        return self._failure
 
     def _replay(self, txn: lmdb.Transaction, op: tuple[Any, ...]) -> None:
         kind = op[0]

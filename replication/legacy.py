@@ -16,9 +16,10 @@ import pickletools
 
 import lmdb
 
+from registry.config import DEFAULT_MAP_SIZE
 from registry.events import CorruptRecord
 from replication import commands
-from replication.journal import _ENTRIES, _MAP_SIZE, _META  # the journal's layout
+from replication.journal import _ENTRIES, _META  # the journal's layout
 
 FORMAT_KEY = b"command_format"
 FORMAT = b"msgpack-1"
@@ -65,11 +66,12 @@ def convert(command: bytes) -> bytes:
     raise CorruptRecord(0, f"pre-upgrade raft command of unknown shape: {names}")
 
 
-def upgrade_journal(path: str) -> None:
+def upgrade_journal(path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
     """Convert the LMDB journal at ``path`` (``replication/journal.py``'s layout) in one
-    transaction, and mark it converted; a new journal is only marked."""
+    transaction, and mark it converted; a new journal is only marked. ``map_size``: the
+    journal's LMDB_MAP_SIZE."""
     os.makedirs(path, exist_ok=True)
-    env = lmdb.open(path, map_size=_MAP_SIZE, max_dbs=2, sync=True, metasync=True)
+    env = lmdb.open(path, map_size=map_size, max_dbs=2, sync=True, metasync=True)
     try:
         entries, meta = env.open_db(_ENTRIES), env.open_db(_META)
         with env.begin(write=True) as txn:

@@ -11,6 +11,8 @@ for everything appended since the last sync) before a follower sends its queued
 ``next_node_idx`` acks (all acks of one poll share one fsync) and at every tick before the
 leader counts its own log toward a majority. So an event is
 committed only once a majority has it on disk, and the write is answered only after that.
+A journal write that fails (disk full, I/O error, LMDB_MAP_SIZE reached) stops the process at
+once (:func:`halt`), before any acknowledgement or count could follow it.
 
 Compaction: after this node writes a view snapshot (registry StateMachine, every
 SNAPSHOT_EVERY events), it asks pysyncobj to compact. Our serializer writes a dump holding that
@@ -43,7 +45,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import msgpack
 import pysyncobj.syncobj
@@ -61,7 +63,8 @@ from registry.commit import Committed, StateMachine, Unavailable
 from registry.config import Config, ConfigError
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
-from replication import commands, connection, legacy, read_index, utility, wire
+from registry.store import StorageFailure
+from replication import commands, connection, dns, legacy, read_index, utility, wire
 from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
@@ -82,6 +85,7 @@ def _journal_factory(journal_file: Any) -> Any:
 
 pysyncobj.syncobj.createJournal = _journal_factory
 connection.install()
+dns.install()  # peer names are resolved off the tick thread (replication/dns.py)
 
 _PARTNER = "partner_node_status_server_"
 _NO_OP = pysyncobj.syncobj._bchr(pysyncobj.syncobj._COMMAND_TYPE.NO_OP)
@@ -128,6 +132,22 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         super().__init__(syncObj, selfNode, otherNodes)
         self._acks: list[tuple[Any, Any]] = []
         syncObj.transport = self
+        self._bind_now()
+
+    def _bind_now(self) -> None:
+        """Bind RAFT_PORT before the tick thread starts, raising OSError when it cannot be.
+
+        pysyncobj binds on the tick thread and, with maxBindRetries=0, retries a failed bind
+        forever without a word: a port in use left the node at "raft not started" for good.
+        """
+        try:
+            self._server.bind()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"RAFT_PORT {self._selfNode.port} cannot be bound ({exc.strerror})"
+            ) from None
+        self._ready = True  # what pysyncobj's own bind would have set
+        self._bindOverEvent.set()
 
     def addNode(self, node: Any) -> None:
         super().addNode(node)
@@ -229,10 +249,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         deliver: Callable[[int, bytes], _Applied],
         on_liveness: Callable[[list[str]], None],
         secret: wire.Secret,
+        on_storage_failure: Callable[[StorageFailure], None],
     ) -> None:
         # Set before SyncObj.__init__: its tick thread starts inside it.
         self.wire_secret = secret
         self.journal = journal
+        self._on_storage_failure = on_storage_failure
         self.transport: DurableTransport | None = None
         self._deliver = deliver
         self._on_liveness = on_liveness
@@ -244,6 +266,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._members = sorted([peers.self_address, *peers.others])
         # (term, index) of the last membership change this node appended as leader.
         self._membership_change: tuple[int, int] | None = None
+        self._saved_members = journal.members()
         self.read_index = ReadIndex(self)
         self.incarnations = Incarnations(journal, peers.self_address)
         # Leader: the real match index of members whose acknowledgements do not count yet.
@@ -255,18 +278,29 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.addOnTickCallback(self._after_tick)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
-        # Anything appended outside the tick callbacks (the election no-op, entries received
-        # from the leader) is synced before this tick counts the leader's log toward a
-        # majority, and before a follower acknowledges it.
+        # Anything appended outside the tick callbacks (entries received from the leader) is
+        # synced before this tick counts the leader's log toward a majority, and before a
+        # follower acknowledges it.
+        try:
+            self.journal.sync()
+            if self.transport is not None:
+                self.transport.flush_acks()
+            if not self.incarnations.recognised:
+                # The cluster knows this address by another incarnation: this node lost its
+                # disk and has not caught up. Its vote for itself would count like any other,
+                # so it does not stand for election (replication/incarnation.py).
+                self._SyncObj__raftElectionDeadline = monotonic() + self.conf.raftMaxTimeout
+            super()._onTick(timeToWait)
+        except StorageFailure as failure:
+            # Raised by whichever journal write failed in this tick (and by every sync after
+            # it), so nothing of this tick that depended on it went out; stop here.
+            self._on_storage_failure(failure)
+
+    def _SyncObj__onBecomeLeader(self) -> None:
+        """Sync the new leader's no-op before the same tick counts it: alone in the cluster,
+        pysyncobj commits it right after appending it."""
+        super()._SyncObj__onBecomeLeader()
         self.journal.sync()
-        if self.transport is not None:
-            self.transport.flush_acks()
-        if not self.incarnations.recognised:
-            # The cluster knows this address by another incarnation: this node lost its disk
-            # and has not caught up. Its vote for itself would count like any other, so it
-            # does not stand for election (replication/incarnation.py).
-            self._SyncObj__raftElectionDeadline = monotonic() + self.conf.raftMaxTimeout
-        super()._onTick(timeToWait)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         """Votes and acknowledgements are judged by the sender's incarnation (a member that
@@ -315,8 +349,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         super()._SyncObj__onMessageReceived(node, message)
 
     def _acknowledged(self, node: Any, message: dict[str, Any]) -> None:
-        """Leader: take a follower's acknowledgement, counting it toward commits only from the
-        incarnation of that member which held the log (replication/incarnation.py)."""
+        """Leader: take a follower's acknowledgement of this term (see :meth:`stamp`), counting
+        it toward commits only from the incarnation of that member which held the log
+        (replication/incarnation.py)."""
+        if message.get("term") != self.raftCurrentTerm:
+            # An answer to an append_entries of another term. pysyncobj's acks carry no term,
+            # and a leader raises matchIndex from any successful one (reset to 0 when it takes
+            # office), so an ack sent to this node while it led an earlier term, delivered
+            # late (its connection stalled by a partition), would count the follower as
+            # holding entries up to the old log's end, which this node's log may since have
+            # replaced: the no-op of the new term would commit with this node alone. A
+            # follower answers append_entries only with the term it then holds, equal to the
+            # sender's, so an ack of this term answers this leader's own messages.
+            log.debug("dropped an acknowledgement of term %s from %s", message.get("term"), node)
+            return
         success = bool(message.get("success"))
         matched = int(message.get("next_node_idx", 0)) - 1 if success else -1
         counts = self.incarnations.ack_counts(
@@ -335,9 +381,20 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._uncounted_match.pop(node.id, None)
 
     def stamp(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Tick thread: what an outgoing message says of incarnations (see _acknowledged)."""
+        """Tick thread: what an outgoing message says of incarnations and, for an
+        acknowledgement, of the term it answers (see _acknowledged).
+
+        An acknowledgement is stamped as pysyncobj makes it, right after it took the sender's
+        append_entries (whose term it adopted or already had), so its term is that message's,
+        even if this node's term moves on before the ack leaves with the next flush_acks."""
         kind = message.get("type")
-        if kind in ("response_vote", "next_node_idx", read_index.PROBE_ACK):
+        if kind == "next_node_idx":
+            return {
+                **message,
+                "incarnation": self.incarnations.identity,
+                "term": self.raftCurrentTerm,
+            }
+        if kind in ("response_vote", read_index.PROBE_ACK):
             return {**message, "incarnation": self.incarnations.identity}
         if kind == "append_entries":
             return {**message, "incarnations": self.incarnations.known}
@@ -494,10 +551,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.status_snapshot = status
         self.read_index.tick()
         members = membership(status)
-        if members != self._members:
+        changed = members != self._members
+        if changed:
             self._members = members
-            self.journal.set_members(members)
             log.info("raft membership changed", extra={"members": members})
+        # Saved at every change, and the first time this node is in a cluster with a leader
+        # (its initial members, or the cluster it joined): a restart then rejoins these members
+        # whatever REGISTRY_PEERS or REGISTRY_REPLICAS say, instead of probing peers again. Not
+        # before: a pod that found no cluster at its first start must look again at the next.
+        if members != self._saved_members and (changed or status["leader_reachable"]):
+            self.journal.set_members(members)
+            self._saved_members = members
         if leader != self._last_leader:
             self._last_leader = leader
             self.leader_changes += 1
@@ -529,6 +593,17 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     def receive_liveness(self, agent_ids: list[str]) -> None:
         if self._isLeader():
             self._on_liveness([a for a in agent_ids if isinstance(a, str)])
+
+
+def halt(failure: StorageFailure) -> NoReturn:
+    """Stop the process at once on a failed journal write, from the thread that saw it.
+
+    Not a clean shutdown: that would flush the journal again and keep the tick thread running
+    while the loop winds down. The entries that were not written were never acknowledged;
+    after a restart (with space again) the node catches up from the leader.
+    """
+    log.critical("%s; stopping", failure, extra={"index": failure.index})
+    os._exit(1)
 
 
 def membership(status: dict[str, Any]) -> list[str]:
@@ -694,8 +769,8 @@ class RaftProposer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         raft_dir = os.path.join(self.config.data_dir, "raft")
-        legacy.upgrade_journal(raft_dir)
-        journal = LmdbJournal(raft_dir)
+        legacy.upgrade_journal(raft_dir, self.config.lmdb_map_size)
+        journal = LmdbJournal(raft_dir, self.config.lmdb_map_size)
         join_via = None
         if journal.members():
             # A node that ran before rejoins the membership it last saw, whatever the env says.
@@ -722,6 +797,7 @@ class RaftProposer:
             self._deliver,
             self._liveness_in,
             self.secret,
+            halt,
         )
         if join_via is not None:
             self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")

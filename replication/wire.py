@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from registry.config import ConfigError
+from registry.config import check_key
 
 WIRE_VERSION = 1
 """The wire this code speaks. Bump for any change to the handshake, framing or encoding."""
@@ -86,13 +86,11 @@ class Secret:
 
     @classmethod
     def from_key(cls, encryption_key: str) -> Secret:
-        """HKDF-SHA256 of ENCRYPTION_KEY. An empty key is refused: a peer wire nobody needs
-        a key for would let anyone who reaches RAFT_PORT join or write."""
-        if not encryption_key:
-            raise ConfigError(
-                "ENCRYPTION_KEY is required with ENABLE_LEADER_ELECTION=true: it authenticates "
-                "and encrypts peer traffic (generate one with `openssl rand -hex 32`)"
-            )
+        """HKDF-SHA256 of ENCRYPTION_KEY. A key that config.load would refuse in cluster mode
+        (empty or under 32 bytes) is refused here too, with the same ConfigError, whoever built
+        the Config: a peer wire a weak key opens would let anyone who reaches RAFT_PORT join or
+        write."""
+        check_key(encryption_key)
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT, info=b"auth key")
         return cls(hkdf.derive(encryption_key.encode()))
 

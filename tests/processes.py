@@ -12,6 +12,9 @@ from pathlib import Path
 
 from tests.timing import scaled
 
+CLUSTER_KEY = "cluster-test-key-0123456789abcdef"
+"""The ENCRYPTION_KEY of the test clusters (cluster mode needs at least 32 bytes)."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -9,7 +9,8 @@ own loopback port, with the production settings of ``replication.raft._conf`` ex
 - timeouts are short for the first election, then made long (``Cluster.calm``) so that a node
   paused for a test, or a test thread descheduled on a loaded machine, starts no election and
   deposes no leader; a test changes leaders on purpose (pysyncobj's ``transferLeadership``);
-- a bind that fails raises instead of retrying forever (another process took the free port).
+- a bind that fails raises (OSError, as in production: ``DurableTransport`` binds before the
+  first tick) and the cluster starts again on fresh ports (another process took the free port).
 
 Every frame any node sends goes through ``replication.connection.WireConnection.send``,
 wrapped here to note the frame and then run as is: tests see what left which node, and for an
@@ -29,10 +30,11 @@ from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
-from pysyncobj import FAIL_REASON, SyncObjException
+from pysyncobj import FAIL_REASON
 from pysyncobj.node import TCPNode
 
 from registry.config import Config
+from registry.store import StorageFailure
 from replication.connection import WireConnection
 from replication.journal import LmdbJournal, _key
 from replication.peers import Peers, RaftTiming
@@ -47,10 +49,16 @@ FAST = RaftTiming(
 )
 """Timing for the first election; ``Cluster.calm`` lengthens the election and step-down
 timeouts once there is a leader."""
-SECRET = Secret.from_key("raft-cluster-test-key")
+SECRET = Secret.from_key("raft-cluster-test-key-0123456789abc")
 TICK_WAIT = 0.002
 """Seconds one node's tick may wait for socket events: enough not to spin the shared CPU while a
 condition is polled, short enough that a round over every node stays a few milliseconds."""
+
+
+def unexpected_storage_failure(failure: StorageFailure) -> None:
+    """A RaftNode's ``on_storage_failure`` where no journal write is expected to fail (in
+    production :func:`replication.raft.halt` ends the process)."""
+    raise AssertionError(f"unexpected storage failure: {failure}")
 
 
 def free_port() -> int:
@@ -104,7 +112,7 @@ class Cluster:
                     others = [a for a in addresses if a != address]
                     self.nodes.append(self._start_node(address, others))
                 return
-            except SyncObjException:
+            except OSError:  # RAFT_PORT taken: DurableTransport binds in its constructor
                 self.destroy()
                 self.nodes.clear()
                 if attempt + 1 == attempts:
@@ -114,7 +122,6 @@ class Cluster:
         config = Config(data_dir=str(self.root / address.replace(":", "_")))
         conf = _conf(config, FAST, SimpleNamespace(write=None, read=None))
         conf.autoTick = False
-        conf.maxBindRetries = 1
         conf.connectionTimeout = scaled(30)
         journal = LmdbJournal(str(Path(config.data_dir) / "raft"))
         applied = self.applied.setdefault(address, [])
@@ -131,8 +138,9 @@ class Cluster:
                 deliver,
                 lambda _agents: None,
                 SECRET,
+                unexpected_storage_failure,
             )
-        except SyncObjException:
+        except OSError:
             journal._destroy()
             raise
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.processes import Registry, free_port
+from tests.processes import CLUSTER_KEY, Registry, free_port
 from tests.test_cluster import (
     Cluster,
     agent_ids,
@@ -184,7 +184,7 @@ async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[R
     extra = Registry(
         extra_dir,
         ENABLE_LEADER_ELECTION="true",
-        ENCRYPTION_KEY="cluster-test-key",
+        ENCRYPTION_KEY=CLUSTER_KEY,
         REGISTRY_PEERS=f"{fresh.peers},127.0.0.1:{raft_port}",
         RAFT_PORT=str(raft_port),
     )

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import agent_body, eventually, steadily
-from tests.processes import Registry, free_port
+from tests.processes import CLUSTER_KEY, Registry, free_port
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ class Cluster:
         self.started = started
         self.raft_ports = [free_port() for _ in range(n)]
         self.peers = ",".join(f"127.0.0.1:{port}" for port in self.raft_ports)
-        self.env = {"ENCRYPTION_KEY": "cluster-test-key", **env}
+        self.env = {"ENCRYPTION_KEY": CLUSTER_KEY, **env}
         self.nodes = [self._make(i) for i in range(n)]
 
     def address(self, i: int) -> str:
@@ -236,13 +236,31 @@ async def test_restart_all_at_once_keeps_every_acknowledged_write(
             assert acked <= await agent_ids(session, node)
 
 
+async def test_initial_members_keep_their_membership_whatever_the_env_says_later(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A one-member cluster restarted with a peer list naming a second member that never ran:
+    it rejoins the membership its first start had (and, alone again, leads and is ready),
+    instead of taking the new list and waiting forever for a majority of two."""
+    cluster = Cluster(tmp_path, registries, n=1)
+    node = cluster.start(0)
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, [node])
+        assert node.stop() == 0
+        node = cluster.start(0, REGISTRY_PEERS=f"{cluster.peers},127.0.0.1:{free_port()}")
+        await all_ready(session, [node])
+        status = await get_json(session, f"{node.url}/api/v1/cluster")
+    assert [member["id"] for member in status["members"]] == [cluster.address(0)]
+    assert status["role"] == "leader"
+
+
 async def test_node_with_wrong_key_cannot_join_or_inject(
     tmp_path: Path, registries: list[Registry]
 ) -> None:
     cluster = Cluster(tmp_path, registries)
     cluster.start(0)
     cluster.start(1)
-    intruder = cluster.start(2, ENCRYPTION_KEY="wrong-key")
+    intruder = cluster.start(2, ENCRYPTION_KEY="wrong-key-but-just-as-long-0123456")
     good = cluster.nodes[:2]
     intruder_address = cluster.address(2)
     async with aiohttp.ClientSession() as session:

@@ -13,6 +13,7 @@ import aiohttp
 import lmdb
 import pytest
 
+from replication import commands
 from tests.conftest import eventually
 from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready, converged, get_json, leader_of, register
@@ -39,17 +40,17 @@ def flip_last_byte(data: bytes) -> bytes:
 def corrupt_journal_record(node: Registry) -> int:
     """Damage the newest replicated event in ``node``'s Raft journal; return its log index.
 
-    A journal value is the entry's term (8 bytes) and the command: a type byte (0 for an event)
-    and the event's record itself (replication/commands.py). Only the record's own bytes
-    change, so the command still reads as an event and the record reaches the registry.
+    A journal value is the entry's term (8 bytes) and the command: a type byte and, for a
+    regular command, the event record itself (``replication/commands.py``). Only the record's
+    own bytes change, so the command still reads as one and hands the record over.
     """
     journal = node.data_dir / "raft"
     with lmdb_db(journal, b"raft_entries") as (env, db), env.begin(write=True) as txn:
         for key, value in reversed(list(txn.cursor(db=db))):
-            command = bytes(value[8:])
-            if len(command) < 2 or command[0] != 0:
-                continue  # a no-op, membership entry or barrier
-            txn.put(key, bytes(value[:9]) + flip_last_byte(command[1:]), db=db)
+            record = commands.record_of(bytes(value[8:]))
+            if record is None:
+                continue  # a no-op, membership or barrier entry
+            txn.put(key, value[:9] + flip_last_byte(record), db=db)
             return int.from_bytes(key, "big")
     raise AssertionError("no replicated event in the journal")
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from replication import wire
 from tests.test_deploy import K8S, REPO, kustomize, pod_env
 from tests.timing import scaled
 
@@ -447,7 +448,8 @@ def test_three_containers_form_one_cluster(cluster: Cluster) -> None:
         assert cluster.podman("healthcheck", "run", name, check=False).returncode == 0
         done = cluster.podman("logs", name)
         logs = done.stdout + done.stderr
-        assert "raft leader changed" in logs and '"encrypted":true' in logs
+        # the peer wire (always keyed: replication/wire.py) rather than pysyncobj's
+        assert "raft leader changed" in logs and f'"wire_version":{wire.WIRE_VERSION}' in logs
 
 
 def test_the_guides_api_on_the_cluster(cluster: Cluster) -> None:

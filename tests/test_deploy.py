@@ -89,13 +89,28 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     return load_docs(done.stdout)
 
 
+# A Secret created out of band (the ha overlay's pods, the chart's existingSecret).
+EXTERNAL_SECRET = {
+    "AUTH_TOKEN": "external-token",
+    "ENCRYPTION_KEY": "external-random-key-0123456789abcdef",
+}
+# The chart generates no key: every rendering gives one, or names an existing Secret.
+GIVEN_KEYS = {"authToken": "given-token", "encryptionKey": "given-random-key-0123456789abcdefgh"}
+
 HELM_VALUES: dict[str, dict[str, Any]] = {
-    "default": {},
-    # what k8s/overlays/dev renders
-    "dev": {"replicas": 1, "image": {"tag": "dev"}, "config": {"LOG_LEVEL": "debug"}},
-    # what k8s/overlays/ha plus k8s/monitoring render
+    "minimal": GIVEN_KEYS,
+    # what k8s/overlays/dev renders (the guide's development Secret)
+    "dev": {
+        "replicas": 1,
+        "image": {"tag": "dev"},
+        "config": {"LOG_LEVEL": "debug"},
+        "authToken": "dev-token-change-in-production",
+        "encryptionKey": config.GUIDE_PLACEHOLDER_KEY,
+    },
+    # what k8s/overlays/ha plus k8s/monitoring render (the Secret made by k8s/README.md's step)
     "ha": {
         "replicas": 3,
+        "existingSecret": "mcp-registry-secret",
         "monitoring": {
             "serviceMonitor": {"enabled": True},
             "prometheusRule": {"enabled": True},
@@ -363,8 +378,12 @@ def test_every_setting_is_documented_in_k8s_readme() -> None:
     )
 
 
-def pod_env(objs: list[dict[str, Any]], ordinal: int = 0) -> dict[str, str]:
-    """The environment the registry container of pod ``ordinal`` gets, as the kubelet builds it."""
+def pod_env(
+    objs: list[dict[str, Any]], ordinal: int = 0, secret_created: bool = True
+) -> dict[str, str]:
+    """The environment the registry container of pod ``ordinal`` gets, as the kubelet builds it;
+    a Secret the manifests reference but do not hold is EXTERNAL_SECRET when ``secret_created``
+    (the operator ran k8s/README.md's step), else absent (its secretRef is optional)."""
     sts = one(objs, "StatefulSet")
     spec = container(sts)
     env: dict[str, str] = {}
@@ -374,8 +393,8 @@ def pod_env(objs: list[dict[str, Any]], ordinal: int = 0) -> dict[str, str]:
         if "secretRef" in source:
             name = source["secretRef"]["name"]
             secrets = [o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == name]
-            if not secrets:  # existingSecret: created out of band with these keys
-                env.update(AUTH_TOKEN="external-token", ENCRYPTION_KEY="external-key")
+            if not secrets and secret_created:  # created out of band with these keys
+                env.update(EXTERNAL_SECRET)
             for secret in secrets:
                 env.update(secret.get("stringData", {}))
                 env.update(
@@ -544,7 +563,9 @@ def test_helm_chart_renders_the_overlays(
         one(chart, "ConfigMap", "mcp-mesh-registry-config")["data"]
         == one(kust, "ConfigMap", "mcp-registry-config")["data"]
     )
-    assert set(one(chart, "Secret")["data"]) == set(one(kust, "Secret")["stringData"])
+    assert [set(o["data"]) for o in chart if o["kind"] == "Secret"] == [
+        set(o["stringData"]) for o in kust if o["kind"] == "Secret"
+    ]
     assert (
         one(chart, "ServiceAccount")["automountServiceAccountToken"]
         == one(kust, "ServiceAccount")["automountServiceAccountToken"]
@@ -578,7 +599,9 @@ def test_helm_chart_options(renderings: dict[str, Any]) -> None:
     objs = renderings["helm:options"]
     assert not [o for o in objs if o["kind"] == "Secret"]  # existingSecret is used instead
     sts = one(objs, "StatefulSet")
-    assert {"secretRef": {"name": "my-registry-secret"}} in container(sts)["envFrom"]
+    assert {"secretRef": {"name": "my-registry-secret", "optional": True}} in container(sts)[
+        "envFrom"
+    ]
     assert sts["spec"]["replicas"] == 5 and env_value(sts, "REGISTRY_REPLICAS") == "5"
     pod = sts["spec"]["template"]["spec"]
     assert "preferredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
@@ -587,19 +610,67 @@ def test_helm_chart_options(renderings: dict[str, Any]) -> None:
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
     assert claim["storageClassName"] == "standard"
     assert claim["resources"]["requests"]["storage"] == "20Gi"
-    default = renderings["helm:default"]
-    secret = one(default, "Secret")
-    assert {k: len(base64.b64decode(v)) for k, v in secret["data"].items()} == {
-        "AUTH_TOKEN": 40,
-        "ENCRYPTION_KEY": 40,
-    }  # generated when not given
-    given = helm_render({"authToken": "tok", "encryptionKey": "key", "initialClusterSize": 3})
+    given = helm_render({**GIVEN_KEYS, "initialClusterSize": 3})
     data = one(given, "Secret")["data"]
-    assert base64.b64decode(data["AUTH_TOKEN"]) == b"tok"
-    assert base64.b64decode(data["ENCRYPTION_KEY"]) == b"key"
+    assert base64.b64decode(data["AUTH_TOKEN"]).decode() == GIVEN_KEYS["authToken"]
+    assert base64.b64decode(data["ENCRYPTION_KEY"]).decode() == GIVEN_KEYS["encryptionKey"]
     sts = one(given, "StatefulSet")
     assert env_value(sts, "REGISTRY_REPLICAS") == "3"
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_no_fixed_key_outside_the_dev_overlay(renderings: dict[str, Any]) -> None:
+    """Only the dev overlay ships a key (the guide's, flagged at runtime); the base, the ha
+    overlay and the chart ship none, and the chart never makes one up at render time."""
+    for name, objs in renderings.items():
+        keys = [
+            secret.get("stringData", {}).get("ENCRYPTION_KEY")
+            or base64.b64decode(secret.get("data", {}).get("ENCRYPTION_KEY", "")).decode()
+            for secret in objs
+            if secret["kind"] == "Secret"
+        ]
+        if name == "kustomize:dev":
+            assert keys == [config.GUIDE_PLACEHOLDER_KEY]
+        elif name.startswith("helm:"):
+            given = HELM_VALUES[name.removeprefix("helm:")]
+            assert keys == ([] if given.get("existingSecret") else [given["encryptionKey"]]), name
+        else:
+            assert keys == [], name
+    templates = "".join(p.read_text() for p in CHART.rglob("*") if p.is_file())
+    for needle in (config.GUIDE_PLACEHOLDER_KEY, "randAlphaNum", 'lookup "v1" "Secret"'):
+        assert needle not in templates, needle
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "encryptionKey is empty"),
+        ({"encryptionKey": "too-short", "authToken": "t"}, "encryptionKey is too short (9 bytes)"),
+        ({"encryptionKey": GIVEN_KEYS["encryptionKey"]}, "authToken is empty"),
+    ],
+)
+def test_helm_refuses_to_render_without_keys(values: dict[str, Any], message: str) -> None:
+    """Under helm template or GitOps a generated key would change at every render: the chart
+    asks for the values (or existingSecret) instead."""
+    with pytest.raises(Exception, match=re.escape(message)) as raised:
+        helm_render(values)
+    assert "existingSecret" in str(raised.value)
+
+
+def test_a_pod_without_its_secret_stops_with_one_line(renderings: dict[str, Any]) -> None:
+    """The ha overlay's pods before k8s/README.md's `kubectl create secret` (secretRef optional)."""
+    env = pod_env(renderings["kustomize:ha"], 0, secret_created=False)
+    assert "ENCRYPTION_KEY" not in env
+    done = subprocess.run(
+        [sys.executable, "-m", "registry"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mcp-mesh-registry: ENCRYPTION_KEY is not set")
 
 
 def test_helm_lint() -> None:
@@ -715,7 +786,7 @@ def live(renderings: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         yield node
 
 
-@pytest.mark.parametrize("name", ["kustomize:dev", "kustomize:ha", "helm:default", "helm:ha"])
+@pytest.mark.parametrize("name", ["kustomize:dev", "kustomize:ha", "helm:minimal", "helm:ha"])
 def test_probes_are_answered_by_a_registry_with_the_manifests_env(
     renderings: dict[str, Any], name: str, tmp_path: Path
 ) -> None:
@@ -724,7 +795,8 @@ def test_probes_are_answered_by_a_registry_with_the_manifests_env(
     objs = renderings[name]
     sts = one(objs, "StatefulSet")
     spec = container(sts)
-    with Live(pod_env(objs, 0), tmp_path / "data") as node:
+    env = pod_env(objs, 0)
+    with Live(env, tmp_path / "data") as node:
         for probe in ("livenessProbe", "readinessProbe"):
             get = spec[probe]["httpGet"]
             port = node.port_for(sts, get["port"])
@@ -741,6 +813,12 @@ def test_probes_are_answered_by_a_registry_with_the_manifests_env(
                     assert status == 200 and "mcp_registry_agents_total" in text
         status, body = http(f"{node.url}/api/v1/cluster")
         assert status == 200 and json.loads(body)["role"] == "leader"
+        # Only the dev overlay runs on the guide's published key, and says so at every start.
+        placeholder = env["ENCRYPTION_KEY"] == config.GUIDE_PLACEHOLDER_KEY
+        assert placeholder == (name == "kustomize:dev")
+        _, text = http(f"{node.url}/metrics")
+        assert f"mcp_registry_insecure_key {1.0 if placeholder else 0.0}" in text
+        assert ("deployment guide's published example" in node.log.read_text()) == placeholder
 
 
 def test_dockerfile_healthcheck_command_against_the_registry(live: Live) -> None:
@@ -850,7 +928,9 @@ def test_alerts_and_dashboard_use_metrics_the_registry_exposes(
         "RegistryReplicaNotReady",
         "RegistryHighErrorRate",
         "RegistryHeartbeatExpirySpike",
+        "RegistryInsecureEncryptionKey",
     } <= alerts
+    assert "mcp_registry_insecure_key" in used
 
 
 def test_the_guides_sqlite_query(live: Live) -> None:

@@ -23,6 +23,7 @@ from replication.peers import Peers
 from replication.raft import RaftNode, membership
 from replication.wire import Secret
 from tests.processes import Registry
+from tests.raft_cluster import unexpected_storage_failure
 from tests.test_cluster import (
     Cluster,
     _has_members,
@@ -34,7 +35,7 @@ from tests.test_cluster import (
 )
 from tests.timing import scaled
 
-SECRET = Secret.from_key("membership-test-key")
+SECRET = Secret.from_key("membership-test-key-0123456789abcd")
 
 
 def _port() -> int:
@@ -81,7 +82,13 @@ def start_node(tmp_path: Path) -> Iterator[Callable[[str, list[str]], RaftNode]]
             connectionRetryTime=0.2,
         )
         node = RaftNode(
-            Peers(address, tuple(others)), conf, journal, lambda *_: None, lambda _: None, SECRET
+            Peers(address, tuple(others)),
+            conf,
+            journal,
+            lambda *_: None,
+            lambda _: None,
+            SECRET,
+            unexpected_storage_failure,
         )
         made.append(node)
         return node

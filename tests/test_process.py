@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +18,9 @@ import pytest
 
 from registry import events
 from registry.store import Store, index_key
-from tests.processes import Registry, free_port
+from tests.conftest import agent_body, eventually
+from tests.processes import CLUSTER_KEY, Registry, free_port
+from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +123,90 @@ async def test_kill_9_mid_load_loses_no_acknowledged_write(
         store.close()
 
 
+async def ready(session: aiohttp.ClientSession, registry: Registry) -> bool:
+    async with session.get(f"{registry.url}/ready") as resp:
+        return resp.status == 200
+
+
+async def test_a_full_raft_journal_stops_the_node_and_loses_no_acknowledged_write(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A one-member cluster whose LMDB_MAP_SIZE the writes outgrow (a full disk, as far as the
+    journal can tell): the process exits 1 at once with one line naming the index it could
+    not write, and restarted with room, it holds every write it had answered 200."""
+    data = tmp_path / "data"
+    raft_port = str(free_port())
+    cluster = {
+        "ENABLE_LEADER_ELECTION": "true",
+        "ENCRYPTION_KEY": CLUSTER_KEY,
+        "REGISTRY_PEERS": f"127.0.0.1:{raft_port}",
+        "RAFT_PORT": raft_port,
+    }
+    registry = Registry(data, LMDB_MAP_SIZE="256Ki", **cluster)
+    registries.append(registry.start())
+    acknowledged: set[str] = set()
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: ready(session, registry), 10)
+        for n in range(200):  # ~8 KiB each: the journal's 256 KiB fill long before
+            body = agent_body(f"big-{n}", "c", padding="x" * 8000)
+            try:
+                async with session.post(f"{registry.url}/heartbeat", json=body) as resp:
+                    if resp.status != 200:
+                        break  # not committed: the node must be stopping
+                    acknowledged.add(body["agent_id"])
+            except aiohttp.ClientError:
+                break  # the node stopped under this write
+    assert registry.proc is not None
+    assert registry.proc.wait(timeout=scaled(10)) == 1
+    assert 0 < len(acknowledged) < 200
+    lines = [line for line in registry.log_path.read_text().splitlines() if "stopping" in line]
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["level"] == "critical"
+    assert record["msg"].startswith(f"raft journal write failed at log index {record['index']}: ")
+    assert "MDB_MAP_FULL" in record["msg"]
+    assert "Traceback" not in registry.log_path.read_text()
+
+    restarted = Registry(data, port=registry.port, LMDB_MAP_SIZE="64Mi", **cluster)
+    registries.append(restarted.start())
+    async with aiohttp.ClientSession() as session:
+        await eventually(lambda: ready(session, restarted), 10)
+        async with session.get(f"{restarted.url}/api/v1/agents") as resp:
+            present = {agent["id"] for agent in (await resp.json())["agents"]}
+    missing = acknowledged - present
+    assert not missing, f"{len(missing)} acknowledged registrations lost"
+
+
+def test_raft_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Another process holds RAFT_PORT: the node says so and stops, instead of retrying the
+    bind forever with /ready at "raft not started"."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        raft_port = str(holder.getsockname()[1])
+        started = time.monotonic()
+        result = run_cli(
+            {
+                "DATA_DIR": str(tmp_path),
+                "REGISTRY_PORT": str(free_port()),
+                "METRICS_PORT": str(free_port()),
+                "ENABLE_LEADER_ELECTION": "true",
+                "ENCRYPTION_KEY": CLUSTER_KEY,
+                "REGISTRY_PEERS": f"127.0.0.1:{raft_port}",
+                "RAFT_PORT": raft_port,
+                "LOG_LEVEL": "error",
+            }
+        )
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0] == (
+        f"mcp-mesh-registry: cannot serve: [Errno {errno.EADDRINUSE}] "
+        f"RAFT_PORT {raft_port} cannot be bound ({os.strerror(errno.EADDRINUSE)})"
+    )
+
+
 def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
     data = tmp_path / "data"
     store = Store(str(data / "lmdb"))
@@ -148,6 +237,8 @@ def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
         ("DATABASE_TYPE", "mysql"),
         ("DATABASE_TYPE", "postgresql"),
         ("REGISTRY_PEERS", "no-port-here"),
+        ("LMDB_MAP_SIZE", "8GB"),
+        ("LMDB_MAP_SIZE", "1Ki"),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str) -> None:
@@ -156,6 +247,21 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert name in lines[0]
+
+
+@pytest.mark.parametrize("key", ["", "thirty-one-bytes-are-not-enough"])
+def test_cluster_mode_without_a_strong_key_is_one_line_and_exit_2(tmp_path: Path, key: str) -> None:
+    """Without a key anyone reaching RAFT_PORT could join or inject: refuse to start."""
+    assert len(key) in (0, 31)
+    peer = f"127.0.0.1:{free_port()}"
+    env = {"DATA_DIR": str(tmp_path), "ENABLE_LEADER_ELECTION": "true", "ENCRYPTION_KEY": key}
+    result = run_cli({**env, "REGISTRY_PEERS": peer, "RAFT_PORT": peer.rpartition(":")[2]})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mcp-mesh-registry: ENCRYPTION_KEY is ")
+    assert ("not set" if not key else "too short (31 bytes)") in lines[0]
+    assert not (tmp_path / "raft").exists()  # stopped before anything was opened
 
 
 def test_help_lists_every_setting() -> None:

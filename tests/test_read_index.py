@@ -405,7 +405,7 @@ def proposer_on(node: RaftNode, root: Path) -> Iterator[RaftProposer]:
     """The registry's RaftProposer over ``node`` (its own store in ``root``): what settles a
     read on the event loop, and appends a barrier entry when the read is refused."""
     store = Store(str(root / "lmdb"))
-    config = Config(data_dir=str(root), encryption_key="read-index-test-key")
+    config = Config(data_dir=str(root), encryption_key="read-index-test-key-0123456789abcd")
     machine = StateMachine(store, restore_view(store, config.events_history), 1000)
     proposer = RaftProposer(config, Peers(address(node), ()), machine, Liveness(), lambda _: None)
     proposer.node = node

@@ -16,7 +16,7 @@ from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
 from replication.raft import RaftNode
 from replication.wire import Secret
-from tests.raft_cluster import address, free_port, running
+from tests.raft_cluster import address, free_port, running, unexpected_storage_failure
 
 
 def test_journal_survives_reopen_only_what_was_synced(tmp_path: Path) -> None:
@@ -116,12 +116,16 @@ def test_a_snapshot_chunk_does_not_commit_a_former_leaders_own_entries(tmp_path:
         journal._destroy()
 
 
+UNIT_SECRET = Secret.from_key("unit-test-key-0123456789abcdefghij")
+
+
 def _node(tmp_path: Path, journal: LmdbJournal, deliver: Any = lambda *_: None) -> RaftNode:
-    """A node that never ticks, on a free loopback port (pysyncobj retries a bind that fails
-    forever); ``destroy()`` closes it at once."""
+    """A node that never ticks, on a free loopback port; ``destroy()`` closes it at once."""
     peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
     conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
-    return RaftNode(peers, conf, journal, deliver, lambda _: None, Secret.from_key("unit-test-key"))
+    return RaftNode(
+        peers, conf, journal, deliver, lambda _: None, UNIT_SECRET, unexpected_storage_failure
+    )
 
 
 LEADER = TCPNode("127.0.0.1:2")
@@ -184,6 +188,7 @@ def test_entries_held_are_not_deleted_by_a_shorter_resend(follower: Any) -> None
         "reset": False,
         "success": True,
         "incarnation": node.incarnations.identity,
+        "term": 2,  # the term of the append_entries it answers
     }
     assert replies() == [answer]
     assert node.raftCommitIndex == 10
@@ -264,3 +269,47 @@ def test_acks_and_commits_leave_a_node_only_for_entries_on_its_disk(
     assert max(f.claims or 0 for f in commits) == last
     assert [(address(f.sender), f.claims) for f in acks if f.sender and not f.on_disk] == []
     assert [(address(f.sender), f.claims) for f in commits if f.sender and not f.on_disk] == []
+
+
+def test_an_ack_from_an_earlier_term_does_not_count_in_a_later_one(tmp_path: Path) -> None:
+    """Finding 11: node A leads term 1 and sends entries 2-30 to B, whose ack is held up (a
+    partition stalls the connection). A's log is then overwritten by term 2's leader (entries
+    2-15 of term 2), and A leads again in term 3 with its no-op at 16. B's old ack, arriving
+    now, must not make A count B as holding 16: B holds term 1's entries, not these."""
+    b_journal = LmdbJournal(str(tmp_path / "b" / "raft"))
+    b = _node(tmp_path / "b", b_journal)
+    a_journal = LmdbJournal(str(tmp_path / "a" / "raft"))
+    a = _node(tmp_path / "a", a_journal)
+    try:
+        term_1 = {
+            "type": "append_entries",
+            "term": 1,
+            "commit_index": 1,
+            "prevLogIdx": 1,
+            "prevLogTerm": b_journal.term_at(1),
+            "entries": [(_command(i, 1), i, 1) for i in range(2, 31)],
+        }
+        b._SyncObj__onMessageReceived(LEADER, term_1)
+        assert b.transport is not None
+        ((_, late_ack),) = b.transport._acks  # what B's next flush sends
+        assert late_ack["next_node_idx"] == 31 and late_ack["success"]
+
+        for index in range(2, 16):  # what term 2's leader left in A's log
+            a_journal.add(_command(index, 2), index, 2)
+        a._SyncObj__setCurrentTerm(3, a._SyncObj__selfNode.id)
+        a._SyncObj__onBecomeLeader()  # the no-op of term 3 at 16
+        assert a_journal.last_index == 16 and a_journal.term_at(16) == 3
+        assert a.transport is not None
+        a.transport._onMessageReceived(LEADER, late_ack)
+        a.doTick(0)
+        assert a._SyncObj__raftMatchIndex[LEADER] == 0
+        assert a.raftCommitIndex < 16  # only A holds it: one of three
+
+        current = {**late_ack, "next_node_idx": 17, "term": 3}  # B caught up in term 3
+        a.transport._onMessageReceived(LEADER, current)
+        a.doTick(0)
+        assert a.raftCommitIndex == 16
+    finally:
+        for node, journal in ((a, a_journal), (b, b_journal)):
+            node.destroy()
+            journal._destroy()

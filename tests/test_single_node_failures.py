@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from registry.store import Store
 from tests.conftest import Api, agent_body, eventually
 
 TINY_MAP = 64 << 10
@@ -18,10 +16,10 @@ TINY_MAP = 64 << 10
 
 
 async def test_full_lmdb_map_answers_503_applies_nothing_and_keeps_serving_reads(
-    start_api: Callable[..., Awaitable[Api]], monkeypatch: pytest.MonkeyPatch
+    start_api: Callable[..., Awaitable[Api]],
 ) -> None:
-    monkeypatch.setattr("registry.node.Store", functools.partial(Store, map_size=TINY_MAP))
-    api = await start_api()
+    api = await start_api(lmdb_map_size=TINY_MAP)  # LMDB_MAP_SIZE=64Ki
+    assert api.node.store.map_size == TINY_MAP
     registered: list[str] = []
     for n in range(500):
         state = (api.log_index, api.node.view.digest(), api.node.store.last_index())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,14 @@ import pysyncobj.pickle
 import pytest
 from pysyncobj.node import TCPNode
 
+from registry.config import ConfigError
 from registry.events import CorruptRecord
 from replication import codec, commands, legacy, wire
 from replication.journal import LmdbJournal
 from replication.raft import RaftNode, _Applied
 from tests.test_replication_units import LEADER, _node
 
-SECRET = wire.Secret.from_key("unit-test-key")
+SECRET = wire.Secret.from_key("unit-test-key-0123456789abcdefghij")
 
 
 class _RunsCode:
@@ -54,7 +56,7 @@ def test_a_handshake_gives_each_direction_its_own_keys() -> None:
 
 
 def test_either_side_refuses_a_peer_with_another_key() -> None:
-    other = wire.Secret.from_key("another-key")
+    other = wire.Secret.from_key("another-key-of-the-same-length-0123")
     with pytest.raises(wire.Refused, match="server failed authentication"):
         _handshake(client_secret=other)
     client, server = wire.ClientHandshake(SECRET), wire.ServerHandshake(other)
@@ -79,9 +81,15 @@ def test_a_client_refuses_a_reply_in_another_version() -> None:
         client.finish(bytes(reply))
 
 
-def test_an_empty_key_is_refused() -> None:
-    with pytest.raises(ValueError, match="ENCRYPTION_KEY is required"):
-        wire.Secret.from_key("")
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("", "ENCRYPTION_KEY is not set"), ("k" * 31, "ENCRYPTION_KEY is too short (31 bytes)")],
+)
+def test_an_empty_or_short_key_is_refused(key: str, message: str) -> None:
+    """The wire applies config.load's rule itself, for a Config built without load()."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        wire.Secret.from_key(key)
+    wire.Secret.from_key("k" * 32)
 
 
 def test_append_entries_decode_as_pysyncobj_built_them() -> None:

@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 
 from replication import codec, wire
-from tests.processes import Registry
+from tests.processes import CLUSTER_KEY, Registry
 from tests.test_cluster import Cluster
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
 
-KEY = "cluster-test-key"  # tests/test_cluster.py's Cluster default
+KEY = CLUSTER_KEY  # tests/test_cluster.py's Cluster default
 
 
 def _get(url: str) -> tuple[int, Any]:
@@ -223,7 +223,7 @@ def test_an_oversized_length_prefix_closes_at_once(target: Target) -> None:
 def test_a_wrong_key_gets_no_session(target: Target) -> None:
     sweeps = target.sweeps()
     with target.connect() as sock:
-        handshake = wire.ClientHandshake(wire.Secret.from_key("wrong-key"))
+        handshake = wire.ClientHandshake(wire.Secret.from_key("wrong-key-but-just-as-long-0123456"))
         sock.sendall(handshake.hello())
         reply = _read(sock, wire.REPLY_BYTES)
         with pytest.raises(wire.Refused, match="server failed authentication"):

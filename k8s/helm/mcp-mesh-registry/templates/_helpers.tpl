@@ -71,16 +71,14 @@ redefining the initial cluster (which could let new pods elect a second leader).
 {{- end -}}
 {{- end -}}
 
-{{/* A secret value: the given one, else the one already in the cluster, else a new random one. */}}
-{{- define "registry.secretValue" -}}
-{{- $given := index . 0 -}}
-{{- $key := index . 1 -}}
-{{- $existing := index . 2 -}}
-{{- if $given -}}
-{{- $given -}}
-{{- else if and $existing $existing.data (hasKey $existing.data $key) -}}
-{{- index $existing.data $key | b64dec -}}
-{{- else -}}
-{{- randAlphaNum 40 -}}
+{{/* The Secret's values, given in values.yaml or --set, never generated: a generated value is
+new at every render (`lookup` sees no cluster under `helm template` or a GitOps controller), so
+the replicas' ENCRYPTION_KEY would change at every sync. */}}
+{{- define "registry.requiredSecret" -}}
+{{- $how := "set encryptionKey and authToken (e.g. --set encryptionKey=$(openssl rand -base64 32) --set authToken=$(openssl rand -hex 32)), or existingSecret to the name of a Secret with the keys ENCRYPTION_KEY and AUTH_TOKEN" -}}
+{{- $key := required (printf "encryptionKey is empty: %s" $how) .Values.encryptionKey -}}
+{{- if lt (len $key) 32 -}}
+{{- fail (printf "encryptionKey is too short (%d bytes): at least 32 are needed; %s" (len $key) $how) -}}
 {{- end -}}
+{{- $_ := required (printf "authToken is empty: %s" $how) .Values.authToken -}}
 {{- end -}}
