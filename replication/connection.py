@@ -183,6 +183,11 @@ class WireConnection:
         if event & POLL_EVENT_TYPE.ERROR or self._timed_out():
             self.disconnect()
             return
+        # This event is for this socket only. Closing it calls pysyncobj back, and for an
+        # outgoing connection that connects again at once, on this object: what is left of
+        # the event must not then act on the new socket (reading it, or dropping the WRITE
+        # interest that would tell it the connect completed, so it never sends its HELLO).
+        sock = self._socket
         if self._tcp_pending:
             assert self._socket is not None
             if self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
@@ -197,8 +202,8 @@ class WireConnection:
             self._last_read = monotonic()
             self._out += client.hello()
         if event & POLL_EVENT_TYPE.READ:
-            self._read()
-        if self.state != CONNECTION_STATE.DISCONNECTED:
+            self._read(sock)
+        if self._socket is sock and self.state != CONNECTION_STATE.DISCONNECTED:
             self._flush()
 
     def _timed_out(self) -> bool:
@@ -208,10 +213,10 @@ class WireConnection:
             return True
         return False
 
-    def _read(self) -> None:
-        while self._socket is not None:
+    def _read(self, sock: socket.socket | None) -> None:
+        while sock is not None and self._socket is sock:
             try:
-                chunk = self._socket.recv(self._recv_size)
+                chunk = sock.recv(self._recv_size)
             except BlockingIOError:
                 return
             except OSError:
@@ -222,11 +227,12 @@ class WireConnection:
                 return
             self._last_read = monotonic()
             self._in += chunk
-            self._consume()
+            self._consume(sock)
 
-    def _consume(self) -> None:
-        """Handle every complete unit in the buffer (handshake messages, then frames)."""
-        while self._socket is not None:
+    def _consume(self, sock: socket.socket) -> None:
+        """Handle every complete unit in the buffer (handshake messages, then frames), while
+        the connection is still on ``sock``."""
+        while self._socket is sock:
             try:
                 message, done = self._next()
             except (wire.Refused, ValueError, TypeError) as exc:
