@@ -19,6 +19,7 @@ from registry.events import CorruptRecord
 from replication import codec, commands, legacy, wire
 from replication.journal import LmdbJournal
 from replication.raft import RaftNode, _Applied
+from tests.raft_cluster import address, running
 from tests.test_replication_units import LEADER, _node
 
 SECRET = wire.Secret.from_key("unit-test-key-0123456789abcdefghij")
@@ -246,3 +247,24 @@ def test_a_pre_upgrade_journal_is_converted_once(tmp_path: Path) -> None:
         assert [entry[0] for entry in converted[:]] == [after for _, after in OLD]
     finally:
         converted._destroy()
+
+
+@pytest.mark.parametrize(
+    "malformed", [{"type": "request_vote"}, {"type": "apply_command"}, {"type": "append_entries"}]
+)
+def test_a_malformed_message_from_a_member_costs_its_connection_not_the_tick(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    malformed: dict[str, Any],
+) -> None:
+    """Only a key holder gets this far, but pysyncobj's handlers index fields without checking
+    them: a message of the wrong shape closes that connection (which is then made again) and
+    the receiving node's tick goes on, so the cluster still commits."""
+    with running(tmp_path, monkeypatch) as cluster:
+        leader = cluster.calm()
+        follower = cluster.others(leader)[0]
+        assert cluster.send(follower, leader, malformed)
+        cluster.run_until(lambda: "closed: malformed message" in caplog.text, leader)
+        cluster.run_until(lambda: leader.isNodeConnected(TCPNode(address(follower))))
+        cluster.write(leader)
