@@ -301,6 +301,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         pysyncobj commits it right after appending it."""
         super()._SyncObj__onBecomeLeader()
         self.journal.sync()
+        # Match indexes kept for uncounted members belong to the term they were learned in;
+        # pysyncobj has just reset its own to 0, and a stale one restored later could count a
+        # member as holding entries it lost since.
+        self._uncounted_match.clear()
 
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
         """Votes and acknowledgements are judged by the sender's incarnation (a member that

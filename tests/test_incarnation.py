@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
+from pysyncobj.node import TCPNode
 
 from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
 from tests.raft_cluster import address, running
+from tests.test_read_index import transfer
 from tests.timing import scaled
 
 FOLLOWER = 0
@@ -95,3 +97,21 @@ def test_an_unrecognised_node_never_stands_for_election(
             assert lost.getStatus()["state"] == FOLLOWER
         lost.incarnations.adopt({address(lost): lost.incarnations.identity})
         cluster.run_until(lambda: lost.getStatus()["state"] != FOLLOWER, lost)
+
+
+def test_a_match_index_kept_for_an_uncounted_member_does_not_outlive_its_term(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader keeps the real match index of a member it does not count yet; when it leads
+    again in a later term, a value from before must not come back as that member's match."""
+    with running(tmp_path, monkeypatch) as cluster:
+        leader = cluster.calm()
+        f1, _ = cluster.others(leader)
+        transfer(cluster, leader, f1)
+        cluster.run_until(lambda: f1._isLeader())
+        leader._uncounted_match[address(f1)] = 10**6  # kept while it led before, say
+        transfer(cluster, f1, leader)
+        cluster.run_until(lambda: leader._isLeader())
+        cluster.write(leader)
+        match = leader._SyncObj__raftMatchIndex[TCPNode(address(f1))]
+        assert match <= f1.journal.last_index
