@@ -138,10 +138,14 @@ async def _invoke(
                 else:
                     outcome = FAIL
     except aiohttp.ClientConnectorError:
-        # No connection was made (refused: the replica is down or restarting): nothing was
-        # sent, so nothing can have applied. Unknown outcomes are what the linearizability
-        # search pays for: a power loss of every replica gave keys 20-30 of them.
-        outcome = FAIL
+        # No connection could be made (refused: the replica is down or restarting). For a
+        # POST that means nothing was sent. Not for a DELETE: aiohttp retries an idempotent
+        # request on a new connection when a kept-alive one breaks, so the first attempt may
+        # have been carried out before the replica died (a chaos run caught exactly that: a
+        # delete recorded as failed, its effect seen by the next reads). Unknown outcomes are
+        # what the linearizability search pays for: a power loss of every replica gave keys
+        # 20-30 of them when refused POSTs counted as unknown too.
+        outcome = FAIL if f == WRITE else INFO if f == DELETE else FAIL
     except (TimeoutError, aiohttp.ClientError):
         outcome = INFO if f in (WRITE, DELETE) else FAIL
     record(Event(outcome, process, f, key, time.monotonic_ns(), result, node, api))
