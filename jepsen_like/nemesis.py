@@ -19,7 +19,12 @@ Kinds (``--nemesis`` names):
 - ``pause``: SIGSTOP a replica, SIGCONT at the end;
 - ``restart``: rolling restart in StatefulSet order (highest ordinal first), each waited for;
 - ``move``: a replica rescheduled with a new IP (stopped, readdressed, DNS updated, started);
-- ``wipe``: a replica's data directory deleted (it must rejoin and resync);
+- ``wipe``: a replica's data directory deleted (it must rejoin and resync). One lost disk at
+  a time: while a replica whose disk was lost has not been recognised again (caught up and
+  counted by the leader), a later ``wipe`` or ``disk-leader`` takes that replica's disk again
+  rather than another's, because two members' disks lost at once are a majority's, which a
+  3-member cluster does not promise to survive (the registry then refuses to elect a leader
+  of two empty members: tests/test_wiped_disk.py);
 - ``power``: power lost on one replica or on all at once: every data directory is on
   jepsen_like/lazyfs, so whatever was not fsynced is gone with the processes;
 - ``disk-leader``: a follower loses its disk, then the leader dies before it has caught up;
@@ -172,6 +177,8 @@ class Nemesis:
         self.rng = random.Random(f"{seed}/victims")
         self.log = log
         self.faults: list[Fault] = []
+        self.lost_disk: int | None = None
+        """A replica whose disk was lost and that the cluster may not have recognised yet."""
 
     def run(self) -> None:
         """Carry out the whole schedule. An action that overruns (a slow restart) delays every
@@ -213,6 +220,38 @@ class Nemesis:
     def _victim(self, busy: set[int]) -> int:
         """A replica no active fault is about (a second fault of a pair hits another node)."""
         return self.rng.choice([i for i in range(len(self.replicas)) if i not in busy])
+
+    def _disk_victim(self, candidates: list[int]) -> int:
+        """Whose disk to lose: the replica still recovering from an earlier lost disk if there
+        is one, even if another fault is about it (see ``wipe`` in the module docstring);
+        otherwise one of ``candidates``."""
+        if self.lost_disk is not None and not self._recovered(self.lost_disk):
+            return self.lost_disk
+        self.lost_disk = None
+        return self.rng.choice(candidates)
+
+    def _recovered(self, ordinal: int) -> bool:
+        """Whether a replica whose disk was lost is a member in good standing again: it has
+        heard from a leader that names its new incarnation, and that leader counts it."""
+        replica = self.replicas[ordinal]
+        if not replica.alive():
+            return False
+        status, body = replica.get("/api/v1/cluster")
+        if status != 200 or not isinstance(body, dict):
+            return False
+        if not body.get("recognised") or not body.get("leader"):
+            return False
+        lead = leader(self.replicas)
+        if lead is None:
+            return False
+        status, view = self.replicas[lead].get("/api/v1/cluster")
+        if status != 200 or not isinstance(view, dict):
+            return False
+        me = f"{dns_name(ordinal)}:{RAFT_PORT}"
+        members = view.get("members") or []
+        return any(m.get("id") == me and not m.get("catching_up") for m in members) or (
+            lead == ordinal
+        )
 
     def heal_all(self) -> None:
         """End of run: no partition, nothing paused, every replica running."""
@@ -273,9 +312,11 @@ class Nemesis:
         return victim.start
 
     def _wipe(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
-        victim = self.replicas[self._victim(busy)]
+        free = [i for i in range(len(self.replicas)) if i not in busy]
+        victim = self.replicas[self._disk_victim(free)]
         victim.kill()
         victim.wipe()
+        self.lost_disk = victim.ordinal
         fault.detail = {"node": victim.ordinal}
         return victim.start
 
@@ -298,7 +339,10 @@ class Nemesis:
         found = leader(self.replicas)
         lead = found if found is not None else self.rng.randrange(len(self.replicas))
         followers = [i for i in range(len(self.replicas)) if i != lead]
-        wiped = self.rng.choice(followers)
+        wiped = self._disk_victim(followers)
+        if wiped == lead:  # no leader was found and the random pick is the recovering replica
+            lead = next(i for i in followers if i != wiped)
+            followers = [i for i in range(len(self.replicas)) if i != lead]
         other = next(i for i in followers if i != wiped)
         shape = self.rng.choice(["plain", "paused"])
         if shape == "paused":
@@ -306,6 +350,7 @@ class Nemesis:
             time.sleep(self.rng.uniform(0.5, 1.5))  # the leader commits with `wiped` alone
         self.replicas[wiped].kill()
         self.replicas[wiped].wipe()
+        self.lost_disk = wiped
         self.replicas[wiped].start()
         time.sleep(self.rng.uniform(0.0, 1.0))
         self.replicas[lead].kill()

@@ -12,8 +12,16 @@ So every data directory has an incarnation (a random id made with its journal, s
 keeps, durably, the incarnation it knows for every member. The rules:
 
 * A candidate counts a vote only from the incarnation it knows for that member. A node that
-  started knowing nobody (a cluster's first election) takes votes as they come and learns
-  them, until it hears of a leader.
+  started knowing nobody (a cluster's first election: *first contact*) takes votes as they
+  come and learns them, but only from voters at first contact too, until it hears of a
+  leader.
+* First contact also ends, durably, when a node hears a vote request from a member that is
+  past it (one that has heard of a leader, or of such a member, so may hold acknowledged
+  writes). Two members whose disks were lost look exactly like two members of a new
+  cluster, a majority of three; while the third member, which kept its disk and every
+  acknowledged write, is up and campaigning, this keeps them from electing one of themselves
+  and overwriting its log when it wins no votes (its votes from them go uncounted: the
+  cluster stalls, which is what losing two of three disks should cost).
 * A leader that hears from a member it has no incarnation for learns it (a new member, or the
   cluster's start). One that hears from a member under a new incarnation treats it as a
   newcomer: it sends it the log but does not count it toward commits until it holds the log up
@@ -28,8 +36,11 @@ keeps, durably, the incarnation it knows for every member. The rules:
   make it look like the leader of a majority.
 
 What this cannot see: a wiped member that no surviving node ever heard from (the leader that
-first learned it died before telling anyone). That takes losing two nodes' state at once, beyond
-the one-failure budget of a 3-member cluster.
+first learned it died before telling anyone), and two members of three whose disks were lost
+electing each other before they hear from the third (it is down, or slower than their election
+timeout). Both take losing two nodes' state at once, beyond the one-failure budget of a
+3-member cluster; a unanimous first election would close the second at the price of a new
+cluster needing every initial member up to start, which this registry does not pay.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ class Incarnations:
         self.recovering: dict[str, tuple[str, int]] = {}
         # First contact: votes from members this node has no record of count (and are
         # recorded) only while it knows no other member and has not heard of a leader.
-        self.first_contact = not set(self.known) - {self_address}
+        self.first_contact = not set(self.known) - {self_address} and not journal.first_contact_over
         if self_address not in self.known:
             self._record({**self.known, self_address: journal.identity})
 
@@ -66,15 +77,25 @@ class Incarnations:
         self.known = known
         self.journal.set_incarnations(known)
 
-    def vote_counts(self, member: str, incarnation: object) -> bool:
-        """Whether a candidate may count ``member``'s vote."""
+    def vote_counts(self, member: str, incarnation: object, fresh: object) -> bool:
+        """Whether a candidate may count ``member``'s vote; ``fresh`` is whether the voter
+        says it is at first contact."""
         known = self.known.get(member)
         if known is None and self.first_contact:
-            if isinstance(incarnation, str):
+            if isinstance(incarnation, str) and fresh is True:
                 self._record({**self.known, member: incarnation})
                 return True
             return False
         return known is not None and known == incarnation
+
+    def vote_requested(self, fresh: object) -> None:
+        """A vote request from a member past first contact ends this node's, durably. Its
+        incarnation is not learned: it may be an emptied member that heard of the one that
+        kept its disk, and counting its vote would let two emptied members elect each other
+        (found by tests/test_wiped_disk.py)."""
+        if self.first_contact and fresh is False:
+            self.first_contact = False
+            self.journal.end_first_contact()
 
     def ack_counts(self, member: str, incarnation: object, matched: int, last: int) -> bool:
         """Whether a leader may count ``member``'s acknowledgement that it holds the log up to

@@ -75,6 +75,7 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
             self._incarnations: dict[str, str] = (
                 msgpack.unpackb(bytes(known), raw=False) if known else {}
             )
+            self._first_contact_over = txn.get(b"first_contact_over", db=self._meta) is not None
         self.synced_index = self.last_index
         # This data directory's incarnation: made once, with the journal, and never again. A
         # node whose disk was lost comes back under its old address with a new one, which is
@@ -231,6 +232,17 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
         self._incarnations = dict(known)
         self.sync(force=True)
 
+    @property
+    def first_contact_over(self) -> bool:
+        """Whether this node has heard of a member past its cluster's first election."""
+        return self._first_contact_over
+
+    def end_first_contact(self) -> None:
+        """Remember durably that it has (replication/incarnation.py)."""
+        if not self._first_contact_over:
+            self._first_contact_over = True
+            self.sync(force=True)
+
     # -- durability -----------------------------------------------------------------------------
 
     def sync(self, force: bool = False) -> None:
@@ -256,6 +268,8 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
                     txn.put(b"identity", self.identity.encode(), db=self._meta)
                     if self._incarnations:
                         txn.put(b"incarnations", msgpack.packb(self._incarnations), db=self._meta)
+                    if self._first_contact_over:
+                        txn.put(b"first_contact_over", b"1", db=self._meta)
             except (lmdb.Error, OSError) as exc:
                 first = next((op[1] for op in self._ops if op[0] == "put"), self.last_index)
                 raise self._failed(first, exc) from exc

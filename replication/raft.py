@@ -323,8 +323,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         snapshot, once complete, brings the right state.
         """
         kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "request_vote":
+            self.incarnations.vote_requested(message.get("fresh"))
         if kind == "response_vote" and not self.incarnations.vote_counts(
-            node.id, message.get("incarnation")
+            node.id, message.get("incarnation"), message.get("fresh")
         ):
             log.warning(
                 "vote from %s not counted: not the incarnation of it this node knows "
@@ -398,7 +400,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 "incarnation": self.incarnations.identity,
                 "term": self.raftCurrentTerm,
             }
-        if kind in ("response_vote", read_index.PROBE_ACK):
+        if kind in ("request_vote", "response_vote"):
+            return {
+                **message,
+                "incarnation": self.incarnations.identity,
+                "fresh": self.incarnations.first_contact,
+            }
+        if kind == read_index.PROBE_ACK:
             return {**message, "incarnation": self.incarnations.identity}
         if kind == "append_entries":
             return {**message, "incarnations": self.incarnations.known}
@@ -914,7 +922,15 @@ class RaftProposer:
         status = node.status_snapshot
         members = membership(status)
         if member not in members:
-            raise KeyError(member)
+            # A follower's membership can lag the leader's (a member that joined while it was
+            # down): "no such member" is said only by a node holding every committed change.
+            # The chaos harness's scale-down took a lagging follower's 404 as done and left a
+            # stopped pod in a 4-member cluster, which then needed every other member.
+            await self.barrier()
+            status = await self._next_status(node)
+            members = membership(status)
+            if member not in members:
+                raise KeyError(member)
         if member == self.peers.self_address:
             raise ValueError("a node cannot remove itself: run this against another member")
         remaining = [m for m in members if m != member]
@@ -943,6 +959,16 @@ class RaftProposer:
                         "pending; retry"
                     ) from None
                 await asyncio.sleep(0.2)
+
+    async def _next_status(self, node: RaftNode) -> dict[str, Any]:
+        """The first status snapshot taken after now (the tick thread makes one each tick)."""
+        seen = node.status_snapshot
+        deadline = time.monotonic() + self.config.write_timeout
+        while node.status_snapshot is seen:
+            if time.monotonic() > deadline:
+                raise Unavailable("the raft tick thread made no status in time")
+            await asyncio.sleep(0.01)
+        return node.status_snapshot
 
     # -- tick thread -> loop --------------------------------------------------------------------
 
@@ -1140,6 +1166,9 @@ class RaftProposer:
             # False on a node whose disk was lost until the leader counts it again (it then
             # neither stands for election nor has its vote counted: replication/incarnation.py).
             "recognised": node.incarnations.recognised if node is not None else False,
+            # True until this node hears of a leader or of a member that has (a new cluster's
+            # first election, as far as it can tell).
+            "first_contact": node.incarnations.first_contact if node is not None else False,
         }
 
 

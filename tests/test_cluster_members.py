@@ -12,11 +12,14 @@ import pytest
 from tests.processes import Registry
 from tests.test_cluster import (
     Cluster,
+    _has_members,
     all_ready,
     get_json,
+    leader_of,
     members,
     register,
     subprocess_remove,
+    until,
 )
 
 pytestmark = pytest.mark.slow
@@ -91,3 +94,36 @@ async def test_a_single_node_refuses_any_removal(
         done = subprocess_remove(node, "anyone", AUTH_TOKEN=TOKEN)
         assert done.returncode == 1 and "no other members" in done.stdout, done
         assert await members(session, node) == ["solo"]
+
+
+async def test_a_follower_that_missed_a_join_does_not_call_the_new_member_unknown(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A member joins while a follower is down; right after that follower comes back, asking
+    it to remove the new member removes it (after catching up), instead of a 404 from its
+    stale membership. Found by the chaos harness: the scale-down took such a 404 as done and
+    left a stopped pod in a 4-member cluster."""
+    cluster = Cluster(tmp_path, registries, n=4, AUTH_TOKEN=TOKEN)
+    addresses = [cluster.address(i) for i in range(4)]
+    for i in range(3):
+        cluster.start(i, REGISTRY_PEERS=",".join(addresses[:3]))
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        await all_ready(session, cluster.nodes[:3], timeout=20)
+        lead = await leader_of(session, cluster.nodes[:3])
+        lagging = next(i for i in range(3) if i != lead)
+        cluster.nodes[lagging].kill()
+        cluster.start(3, REGISTRY_PEERS=",".join(addresses))
+        live = [cluster.nodes[i] for i in range(4) if i != lagging]
+        await until(lambda: _has_members(session, cluster.nodes[lead], addresses), 40)
+        await all_ready(session, live, timeout=30)
+
+        follower = cluster.start(lagging, REGISTRY_PEERS=",".join(addresses[:3]))
+
+        async def answered() -> tuple[int, dict[str, str]] | None:
+            status, body = await remove(session, follower, addresses[3])
+            return None if status == 503 else (status, body)
+
+        status, body = await until(answered, 30)
+        assert (status, body) == (200, {"removed": addresses[3]})
+        await until(lambda: _has_members(session, follower, addresses[:3]), 20)
+        await until(lambda: _has_members(session, cluster.nodes[lead], addresses[:3]), 20)

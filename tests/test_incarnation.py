@@ -36,17 +36,38 @@ def test_votes_are_taken_at_first_contact_then_only_from_the_known_incarnation(
     tmp_path: Path,
 ) -> None:
     journal, rules = _open(tmp_path)
-    assert rules.vote_counts(B, "b-1")  # the cluster's first election: nobody known yet
-    assert rules.vote_counts(C, "c-1")  # (a 5-member cluster's first leader needs two)
+    # The cluster's first election: nobody known yet; votes count from voters at first
+    # contact too (a 5-member cluster's first leader needs two).
+    assert not rules.vote_counts("10.0.0.8:4321", "e-1", fresh=False)
+    assert not rules.vote_counts("10.0.0.8:4321", None, fresh=True)
+    assert rules.vote_counts(B, "b-1", fresh=True)
+    assert rules.vote_counts(C, "c-1", fresh=True)
     rules.adopt({B: "b-1", C: "c-1"})  # a leader was heard of: first contact is over
-    assert not rules.vote_counts("10.0.0.9:4321", "d-1")
-    assert rules.vote_counts(B, "b-1")
-    assert not rules.vote_counts(B, "b-2")  # B lost its disk
-    assert not rules.vote_counts(B, None)
+    assert not rules.vote_counts("10.0.0.9:4321", "d-1", fresh=True)
+    assert rules.vote_counts(B, "b-1", fresh=False)
+    assert not rules.vote_counts(B, "b-2", fresh=True)  # B lost its disk
+    assert not rules.vote_counts(B, None, fresh=False)
     journal._destroy()
     _, reopened = _open(tmp_path)
-    assert not reopened.vote_counts(B, "b-2")  # the record survives a restart
-    assert reopened.vote_counts(B, "b-1")
+    assert not reopened.vote_counts(B, "b-2", fresh=True)  # the record survives a restart
+    assert reopened.vote_counts(B, "b-1", fresh=False)
+
+
+def test_a_vote_request_from_a_member_past_first_contact_ends_it(tmp_path: Path) -> None:
+    """Two emptied members of three must not elect each other while the third, which kept
+    its disk, is heard campaigning: its request ends their first contact, durably."""
+    journal, rules = _open(tmp_path)
+    rules.vote_requested(fresh=True)  # another member at its first election
+    rules.vote_requested(fresh=None)  # says nothing of itself
+    assert rules.first_contact
+    rules.vote_requested(fresh=False)  # C has heard of a leader (or of a member that has)
+    assert not rules.first_contact
+    assert not rules.vote_counts(B, "b-1", fresh=True)  # the other emptied member's vote
+    assert not rules.vote_counts(C, "c-1", fresh=False)  # nor C's: it may be emptied too
+    journal._destroy()
+    _, reopened = _open(tmp_path)
+    assert not reopened.first_contact
+    assert not reopened.vote_counts(B, "b-1", fresh=True)
 
 
 def test_a_new_incarnation_counts_only_once_it_holds_the_commit_index_it_was_first_seen_at(
@@ -60,7 +81,7 @@ def test_a_new_incarnation_counts_only_once_it_holds_the_commit_index_it_was_fir
     assert rules.ack_counts(C, "c-2", matched=50, last=60)
     assert rules.counted(C) and rules.in_good_standing(C, "c-2")
     assert not rules.in_good_standing(C, "c-1")
-    assert rules.vote_counts(C, "c-2") and not rules.vote_counts(C, "c-1")
+    assert rules.vote_counts(C, "c-2", fresh=False) and not rules.vote_counts(C, "c-1", fresh=False)
     assert not rules.ack_counts(C, None, matched=80, last=80)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from replication.journal import LmdbJournal
 from tests.conftest import steadily
 from tests.processes import Registry
 from tests.test_cluster import (
@@ -86,3 +87,54 @@ async def _recognised(session: aiohttp.ClientSession, node: Registry) -> bool:
         return bool((await get_json(session, f"{node.url}/api/v1/cluster"))["recognised"])
     except (TimeoutError, aiohttp.ClientError):
         return False
+
+
+async def test_two_members_that_lost_their_disks_do_not_elect_a_leader_of_their_own(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """Two disks lost at once is beyond what 3 members promise to survive, but while the
+    member that kept its disk is up it must stall, not lose. The two emptied members look
+    like two members of a new cluster, a majority of three: at first contact they would
+    elect one of themselves, and the member holding every acknowledged write (campaigning,
+    its votes from them uncounted) would be overwritten by it. Its vote request ends their
+    first contact (replication/incarnation.py)."""
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+        assert await register(session, cluster.nodes[0], "acknowledged")
+        await converged(session, cluster.nodes)
+        keeper = 2
+        for node in cluster.nodes:
+            node.kill()
+        for lost in (0, 1):
+            shutil.rmtree(cluster.nodes[lost].data_dir)
+        # The keeper first, then the emptied ones one at a time: the first hears the keeper
+        # campaign (once it has someone to campaign to) before the second can vote for it.
+        # Started together, the two can elect each other first: see the docstring of
+        # replication/incarnation.py, "What this cannot see".
+        cluster.start(keeper)
+        cluster.start(0)
+        await until(lambda: _status_is(session, cluster.nodes[0], first_contact=False), 20)
+        cluster.start(1)
+
+        async def no_leader() -> bool:
+            roles = [await _role(session, node) for node in cluster.nodes]
+            return "leader" not in roles
+
+        await steadily(no_leader, 8)
+        assert not await register(session, cluster.nodes[1], "on-an-empty-leader")
+    # The acknowledged write is still in the log of the member that kept its disk (its view
+    # applies it once a leader says it is committed, which nobody can now).
+    cluster.nodes[keeper].stop()
+    journal = LmdbJournal(str(cluster.nodes[keeper].data_dir / "raft"))
+    assert any(b"acknowledged" in bytes(command) for command, _, _ in journal[:])
+    journal._destroy()
+
+
+async def _status_is(session: aiohttp.ClientSession, node: Registry, **want: object) -> bool:
+    try:
+        status = await get_json(session, f"{node.url}/api/v1/cluster")
+    except (TimeoutError, aiohttp.ClientError):
+        return False
+    return all(status.get(key) == value for key, value in want.items())
