@@ -22,6 +22,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _stopped(task: Path) -> bool:
+    """Whether a thread (a /proc/PID/task entry) is stopped by a signal, or gone."""
+    try:
+        stat = (task / "stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("T", "t")
+
+
 class Registry:
     """``python -m registry`` on loopback ports with its data in ``data_dir``."""
 
@@ -75,9 +84,19 @@ class Registry:
         self.proc.wait()
 
     def pause(self) -> None:
-        """SIGSTOP: the process holds its sockets open but answers nothing (a stalled pod)."""
+        """SIGSTOP: the process holds its sockets open but answers nothing (a stalled pod).
+
+        Returns once every thread is stopped: a signal is delivered asynchronously, and a
+        thread still running on the other core could acknowledge one more entry after the
+        caller believes the process paused."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        deadline = time.monotonic() + scaled(5)
+        while not all(_stopped(task) for task in tasks.iterdir()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pid {self.proc.pid} did not stop after SIGSTOP")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         assert self.proc is not None
