@@ -51,6 +51,11 @@ class Replica:
         return f"http://{self.host}:{HTTP_PORT}"
 
     def start(self) -> None:
+        """Start the process unless it is running: two overlapping faults on one replica (a
+        kill, then a wipe that takes the same disk again) both start it when they heal, and a
+        second process would fail to bind and orphan the first."""
+        if self.alive():
+            return
         env = {
             **os.environ,
             "POD_NAME": f"{STATEFULSET}-{self.ordinal}",

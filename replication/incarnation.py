@@ -13,15 +13,17 @@ keeps, durably, the incarnation it knows for every member. The rules:
 
 * A candidate counts a vote only from the incarnation it knows for that member. A node that
   started knowing nobody (a cluster's first election: *first contact*) takes votes as they
-  come and learns them, but only from voters at first contact too, until it hears of a
-  leader.
+  come, but only from voters at first contact too, until it is or hears of a leader; it
+  records their incarnations only once elected (a lost round's votes, kept, would end its
+  first contact at a restart while nobody has a leader, and the election could stall).
 * First contact also ends, durably, when a node hears a vote request from a member that is
   past it (one that has heard of a leader, or of such a member, so may hold acknowledged
   writes). Two members whose disks were lost look exactly like two members of a new
   cluster, a majority of three; while the third member, which kept its disk and every
   acknowledged write, is up and campaigning, this keeps them from electing one of themselves
   and overwriting its log when it wins no votes (its votes from them go uncounted: the
-  cluster stalls, which is what losing two of three disks should cost).
+  cluster stalls, which is what losing two of three disks should cost). It is a race, not a
+  guarantee: the third member speaks only when it campaigns, to the peers it is connected to.
 * A leader that hears from a member it has no incarnation for learns it (a new member, or the
   cluster's start). One that hears from a member under a new incarnation treats it as a
   newcomer: it sends it the log but does not count it toward commits until it holds the log up
@@ -57,8 +59,10 @@ class Incarnations:
         self.known = journal.incarnations()
         # member -> (its new incarnation, the commit index it must reach before it counts)
         self.recovering: dict[str, tuple[str, int]] = {}
-        # First contact: votes from members this node has no record of count (and are
-        # recorded) only while it knows no other member and has not heard of a leader.
+        # First contact: the incarnations voters gave this candidate, until it is elected.
+        self.first_votes: dict[str, str] = {}
+        # First contact: this node knows no other member, has not been or heard of a leader,
+        # and has heard no member past its first contact (the journal remembers the last two).
         self.first_contact = not set(self.known) - {self_address} and not journal.first_contact_over
         if self_address not in self.known:
             self._record({**self.known, self_address: journal.identity})
@@ -83,10 +87,22 @@ class Incarnations:
         known = self.known.get(member)
         if known is None and self.first_contact:
             if isinstance(incarnation, str) and fresh is True:
-                self._record({**self.known, member: incarnation})
+                # Recorded only if this node wins (``elected``): a vote of a lost round kept
+                # durably would end first contact at the next restart while nobody has heard
+                # of a leader, and the cluster's first election could then stall for good.
+                self.first_votes[member] = incarnation
                 return True
             return False
         return known is not None and known == incarnation
+
+    def elected(self) -> None:
+        """This node became leader: first contact is over for good, and the first election's
+        voters are known by the incarnations they voted with."""
+        if self.first_contact:
+            self.first_contact = False
+            self._record({**self.first_votes, **self.known})
+            self.journal.end_first_contact()
+        self.first_votes = {}
 
     def vote_requested(self, fresh: object) -> None:
         """A vote request from a member past first contact ends this node's, durably. Its
@@ -107,6 +123,9 @@ class Incarnations:
         self.first_contact = False
         known = self.known.get(member)
         if known == incarnation:
+            # Caught up under an earlier leader, which told this node (``adopt``): no longer a
+            # newcomer here either.
+            self.recovering.pop(member, None)
             return True
         if known is None:
             self._record({**self.known, member: incarnation})

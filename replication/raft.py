@@ -301,6 +301,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         pysyncobj commits it right after appending it."""
         super()._SyncObj__onBecomeLeader()
         self.journal.sync()
+        self.incarnations.elected()
         # Match indexes kept for uncounted members belong to the term they were learned in;
         # pysyncobj has just reset its own to 0, and a stale one restored later could count a
         # member as holding entries it lost since.

@@ -42,7 +42,8 @@ def test_votes_are_taken_at_first_contact_then_only_from_the_known_incarnation(
     assert not rules.vote_counts("10.0.0.8:4321", None, fresh=True)
     assert rules.vote_counts(B, "b-1", fresh=True)
     assert rules.vote_counts(C, "c-1", fresh=True)
-    rules.adopt({B: "b-1", C: "c-1"})  # a leader was heard of: first contact is over
+    rules.elected()  # first contact is over; the voters are known by their incarnations
+    assert not rules.first_contact and rules.known[B] == "b-1"
     assert not rules.vote_counts("10.0.0.9:4321", "d-1", fresh=True)
     assert rules.vote_counts(B, "b-1", fresh=False)
     assert not rules.vote_counts(B, "b-2", fresh=True)  # B lost its disk
@@ -136,3 +137,32 @@ def test_a_match_index_kept_for_an_uncounted_member_does_not_outlive_its_term(
         cluster.write(leader)
         match = leader._SyncObj__raftMatchIndex[TCPNode(address(f1))]
         assert match <= f1.journal.last_index
+
+
+def test_a_lost_first_round_leaves_no_record_and_a_won_one_does(tmp_path: Path) -> None:
+    """A vote taken at first contact in a round this node did not win is not kept: after a
+    restart it is still at first contact (a kept one would make it say it is past it, and a
+    new cluster's first election could stall for good). Winning ends it durably."""
+    journal, rules = _open(tmp_path)
+    assert rules.vote_counts(B, "b-1", fresh=True)
+    journal._destroy()
+    journal, reopened = _open(tmp_path)
+    assert reopened.first_contact and B not in reopened.known
+    assert reopened.vote_counts(B, "b-1", fresh=True)
+    reopened.elected()
+    journal._destroy()
+    _, again = _open(tmp_path)
+    assert not again.first_contact and again.known[B] == "b-1"
+
+
+def test_a_member_caught_up_under_another_leader_is_not_a_newcomer_for_ever(
+    tmp_path: Path,
+) -> None:
+    """This node saw C's new incarnation as a newcomer, lost the lead, learned from the next
+    leader that C caught up, and leads again: C counts, and is not reported catching up."""
+    _, rules = _open(tmp_path)
+    assert rules.ack_counts(C, "c-1", matched=10, last=10)
+    assert not rules.ack_counts(C, "c-2", matched=0, last=50)
+    rules.adopt({C: "c-2"})
+    assert rules.ack_counts(C, "c-2", matched=0, last=60)
+    assert rules.counted(C) and rules.in_good_standing(C, "c-2")

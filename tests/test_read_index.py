@@ -476,6 +476,9 @@ def test_confirmations_count_only_from_members_in_good_standing(cluster: Cluster
     leader = cluster.calm()
     f1, f2 = cluster.others(leader)
     cluster.paused = {address(f2)}
+    # f1 as the leader sees a member back from a lost disk: known by its old incarnation,
+    # its new one still catching up.
+    leader.incarnations.known = {**leader.incarnations.known, address(f1): "before-the-loss"}
     leader.incarnations.recovering[address(f1)] = (f1.incarnations.identity, 10**9)
     answers = ask(leader)
     read_indexed(cluster, leader)
