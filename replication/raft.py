@@ -792,8 +792,12 @@ class RaftProposer:
             found = await self._loop.run_in_executor(None, self._existing_cluster)
             others = list(self.peers.others)
             if found is not None:
-                join_via, members = found
+                peer, members = found
                 others = [m for m in members if m != self.peers.self_address]
+                # Already a member (its disk was lost): it takes the cluster's membership, which
+                # may be larger than its env's (scaled up past REGISTRY_REPLICAS), and would
+                # otherwise refuse the connections of members it does not list, a leader's too.
+                join_via = None if self.peers.self_address in members else peer
         self.peers = Peers(self.peers.self_address, tuple(others))
         if self._restored(journal):
             if join_via is not None:
@@ -877,17 +881,14 @@ class RaftProposer:
         log.info("raft log starts after the restored snapshot", extra={"index": index})
 
     def _existing_cluster(self) -> tuple[str, list[str]] | None:
-        """A running cluster that does not count this node yet: ``(peer to ask, members)``.
+        """A running cluster, as ``(peer asked, its members)``; it may count this node already.
 
         Blocking (utility connections); asked of the configured peers at first start only.
         """
         for peer in self.peers.others:
             status = utility.ask(peer, ["status"], self.secret)
             if isinstance(status, dict) and "self" in status:
-                members = membership(status)
-                if self.peers.self_address in members:
-                    return None
-                return peer, members
+                return peer, membership(status)
         return None
 
     async def _watch_for_cluster(self) -> None:
@@ -898,7 +899,7 @@ class RaftProposer:
             if node is not None and node.status_snapshot.get("leader_reachable"):
                 return
             found = await loop.run_in_executor(None, self._existing_cluster)
-            if found is not None:
+            if found is not None and self.peers.self_address not in found[1]:
                 await self._join(found[0])
                 return
 

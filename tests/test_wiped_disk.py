@@ -8,6 +8,7 @@ registration would be gone for good once A came back and followed B.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.conftest import steadily
 from tests.processes import Registry
 from tests.test_cluster import (
     Cluster,
+    _has_members,
     agent_ids,
     all_ready,
     converged,
@@ -138,3 +140,32 @@ async def _status_is(session: aiohttp.ClientSession, node: Registry, **want: obj
     except (TimeoutError, aiohttp.ClientError):
         return False
     return all(status.get(key) == value for key, value in want.items())
+
+
+async def test_a_member_that_lost_its_disk_takes_the_clusters_membership_not_its_envs(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """A cluster scaled 3 -> 5; pod 1 loses its disk and restarts with the peers its env gives
+    (what discovery makes of REGISTRY_REPLICAS=3). It starts with the running cluster's five
+    members: listing three, it would refuse the connections of pods 3 and 4, and never hear a
+    leader that is one of them (found by review)."""
+    cluster = Cluster(tmp_path, registries, n=5)
+    addresses = [cluster.address(i) for i in range(5)]
+    for i in range(3):
+        cluster.start(i, REGISTRY_PEERS=",".join(addresses[:3]))
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes[:3], timeout=20)
+        for i in (3, 4):
+            cluster.start(i, REGISTRY_PEERS=",".join(addresses[: i + 1]))
+        await until(lambda: _has_members(session, cluster.nodes[0], addresses), 40)
+        await all_ready(session, cluster.nodes, timeout=30)
+        assert await register(session, cluster.nodes[0], "before")
+        await converged(session, cluster.nodes)
+
+        cluster.nodes[1].kill()
+        shutil.rmtree(cluster.nodes[1].data_dir)
+        lost = cluster.start(1, REGISTRY_PEERS=",".join(addresses[:3]))
+        started = [json.loads(x) for x in lost.log().splitlines() if '"raft started"' in x][-1]
+        assert sorted(started["peers"]) == sorted(a for a in addresses if a != addresses[1])
+        await until(lambda: _status_is(session, lost, recognised=True, first_contact=False), 30)
+        assert "before" in await agent_ids(session, lost, linearizable=True)
