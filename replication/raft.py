@@ -179,7 +179,8 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         # Acknowledgements wait for the next flush_acks: every entry received in one poll is
         # then made durable by a single fsync before any of them is acknowledged.
         if isinstance(message, dict) and message.get("type") == "next_node_idx":
-            self._acks.append((node, message))
+            if not self._syncObj.dump_failed:
+                self._acks.append((node, message))
             return True
         return bool(super().send(node, message))
 
@@ -255,6 +256,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.wire_secret = secret
         self.journal = journal
         self._on_storage_failure = on_storage_failure
+        # Set when a dump failed to load: nothing is acknowledged after it (the node stops).
+        self.dump_failed = False
         self.transport: DurableTransport | None = None
         self._deliver = deliver
         self._on_liveness = on_liveness
@@ -295,6 +298,41 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             # Raised by whichever journal write failed in this tick (and by every sync after
             # it), so nothing of this tick that depended on it went out; stop here.
             self._on_storage_failure(failure)
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
+        """Load a dump, and stop if that failed.
+
+        pysyncobj logs any error loading a dump and carries on; after a dump received from the
+        leader it even acknowledges it as installed, so the leader counts this node as holding
+        entries it does not hold (review finding). Success is what a load leaves behind: the
+        dump's last entry applied and, for a received dump, the journal ending there."""
+        serializer = self._SyncObj__serializer
+        read = serializer.deserialize
+        loaded: list[int] = []
+        errors: list[BaseException] = []
+
+        def deserialize() -> Any:
+            try:
+                data = read()
+            except BaseException as exc:
+                errors.append(exc)
+                raise
+            loaded.append(int(data[1][1]))
+            return data
+
+        serializer.deserialize = deserialize
+        try:
+            super()._SyncObj__loadDumpFile(clearJournal)
+        finally:
+            del serializer.deserialize
+        installed = loaded and self._SyncObj__raftLastApplied == loaded[0]
+        if installed and (not clearJournal or self.journal.last_index == loaded[0]):
+            return
+        self.dump_failed = True
+        index = loaded[0] if loaded else self.journal.last_index
+        log.critical("raft dump not loaded; stopping", extra={"index": index})
+        cause = errors[0] if errors else RuntimeError("pysyncobj could not install it")
+        self._on_storage_failure(StorageFailure("loading the raft dump", index, cause))
 
     def _SyncObj__onBecomeLeader(self) -> None:
         """Sync the new leader's no-op before the same tick counts it: alone in the cluster,

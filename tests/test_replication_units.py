@@ -12,6 +12,7 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 from pysyncobj.node import TCPNode
 
 from registry.config import Config, ConfigError
+from registry.store import StorageFailure
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
 from replication.raft import RaftNode
@@ -313,3 +314,42 @@ def test_an_ack_from_an_earlier_term_does_not_count_in_a_later_one(tmp_path: Pat
         for node, journal in ((a, a_journal), (b, b_journal)):
             node.destroy()
             journal._destroy()
+
+
+def test_a_received_dump_that_fails_to_load_is_not_acknowledged(tmp_path: Path) -> None:
+    """pysyncobj logs an error loading a dump the leader sent and acknowledges it as installed
+    anyway: the leader would count this node as holding everything up to the snapshot. The
+    node stops instead, and nothing it queued after the failure is acknowledged."""
+
+    def unreadable(path: str) -> Any:
+        raise OSError(5, "Input/output error", path)
+
+    journal = LmdbJournal(str(tmp_path / "raft"))
+    failures: list[StorageFailure] = []
+    conf = SyncObjConf(
+        autoTick=False,
+        fullDumpFile=str(tmp_path / "raft" / "dump.bin"),
+        serializer=lambda path, data: None,
+        deserializer=unreadable,
+    )
+    peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
+    node = RaftNode(
+        peers, conf, journal, lambda *_: None, lambda _: None, UNIT_SECRET, failures.append
+    )
+    try:
+        assert node.transport is not None
+        last_chunk = {
+            "type": "append_entries",
+            "term": 2,
+            "commit_index": 50,
+            "serialized": (b"a whole snapshot in one chunk", True, True),
+        }
+        node._SyncObj__onMessageReceived(LEADER, last_chunk)
+        assert [str(f) for f in failures] == [
+            "loading the raft dump failed at log index 1: [Errno 5] Input/output error: "
+            f"'{tmp_path / 'raft' / 'dump.bin'}'"
+        ]
+        assert [m for _, m in node.transport._acks if m.get("success")] == []
+    finally:
+        node.destroy()
+        journal._destroy()
