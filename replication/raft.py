@@ -973,6 +973,12 @@ class RaftProposer:
                 raise KeyError(member)
         if member == self.peers.self_address:
             raise ValueError("a node cannot remove itself: run this against another member")
+        if member == str(status.get("leader")):
+            # pysyncobj's leader denies removing itself, which read as "a change pending".
+            raise ValueError(
+                "that member is the leader: stop it first (the others elect a new leader), "
+                "then remove it"
+            )
         remaining = [m for m in members if m != member]
         reachable = 1 + sum(
             1 for m in remaining if status.get(f"{_PARTNER}{m}") == 2

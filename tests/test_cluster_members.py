@@ -127,3 +127,15 @@ async def test_a_follower_that_missed_a_join_does_not_call_the_new_member_unknow
         assert (status, body) == (200, {"removed": addresses[3]})
         await until(lambda: _has_members(session, follower, addresses[:3]), 20)
         await until(lambda: _has_members(session, cluster.nodes[lead], addresses[:3]), 20)
+
+        # The leader itself is refused at once, with the reason (pysyncobj's leader denies
+        # removing itself, which used to be retried until the write timeout as "pending").
+        lead = await leader_of(session, cluster.nodes[:3])
+        other = next(cluster.nodes[i] for i in range(3) if i != lead)
+        status, body = await remove(session, other, addresses[lead])
+        assert (status, body["error"]) == (
+            409,
+            "that member is the leader: stop it first (the others elect a new leader), "
+            "then remove it",
+        )
+        assert await members(session, other) == sorted(addresses[:3])
