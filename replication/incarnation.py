@@ -96,9 +96,15 @@ class Incarnations:
         return known is not None and known == incarnation
 
     def elected(self) -> None:
-        """This node became leader: first contact is over for good, and the first election's
-        voters are known by the incarnations they voted with."""
-        if self.first_contact:
+        """This node won an election: if it took votes at first contact, first contact is
+        over for good and the voters are known by the incarnations they voted with.
+
+        A member alone in its cluster wins without votes and stays at first contact, so that
+        the first pod of a 1 -> 3 scale-up counts the votes of the pods that join it until it
+        has heard from them: ended, it would count none, and a joiner whose term ran ahead
+        while it waited (so that it takes no append_entries from the leader's lower term)
+        would deadlock the pair (found by tests/test_cluster.py's late joiner in CI)."""
+        if self.first_contact and self.first_votes:
             self.first_contact = False
             self._record({**self.first_votes, **self.known})
             self.journal.end_first_contact()

@@ -166,3 +166,14 @@ def test_a_member_caught_up_under_another_leader_is_not_a_newcomer_for_ever(
     rules.adopt({C: "c-2"})
     assert rules.ack_counts(C, "c-2", matched=0, last=60)
     assert rules.counted(C) and rules.in_good_standing(C, "c-2")
+
+
+def test_a_member_alone_in_its_cluster_stays_at_first_contact_when_it_leads(
+    tmp_path: Path,
+) -> None:
+    """A single member leads without votes; the pods that join it later must still get their
+    votes counted until it has heard from them (a 1 -> 3 scale-up)."""
+    _, rules = _open(tmp_path)
+    rules.elected()
+    assert rules.first_contact
+    assert rules.vote_counts(B, "b-1", fresh=True)
