@@ -83,9 +83,22 @@ def _journal_factory(journal_file: Any) -> Any:
     return journal_file if isinstance(journal_file, Journal) else _create_journal(journal_file)
 
 
-pysyncobj.syncobj.createJournal = _journal_factory
-connection.install()
-dns.install()  # peer names are resolved off the tick thread (replication/dns.py)
+_installed = False
+
+
+def install() -> None:
+    """Patch pysyncobj for this process, before the first :class:`RaftNode` is built: its
+    journal comes from ``conf.journalFile`` (:func:`_journal_factory`), its connections speak
+    ``replication/wire.py`` (:func:`replication.connection.install`) and peer names are
+    resolved off the tick thread (:func:`replication.dns.install`). Idempotent."""
+    global _installed
+    if _installed:
+        return
+    pysyncobj.syncobj.createJournal = _journal_factory
+    connection.install()
+    dns.install()
+    _installed = True
+
 
 _PARTNER = "partner_node_status_server_"
 _NO_OP = pysyncobj.syncobj._bchr(pysyncobj.syncobj._COMMAND_TYPE.NO_OP)
@@ -252,6 +265,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         secret: wire.Secret,
         on_storage_failure: Callable[[StorageFailure], None],
     ) -> None:
+        if not _installed:
+            # pysyncobj's own connections unpickle what peers send, and its journal is a file.
+            raise RuntimeError("replication.raft.install() must run before a RaftNode is built")
         # Set before SyncObj.__init__: its tick thread starts inside it.
         self.wire_secret = secret
         self.journal = journal
@@ -818,6 +834,7 @@ class RaftProposer:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        install()  # pysyncobj patched for this process
         self._loop = asyncio.get_running_loop()
         raft_dir = os.path.join(self.config.data_dir, "raft")
         legacy.upgrade_journal(raft_dir, self.config.lmdb_map_size)

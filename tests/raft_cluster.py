@@ -38,7 +38,7 @@ from registry.store import StorageFailure
 from replication.connection import WireConnection
 from replication.journal import LmdbJournal, _key
 from replication.peers import Peers, RaftTiming
-from replication.raft import RaftNode, _Applied, _conf
+from replication.raft import RaftNode, _Applied, _conf, install
 from replication.wire import Secret
 from tests.timing import scaled
 
@@ -130,6 +130,7 @@ class Cluster:
             applied.append(index)
             return _Applied(index)  # a write's result, as the proposer's deliver makes it
 
+        install()
         try:
             return RaftNode(
                 Peers(address, tuple(others)),

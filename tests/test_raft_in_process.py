@@ -22,7 +22,7 @@ from registry.config import DEFAULT_MAP_SIZE
 from registry.store import StorageFailure
 from replication.journal import LmdbJournal
 from replication.peers import Peers
-from replication.raft import RaftNode, _Applied
+from replication.raft import RaftNode, _Applied, install
 from tests.processes import free_port
 from tests.raft_cluster import SECRET
 from tests.timing import scaled
@@ -76,6 +76,7 @@ class Member:
             "logCompactionMinTime": 2**31,
             **conf,
         }
+        install()
         self.node = RaftNode(
             Peers(self.address, (*(f"127.0.0.1:{p}" for p in others), *extra_peers)),
             SyncObjConf(**settings),
