@@ -15,7 +15,7 @@ from registry.config import Config, ConfigError
 from registry.store import StorageFailure
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
-from replication.raft import RaftNode, install
+from replication.syncobj import RaftNode, install
 from replication.wire import Secret
 from tests.raft_cluster import address, free_port, running, unexpected_storage_failure
 
