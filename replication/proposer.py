@@ -381,12 +381,17 @@ class RaftProposer:
 
     # -- Proposer -------------------------------------------------------------------------------
 
-    async def _submit(self, record: bytes) -> Committed:
+    def _reachable(self) -> RaftNode:
+        """The running node, when it reaches a leader; Unavailable otherwise."""
         node = self.node
         if node is None:
             raise Unavailable("raft is not running")
         if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
             raise Unavailable("no reachable leader (this node cannot reach a majority)")
+        return node
+
+    async def _submit(self, record: bytes) -> Committed:
+        node = self._reachable()
         try:
             applied: _Applied = await self._committed(
                 lambda callback: node.submit(record, callback),
@@ -440,11 +445,7 @@ class RaftProposer:
         A read index (see replication/read_index.py) when the leader can give one, which
         writes nothing; otherwise (no leader, a leader changing, or one that has not committed
         in its term yet) an empty entry through the log, which decides those cases itself."""
-        node = self.node
-        if node is None:
-            raise Unavailable("raft is not running")
-        if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
-            raise Unavailable("no reachable leader (this node cannot reach a majority)")
+        node = self._reachable()
         try:
             await self._committed(
                 node.read_index.request,
