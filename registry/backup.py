@@ -107,7 +107,7 @@ def restore(backup: Backup, data_dir: Path) -> None:
     The directory must be empty (or absent): restoring over a node's own log would leave it
     with two histories. The snapshot becomes the store's only snapshot; a single node then
     continues its log after it, and a Raft node starts its log at the snapshot's index (see
-    replication.raft), which is why every member of a cluster is restored from the same file.
+    replication.proposer), which is why every member of a cluster is restored from the same file.
     """
     # lost+found is what a fresh ext4 volume holds at its root, not a node's data.
     if data_dir.exists() and any(p.name != "lost+found" for p in data_dir.iterdir()):

@@ -23,8 +23,9 @@ def open_cluster(
     on_fatal: Callable[[BaseException], None],
 ) -> Proposer:
     """A Raft proposer for this node (peers from REGISTRY_PEERS or the StatefulSet's DNS)."""
+    from replication.metrics import RaftCollector
     from replication.peers import discover
-    from replication.raft import RaftCollector, RaftProposer
+    from replication.proposer import RaftProposer
 
     proposer = RaftProposer(config, discover(config), machine, liveness, on_fatal)
     metrics.registry.register(RaftCollector(proposer))

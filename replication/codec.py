@@ -5,7 +5,7 @@ lists and tuples. Two things need care:
 
 - Nodes: a utility ``status`` reply names nodes (``self``, ``leader``) as pysyncobj Node
   objects; on the wire they become their ids (``host:port`` strings), which is all that
-  ``replication.raft.membership`` and our callers read.
+  ``replication.syncobj.membership`` and our callers read.
 - Tuples: msgpack has one array type, decoded as lists. pysyncobj relies on lists where it
   mutates a utility command (``message[0] = ...``), so arrays stay lists, except the entries of
   an ``append_entries``, which become ``(command, index, term)`` tuples again: what pysyncobj's

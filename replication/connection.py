@@ -15,7 +15,7 @@ same interface as far as pysyncobj's transport and server use it, and instead:
 
 :func:`install` makes pysyncobj build these instead of its own, for every connection in the
 process (its transport creates outgoing ones, its server incoming ones). Each must be given the
-cluster's :class:`wire.Secret` (``replication.raft.DurableTransport`` does) before it is used;
+cluster's :class:`wire.Secret` (``replication.transport.DurableTransport`` does) before it is used;
 one without fails closed. Everything here runs on pysyncobj's tick thread.
 """
 

@@ -4,7 +4,7 @@ pysyncobj 0.3.17's own FileJournal writes into an mmap and never fsyncs, so an a
 write could vanish with a power cut. This journal keeps every entry in LMDB and makes it durable
 in :meth:`LmdbJournal.sync`: one transaction (one fsync) for everything added since the last
 sync. The Raft node calls ``sync`` before a follower acknowledges entries and before the leader
-counts itself toward a majority (see ``raft.py``), so "committed" means "on disk on a majority".
+counts itself toward a majority (see ``syncobj.py``), so "committed" means "on disk on a majority".
 
 Only ``(term)`` per entry is kept in memory; commands are read back from LMDB on demand (those
 not yet synced from a small pending map), so memory does not grow with the log. Term and vote
@@ -15,7 +15,7 @@ Storage failures: a write that fails (disk full, I/O error, LMDB map full at LMD
 (an acknowledgement, the leader counting itself) may believe the entries are on disk, and the
 changes that were not written stay pending rather than vanishing (a later sync that "succeeded"
 without them would leave a hole in the keys, and positions are rebuilt from the keys). The node
-stops on it (``raft.py``).
+stops on it (``syncobj.py``).
 
 Positions: pysyncobj addresses the journal by position (0 = oldest kept entry), entries are
 ``(command: bytes, raft_index: int, term: int)``.

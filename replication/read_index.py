@@ -72,7 +72,7 @@ class _Pending:
 
 
 class ReadIndex:
-    """The ReadIndex protocol for one :class:`replication.raft.RaftNode`."""
+    """The ReadIndex protocol for one :class:`replication.syncobj.RaftNode`."""
 
     def __init__(self, node: Any) -> None:
         self._node = node

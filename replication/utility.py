@@ -3,7 +3,7 @@
 pysyncobj's own ``TcpUtility`` pickles (and unpickles the answer); this client runs the
 handshake of ``replication/wire.py`` as the connecting side, sends one sealed frame holding the
 command and reads one sealed frame back. The server side is pysyncobj's utility handling,
-reached through ``replication.raft.DurableTransport``, which accepts only these three
+reached through ``replication.transport.DurableTransport``, which accepts only these three
 commands. Blocking: call it off the event loop and the tick thread.
 """
 

@@ -1,7 +1,7 @@
 """Real RaftNodes on loopback, ticked by the test itself.
 
-Each node is a :class:`replication.raft.RaftNode` on its own LMDB journal in a tmp dir and its
-own loopback port, with the production settings of ``replication.raft._conf`` except these:
+Each node is a :class:`replication.syncobj.RaftNode` on its own LMDB journal in a tmp dir and its
+own loopback port, with the production settings of ``replication.syncobj._conf`` except these:
 
 - ``autoTick`` is off: the test thread runs each node's tick in turn (``Cluster.run_until``),
   so pausing a node is not ticking it, and which frames a node has read when it acts is the
@@ -38,7 +38,7 @@ from registry.store import StorageFailure
 from replication.connection import WireConnection
 from replication.journal import LmdbJournal, _key
 from replication.peers import Peers, RaftTiming
-from replication.raft import RaftNode, _Applied, _conf
+from replication.syncobj import RaftNode, _Applied, _conf, install
 from replication.wire import Secret
 from tests.timing import scaled
 
@@ -57,7 +57,7 @@ condition is polled, short enough that a round over every node stays a few milli
 
 def unexpected_storage_failure(failure: StorageFailure) -> None:
     """A RaftNode's ``on_storage_failure`` where no journal write is expected to fail (in
-    production :func:`replication.raft.halt` ends the process)."""
+    production :func:`replication.proposer.halt` ends the process)."""
     raise AssertionError(f"unexpected storage failure: {failure}")
 
 
@@ -130,6 +130,7 @@ class Cluster:
             applied.append(index)
             return _Applied(index)  # a write's result, as the proposer's deliver makes it
 
+        install()
         try:
             return RaftNode(
                 Peers(address, tuple(others)),

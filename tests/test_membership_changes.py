@@ -20,7 +20,7 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 
 from replication.journal import LmdbJournal
 from replication.peers import Peers
-from replication.raft import RaftNode, membership
+from replication.syncobj import RaftNode, install, membership
 from replication.wire import Secret
 from tests.processes import Registry
 from tests.raft_cluster import unexpected_storage_failure
@@ -81,6 +81,7 @@ def start_node(tmp_path: Path) -> Iterator[Callable[[str, list[str]], RaftNode]]
             raftMaxTimeout=0.6,
             connectionRetryTime=0.2,
         )
+        install()
         node = RaftNode(
             Peers(address, tuple(others)),
             conf,

@@ -22,7 +22,7 @@ from registry.config import DEFAULT_MAP_SIZE
 from registry.store import StorageFailure
 from replication.journal import LmdbJournal
 from replication.peers import Peers
-from replication.raft import RaftNode, _Applied
+from replication.syncobj import RaftNode, _Applied, install
 from tests.processes import free_port
 from tests.raft_cluster import SECRET
 from tests.timing import scaled
@@ -47,7 +47,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> None:
 
 class Member:
     """One RaftNode with its journal under ``root/name``; a storage failure stops it (in
-    production :func:`replication.raft.halt` ends the process instead)."""
+    production :func:`replication.proposer.halt` ends the process instead)."""
 
     def __init__(
         self,
@@ -76,6 +76,7 @@ class Member:
             "logCompactionMinTime": 2**31,
             **conf,
         }
+        install()
         self.node = RaftNode(
             Peers(self.address, (*(f"127.0.0.1:{p}" for p in others), *extra_peers)),
             SyncObjConf(**settings),

@@ -28,8 +28,9 @@ from registry.health import Liveness
 from registry.store import Store
 from replication import read_index
 from replication.peers import Peers
-from replication.raft import RaftNode, RaftProposer
+from replication.proposer import RaftProposer
 from replication.read_index import GIVE_UP_AFTER, PROBE, PROBE_ACK, REFUSED, REPLY, REQUEST
+from replication.syncobj import RaftNode
 from tests.raft_cluster import Cluster, address, free_port, running
 from tests.timing import scaled
 

@@ -20,7 +20,7 @@ import pytest
 from pysyncobj.node import TCPNode
 
 from replication import wire
-from replication.raft import RaftNode
+from replication.syncobj import RaftNode
 from tests.raft_cluster import Cluster, address, running
 
 REJOIN = 1.0

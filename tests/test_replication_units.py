@@ -15,7 +15,7 @@ from registry.config import Config, ConfigError
 from registry.store import StorageFailure
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
-from replication.raft import RaftNode
+from replication.syncobj import RaftNode, install
 from replication.wire import Secret
 from tests.raft_cluster import address, free_port, running, unexpected_storage_failure
 
@@ -124,6 +124,7 @@ def _node(tmp_path: Path, journal: LmdbJournal, deliver: Any = lambda *_: None) 
     """A node that never ticks, on a free loopback port; ``destroy()`` closes it at once."""
     peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
     conf = SyncObjConf(autoTick=False, fullDumpFile=str(tmp_path / "raft" / "dump.bin"))
+    install()
     return RaftNode(
         peers, conf, journal, deliver, lambda _: None, UNIT_SECRET, unexpected_storage_failure
     )
@@ -333,6 +334,7 @@ def test_a_received_dump_that_fails_to_load_is_not_acknowledged(tmp_path: Path) 
         deserializer=unreadable,
     )
     peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
+    install()
     node = RaftNode(
         peers, conf, journal, lambda *_: None, lambda _: None, UNIT_SECRET, failures.append
     )

@@ -18,7 +18,7 @@ from registry.config import ConfigError
 from registry.events import CorruptRecord
 from replication import codec, commands, legacy, wire
 from replication.journal import LmdbJournal
-from replication.raft import RaftNode, _Applied
+from replication.syncobj import RaftNode, _Applied
 from tests.raft_cluster import address, running
 from tests.test_replication_units import LEADER, _node
 

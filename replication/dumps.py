@@ -1,0 +1,133 @@
+"""pysyncobj's full-dump file in our format: the view snapshot plus the log records after it.
+
+Compaction: after this node writes a view snapshot (registry StateMachine, every
+SNAPSHOT_EVERY events), it asks pysyncobj to compact. Our serializer writes a dump holding that
+snapshot plus the few log records after it; pysyncobj then drops the journal up to there and
+sends the dump to any follower too far behind (a new or wiped node), whose deserializer installs
+the snapshot and replays the records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from pysyncobj.node import TCPNode
+
+from registry.config import Config
+from registry.events import CorruptRecord
+from replication import commands, legacy
+
+if TYPE_CHECKING:
+    from replication.proposer import RaftProposer
+
+log = logging.getLogger(__name__)
+
+DUMP_VERSION = 2
+"""2: commands in ``replication/commands.py``'s encoding; 1: pickled (converted on read)."""
+
+
+def dump_path(config: Config) -> str:
+    return os.path.join(config.data_dir, "raft", "dump.bin")
+
+
+class Dumps:
+    """pysyncobj's full-dump file, in our format: view snapshot + the records after it.
+
+    Both methods run on the tick thread. ``write`` captures the newest view snapshot from the
+    store and the journal records after it; ``read`` (at startup, and when the leader sent the
+    dump to this follower) hands snapshot and records to the loop and returns the two journal
+    entries pysyncobj keeps, exactly as they are in the journal.
+    """
+
+    def __init__(self, proposer: RaftProposer) -> None:
+        self.proposer = proposer
+
+    def write(self, path: str, data: Any) -> None:
+        last, prev, cluster = data
+        store = self.proposer.machine.store
+        found = store.latest_snapshot_record()
+        node = self.proposer.node
+        if found is None or node is None:
+            raise RuntimeError("no view snapshot to compact to")
+        index, snapshot = found
+        journal = node.journal
+        first = journal[0][1]
+        if index + 1 < first:
+            raise RuntimeError(f"journal starts at {first}, after snapshot {index}")
+        tail = [
+            [entry[1], record]
+            for entry in journal[index + 1 - first : last[1] - first + 1]
+            if (record := commands.record_of(entry[0])) is not None
+        ]
+        write_dump(path, last, prev, [str(member) for member in cluster], index, snapshot, tail)
+        log.info(
+            "raft log compacted",
+            extra={"snapshot_index": index, "tail": len(tail), "through": last[1]},
+        )
+
+    def read(self, path: str) -> tuple[Any, Any, Any]:
+        try:
+            return self._read(path)
+        except CorruptRecord as exc:
+            # pysyncobj logs any error loading a dump and carries on without it, with a journal
+            # that starts after the entries only the dump holds: stop instead.
+            log.critical("corrupt raft dump; stopping", extra={"path": path})
+            self.proposer.fail_from_tick(exc)
+            raise
+
+    def _read(self, path: str) -> tuple[Any, Any, Any]:
+        with open(path, "rb") as dump:
+            raw = dump.read()
+            os.fsync(dump.fileno())  # a received dump was written without a sync
+        body = raw[4:]
+        if len(raw) < 5 or zlib.crc32(body).to_bytes(4, "big") != raw[:4]:
+            raise CorruptRecord(0, f"raft dump {path} checksum mismatch")
+        dump_state = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        last, prev = (_entry(dump_state[key], dump_state["version"]) for key in ("last", "prev"))
+        self.proposer.schedule_install(
+            dump_state["snapshot_index"], dump_state["snapshot"], dump_state["tail"]
+        )
+        node = self.proposer.node
+        if node is not None:
+            node.journal.trim_before_dump(prev, last)
+        # As nodes, not strings: pysyncobj drops itself from this list by comparing nodes, and
+        # a string never equals one (it would count itself as a peer and need one ack more).
+        return last, prev, [TCPNode(member) for member in dump_state["cluster"]]
+
+
+def _entry(entry: list[Any], version: int) -> tuple[bytes, int, int]:
+    """A journal entry kept in a dump, with its command as the journal holds it."""
+    command = bytes(entry[0])
+    return legacy.convert(command) if version < 2 else command, int(entry[1]), int(entry[2])
+
+
+def write_dump(
+    path: str,
+    last: Any,
+    prev: Any,
+    cluster: list[str],
+    snapshot_index: int,
+    snapshot: bytes,
+    tail: list[list[Any]],
+) -> None:
+    """A dump file (CRC32 + msgpack), fsynced: pysyncobj trims the journal once it exists."""
+    body = msgpack.packb(
+        {
+            "version": DUMP_VERSION,
+            "last": list(last),
+            "prev": list(prev),
+            "cluster": sorted(cluster),
+            "snapshot_index": snapshot_index,
+            "snapshot": snapshot,
+            "tail": tail,
+        },
+        use_bin_type=True,
+    )
+    with open(path, "wb") as out:
+        out.write(zlib.crc32(body).to_bytes(4, "big") + body)
+        out.flush()
+        os.fsync(out.fileno())
