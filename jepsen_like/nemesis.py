@@ -179,6 +179,8 @@ class Nemesis:
         self.faults: list[Fault] = []
         self.lost_disk: int | None = None
         """A replica whose disk was lost and that the cluster may not have recognised yet."""
+        self.again = False
+        """Whether the last disk lost was ``lost_disk``'s again (recorded as ``again``)."""
 
     def run(self) -> None:
         """Carry out the whole schedule. An action that overruns (a slow restart) delays every
@@ -226,8 +228,9 @@ class Nemesis:
         is one, even if another fault is about it (see ``wipe`` in the module docstring);
         otherwise one of ``candidates``."""
         if self.lost_disk is not None and not self._recovered(self.lost_disk):
+            self.again = True
             return self.lost_disk
-        self.lost_disk = None
+        self.lost_disk, self.again = None, False
         return self.rng.choice(candidates)
 
     def _recovered(self, ordinal: int) -> bool:
@@ -317,7 +320,7 @@ class Nemesis:
         victim.kill()
         victim.wipe()
         self.lost_disk = victim.ordinal
-        fault.detail = {"node": victim.ordinal}
+        fault.detail = {"node": victim.ordinal, "again": self.again}
         return victim.start
 
     def _power(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
@@ -356,7 +359,13 @@ class Nemesis:
         self.replicas[lead].kill()
         if shape == "paused":
             self.replicas[other].signal(signal.SIGCONT)
-        fault.detail = {"shape": shape, "leader": lead, "wiped": wiped, "paused": other}
+        fault.detail = {
+            "shape": shape,
+            "leader": lead,
+            "wiped": wiped,
+            "paused": other,
+            "again": self.again,
+        }
         return self.replicas[lead].start
 
     def _stranger(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
