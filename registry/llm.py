@@ -23,6 +23,9 @@ come:
 
 The provider is a dependency like any other: :func:`registry.resolve.choose` picks it among the
 capability's tools that have an ``inputSchema``, within the spec's namespace (else the agent's).
+
+:func:`resolutions` tells the same answer item by item for AgentInfo (``GET /agents``), as the
+Go registry records it.
 """
 
 from __future__ import annotations
