@@ -23,6 +23,9 @@ come:
 
 The provider is a dependency like any other: :func:`registry.resolve.choose` picks it among the
 capability's tools that have an ``inputSchema``, within the spec's namespace (else the agent's).
+
+:func:`resolutions` tells the same answer item by item for AgentInfo (``GET /agents``), as the
+Go registry records it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import msgpack
 from registry.registration import tool_endpoint
 from registry.resolve import (
     AVAILABLE,
+    UNRESOLVED,
     Dependency,
     Provider,
     choose,
@@ -173,6 +177,9 @@ class Answer:
 
     tools: dict[str, list[ToolList]]
     providers: dict[str, dict[str, Any]]
+    sources: dict[str, tuple[str, ...]]
+    """The agent offering each item of ``tools`` (items carry no agent id), for AgentInfo's
+    ``llm_tool_resolutions``."""
     capabilities: frozenset[str] | None
     """Capabilities whose changes can change this answer; None: any change can."""
     digest: str
@@ -181,7 +188,7 @@ class Answer:
     LLM function."""
 
 
-NOTHING = Answer({}, {}, frozenset(), "")
+NOTHING = Answer({}, {}, {}, frozenset(), "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +212,7 @@ def answer(view: View, registration: dict[str, Any]) -> Answer:
         return NOTHING
     agent_id = registration["agent_id"]
     tools: dict[str, list[ToolList]] = {}
+    sources: dict[str, tuple[str, ...]] = {}
     providers: dict[str, dict[str, Any]] = {}
     offered: list[_Offer] | None = None
     depends: set[str] | None = set()
@@ -212,9 +220,9 @@ def answer(view: View, registration: dict[str, Any]) -> Answer:
         if function.mode is not None:
             if offered is None:
                 offered = _offered(view)
-            tools[function.function_name] = [
-                _tool_item(offer) for offer in _tool_list(function, offered, agent_id)
-            ]
+            listed = _tool_list(function, offered, agent_id)
+            tools[function.function_name] = [_tool_item(offer) for offer in listed]
+            sources[function.function_name] = tuple(offer.agent_id for offer in listed)
         if function.provider is not None:
             candidates = _with_schema(view.providers(function.provider.capability))
             chosen = choose(function.provider, candidates, view.is_healthy, agent_id)
@@ -224,7 +232,8 @@ def answer(view: View, registration: dict[str, Any]) -> Answer:
         depends = None if depends is None or needed is None else depends | needed
     packed = msgpack.packb([tools, providers], use_bin_type=True)
     digest = hashlib.blake2b(packed, digest_size=16).hexdigest()
-    return Answer(tools, providers, None if depends is None else frozenset(depends), digest)
+    capabilities = None if depends is None else frozenset(depends)
+    return Answer(tools, providers, sources, capabilities, digest)
 
 
 def _offered(view: View) -> list[_Offer]:
@@ -299,3 +308,109 @@ def _provider_item(view: View, provider: Provider) -> dict[str, Any]:
     if provider.version:
         item["version"] = provider.version
     return item
+
+
+def resolutions(
+    registration: dict[str, Any], answer: Answer
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """AgentInfo's ``llm_tool_resolutions`` and ``llm_provider_resolutions``: ``answer`` (what
+    the agent registered as ``registration`` gets now) told item by item, as the Go registry
+    records it (ent_service.go, StoreLLMToolResolutions and StoreLLMProviderResolutions).
+
+    A tool resolution per ``filter`` item and tool of the function's list it accounts for:
+    those of the item's capability, or every listed tool for an item naming only tags (the
+    list already honours tags, versions and the mode); one ``unresolved`` entry when there is
+    none. An item with neither a capability nor tags has no entry, and ``filter_mode`` is told
+    as declared (``"all"`` when not a string), also when the list itself could not be built.
+    A provider resolution per ``llm_provider`` with a capability, ``available`` when it
+    resolved. Available entries first, then unresolved ones, each in declaration order; keys
+    in the Go registry's (alphabetical) order.
+    """
+    namespace = registration.get("namespace") or "default"
+    tool_resolutions: list[dict[str, Any]] = []
+    provider_resolutions: list[dict[str, Any]] = []
+    for tool in registration.get("tools") or ():
+        function_name = tool["function_name"]
+        llm_filter = tool.get("llm_filter")
+        if isinstance(llm_filter, dict) and isinstance(llm_filter.get("filter"), list):
+            mode = llm_filter.get("filter_mode")
+            tool_resolutions.extend(
+                _tool_resolutions(
+                    function_name,
+                    mode if isinstance(mode, str) else ALL,
+                    llm_filter["filter"],
+                    answer.tools.get(function_name, []),
+                    answer.sources.get(function_name, ()),
+                )
+            )
+        wanted = _parse_provider(tool.get("llm_provider"), namespace)
+        if wanted is not None:
+            provider_resolutions.append(
+                _provider_resolution(function_name, wanted, answer.providers.get(function_name))
+            )
+    # The Go registry's order: SQLite reads an agent's rows through its (consumer_agent_id,
+    # status) index, so available ones come first, each group in declaration order.
+    tool_resolutions.sort(key=_unresolved)
+    provider_resolutions.sort(key=_unresolved)
+    return tool_resolutions, provider_resolutions
+
+
+def _unresolved(entry: dict[str, Any]) -> bool:
+    return bool(entry["status"] != AVAILABLE)
+
+
+def _tool_resolutions(
+    function_name: str,
+    mode: str,
+    items: list[Any],
+    listed: list[ToolList],
+    sources: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, str | dict):
+            continue
+        wanted = ToolQuery.parse(item).wanted
+        capability, tags = wanted.capability, list(wanted.required_tags)
+        if not capability and not tags:
+            continue
+        head: dict[str, Any] = {"filter_capability": capability, "filter_mode": mode}
+        if tags:
+            head["filter_tags"] = tags
+        head["function_name"] = function_name
+        matched = [
+            (tool, agent_id)
+            for tool, agent_id in zip(listed, sources, strict=True)
+            if not capability or tool["capability"] == capability
+        ]
+        entries.extend(
+            {
+                "endpoint": tool["endpoint"],
+                **head,
+                "mcp_tool": tool["name"],
+                "provider_agent_id": agent_id,
+                "provider_capability": tool["capability"],
+                "status": AVAILABLE,
+            }
+            for tool, agent_id in matched
+        )
+        if not matched:
+            entries.append({**head, "status": UNRESOLVED})
+    return entries
+
+
+def _provider_resolution(
+    function_name: str, wanted: Dependency, chosen: dict[str, Any] | None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if chosen is not None:
+        entry["endpoint"] = chosen["endpoint"]
+    entry["function_name"] = function_name
+    if chosen is not None:
+        entry["mcp_tool"] = chosen["name"]
+        entry["provider_agent_id"] = chosen["agent_id"]
+    entry["required_capability"] = wanted.capability
+    if wanted.required_tags:
+        entry["required_tags"] = list(wanted.required_tags)
+    entry["status"] = AVAILABLE if chosen is not None else UNRESOLVED
+    return entry

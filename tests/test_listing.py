@@ -97,6 +97,22 @@ def test_each_input_of_a_cached_agent_invalidates_it() -> None:
         assert cached(listings, view, liveness) == fresh(view, liveness)
 
 
+def test_a_change_of_the_llm_answer_alone_invalidates_a_cached_agent() -> None:
+    view, liveness, listings = View(), Liveness(), Listings()
+    llm = agent_body("llm-1", "chat")
+    llm["tools"][0]["llm_filter"] = {"filter": ["web"]}
+    apply(view, 1, events.upsert(from_heartbeat(llm), 1))
+    assert listed(listings, view, liveness)["agents"][0]["llm_tool_resolutions"][0]["status"] == (
+        "unresolved"
+    )
+    web = agent_body("web-1", "web")
+    web["tools"][0]["inputSchema"] = {"type": "object"}
+    apply(view, 2, events.upsert(from_heartbeat(web), 2))
+    body = cached(listings, view, liveness)
+    assert body == fresh(view, liveness)
+    assert body["agents"][0]["llm_tool_resolutions"][0]["provider_agent_id"] == "web-1"
+
+
 def _populated(count: int) -> tuple[View, Liveness, Listings]:
     view, liveness, listings = View(), Liveness(), Listings(chunk=2)
     for n in range(1, count + 1):

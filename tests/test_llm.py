@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from registry import events, registration
+from registry.api.render import agent_info_from_log
 from registry.registration import InvalidRegistration
 from registry.view import UNHEALTHY, View, apply
 from tests.conftest import Api
@@ -350,6 +351,73 @@ def test_unusable_declarations_are_ignored_as_the_go_registry_ignores_them() -> 
     assert set(answer.tools) == {"star_bad_item", "odd_keys", "odd_mode"}
     assert mesh.names("llm", "odd_keys") == ["1/search", "1/read", "2/search2", "2/ocr", "3/calc"]
     assert mesh.names("llm", "odd_mode") == ["3/calc"]
+
+
+def test_agent_info_tells_each_filter_item_and_provider_as_the_go_registry_does() -> None:
+    """AgentInfo's llm_tool_resolutions / llm_provider_resolutions (StoreLLMToolResolutions):
+    per filter item the listed tools of its capability (all of them for tags only), an item
+    without either told not at all, available entries before unresolved ones."""
+    consumer = llm_agent(
+        chat=filtered("pdf", {"tags": ["gpu"]}, "missing"),
+        best=filtered("web", mode="best_match"),
+        anything=filtered({}),  # lists every tool, told as nothing
+        via={"llm_provider": {"capability": "llm", "tags": ["+openai"]}},
+        nowhere={"llm_provider": {"capability": "llm", "tags": ["mistral"]}},
+    )
+    mesh = mesh_of(*PROVIDERS, *LLMS, consumer)
+    info = agent_info_from_log(mesh.view, mesh.view.agents["llm"])
+    told = [
+        (e["function_name"], e["filter_capability"], e.get("provider_agent_id"), e.get("mcp_tool"))
+        for e in info["llm_tool_resolutions"]
+    ]
+    assert told == [
+        ("chat", "pdf", "a", "read"),
+        ("chat", "pdf", "b", "ocr"),
+        ("chat", "", "a", "read"),
+        ("chat", "", "b", "ocr"),
+        ("chat", "", "b", "search2"),
+        ("chat", "", "c", "search"),
+        ("best", "web", "b", "search2"),
+        ("chat", "missing", None, None),
+    ]
+    assert info["llm_tool_resolutions"][2] == {
+        "endpoint": "http://127.0.0.1:1",
+        "filter_capability": "",
+        "filter_mode": "all",
+        "filter_tags": ["gpu"],
+        "function_name": "chat",
+        "mcp_tool": "read",
+        "provider_agent_id": "a",
+        "provider_capability": "pdf",
+        "status": "available",
+    }
+    assert info["llm_tool_resolutions"][-1] == {
+        "filter_capability": "missing",
+        "filter_mode": "all",
+        "function_name": "chat",
+        "status": "unresolved",
+    }
+    assert info["llm_provider_resolutions"] == [
+        {
+            "endpoint": "http://127.0.0.1:9000",
+            "function_name": "via",
+            "mcp_tool": "gpt_chat",
+            "provider_agent_id": "gpt",
+            "required_capability": "llm",
+            "required_tags": ["+openai"],
+            "status": "available",
+        },
+        {
+            "function_name": "nowhere",
+            "required_capability": "llm",
+            "required_tags": ["mistral"],
+            "status": "unresolved",
+        },
+    ]
+    # Live, like dependency_resolutions: a provider that leaves is gone from the next listing.
+    mesh.remove("gpt")
+    info = agent_info_from_log(mesh.view, mesh.view.agents["llm"])
+    assert [e.get("provider_agent_id") for e in info["llm_provider_resolutions"]] == ["local", None]
 
 
 def test_apply_never_fails_on_any_logged_declaration() -> None:

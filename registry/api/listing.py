@@ -4,11 +4,12 @@ only where something changed.
 A listing renders every agent; with thousands of agents, building their AgentInfo dicts and
 serializing them was nearly all of a request's cost, although between two calls almost nothing
 changes. So each agent's JSON is kept with what it was rendered from: its registration (a new
-object for every upsert, never edited in place), status, timestamps, its resolution (the
-view's cached object, replaced whenever a provider it depends on changes) and its last-seen
-time. A listing reuses the bytes of every agent whose inputs are unchanged, and re-renders
-only the ``last_seen`` tail of an agent that merely heartbeated. The output is byte for byte
-what serializing :func:`registry.api.render.agent_info` gives (tests/test_listing.py).
+object for every upsert, never edited in place), status, timestamps, its resolution and its
+LLM answer (the view's cached objects, replaced whenever a provider they depend on changes)
+and its last-seen time. A listing reuses the bytes of every agent whose inputs are unchanged,
+and re-renders only the ``last_seen`` tail of an agent that merely heartbeated. The output is
+byte for byte what serializing :func:`registry.api.render.agent_info` gives
+(tests/test_listing.py).
 
 Between two log entries (the steady state: heartbeats append nothing) the inputs other than
 ``last_seen`` cannot have changed, so an agent's rendering is re-validated only when the
@@ -28,6 +29,7 @@ import orjson
 
 from registry.api.render import agent_info_from_log, last_seen_ms
 from registry.health import Liveness
+from registry.llm import Answer
 from registry.timefmt import iso_ms, now_ms
 from registry.view import Agent, Resolution, View
 
@@ -47,15 +49,17 @@ class _Rendered:
     created_ms: int
     updated_ms: int
     resolution: Resolution
+    llm_answer: Answer
     head: bytes
     """The agent's JSON object without its closing brace and ``last_seen``."""
     seen_ms: int
     json: bytes
 
-    def matches(self, agent: Agent, resolution: Resolution) -> bool:
+    def matches(self, agent: Agent, resolution: Resolution, llm_answer: Answer) -> bool:
         return (
             self.registration is agent.registration
             and self.resolution is resolution
+            and self.llm_answer is llm_answer
             and self.status == agent.status
             and self.created_ms == agent.created_ms
             and self.updated_ms == agent.updated_ms
@@ -135,7 +139,7 @@ class Listings:
         seen = last_seen_ms(agent, liveness)
         kept = self._rendered.get(agent_id)
         if kept is not None and kept.checked_at != view.applied_index:
-            if kept.matches(agent, view.resolution(agent_id)):
+            if kept.matches(agent, view.resolution(agent_id), view.llm_answer(agent_id)):
                 kept.checked_at = view.applied_index
             else:
                 kept = None
@@ -145,6 +149,7 @@ class Listings:
                 kept.json = kept.head + _last_seen(seen)
             return kept.json
         resolution = view.resolution(agent_id)
+        llm_answer = view.llm_answer(agent_id)
         head = orjson.dumps(agent_info_from_log(view, agent))[:-1]
         json = head + _last_seen(seen)
         self._rendered[agent_id] = _Rendered(
@@ -154,6 +159,7 @@ class Listings:
             agent.created_ms,
             agent.updated_ms,
             resolution,
+            llm_answer,
             head,
             seen,
             json,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from registry import llm
 from registry.health import Liveness
 from registry.registration import endpoint
 from registry.resolve import AVAILABLE, Provider
@@ -61,6 +62,7 @@ def agent_info_from_log(view: View, agent: Agent) -> dict[str, Any]:
                 info["mcp_tool"] = item["function_name"]
                 info["endpoint"] = item["endpoint"]
             resolutions.append(info)
+    llm_tools, llm_providers = llm.resolutions(reg, view.llm_answer(agent_id))
     return {
         "id": agent_id,
         "name": reg.get("name", agent_id),
@@ -77,8 +79,8 @@ def agent_info_from_log(view: View, agent: Agent) -> dict[str, Any]:
         "total_dependencies": len(resolutions),
         "dependencies_resolved": sum(1 for r in resolutions if r["status"] == AVAILABLE),
         "dependency_resolutions": resolutions,
-        "llm_tool_resolutions": [],
-        "llm_provider_resolutions": [],
+        "llm_tool_resolutions": llm_tools,
+        "llm_provider_resolutions": llm_providers,
         "created_at": iso_ms(agent.created_ms),
     }
 

@@ -4,9 +4,10 @@ The same registrations go to the Go registry binary and to ours (one node, and a
 cluster written and read through different replicas): LLM agents in the three filter modes,
 filters by name, ``"*"`` and ``{capability, tags, version}``, provider delegation with tag
 operators and versions, malformed declarations; then providers leave (DELETE) and come back
-(re-register). Every heartbeat answer's ``llm_tools`` and ``llm_providers`` must be identical,
-except for the differences docs/protocol.md lists, which are asserted here as what each
-registry does.
+(re-register). Every heartbeat answer's ``llm_tools`` and ``llm_providers``, and every agent's
+``llm_tool_resolutions`` and ``llm_provider_resolutions`` in ``GET /agents`` after each round,
+must be identical, except for the differences docs/protocol.md lists, which are asserted here
+as what each registry does.
 
 The LLM agents' own functions have no input schema, so no tool list contains them: the Go
 registry re-creates an agent's tools at every full heartbeat, moving them to the end of the
@@ -150,10 +151,12 @@ KNOWN = {("llm-deleg", "untagged"), ("llm-deleg", "other_namespace")}
 class Target:
     """A registry under test, reached over HTTP; requests rotate over its nodes' URLs."""
 
-    def __init__(self, session: aiohttp.ClientSession, urls: list[str]) -> None:
+    def __init__(self, session: aiohttp.ClientSession, urls: list[str], ours: bool) -> None:
         self.session = session
         self.urls = urls
         self.turn = 0
+        # Our replicas' reads reflect every acknowledged write only when asked to.
+        self.reads = {"consistency": "linearizable"} if ours else {}
 
     def _url(self) -> str:
         self.turn += 1
@@ -185,6 +188,20 @@ class Target:
             await until(check, timeout=10)
         return seen[-1]
 
+    async def resolutions(self) -> dict[str, Any]:
+        """Every agent's ``(llm_tool_resolutions, llm_provider_resolutions)`` in ``GET /agents``
+        (the Go registry's ``null`` for none as ``[]``, what ours answers)."""
+        async with self.session.get(f"{self._url()}/agents", params=self.reads) as resp:
+            assert resp.status == 200, await resp.text()
+            agents = (await resp.json())["agents"]
+        return {
+            agent["id"]: (
+                agent.get("llm_tool_resolutions") or [],
+                agent.get("llm_provider_resolutions") or [],
+            )
+            for agent in agents
+        }
+
     async def delete(self, agent_id: str) -> None:
         async with self.session.delete(f"{self._url()}/agents/{agent_id}") as resp:
             assert resp.status in (200, 204), await resp.text()
@@ -192,6 +209,8 @@ class Target:
 
 Answers = dict[tuple[str, str, str], Any]
 """(round, agent, function) -> the llm_tools list or llm_providers item (None: absent)."""
+Listed = dict[str, dict[str, Any]]
+"""round -> agent -> its (llm_tool_resolutions, llm_provider_resolutions) in GET /agents."""
 
 
 def record(answers: Answers, round_name: str, agent_id: str, answer: dict[str, Any]) -> None:
@@ -209,19 +228,24 @@ def record(answers: Answers, round_name: str, agent_id: str, answer: dict[str, A
             answers[(round_name, agent_id, name)] = providers.get(name)
 
 
-async def scenario(target: Target) -> tuple[Answers, dict[str, dict[str, int]]]:
-    """Run the registrations and changes; every LLM answer, and HEAD statuses after changes."""
+async def scenario(target: Target) -> tuple[Answers, dict[str, dict[str, int]], Listed]:
+    """Run the registrations and changes; every LLM answer, HEAD statuses after changes, and
+    GET /agents's LLM resolutions after each round (and right after each change, before the
+    LLM agents heartbeat: "<round> unheard")."""
     answers: Answers = {}
     heads: dict[str, dict[str, int]] = {}
+    listed: Listed = {}
     for body in PROVIDERS.values():
         await target.post(body)
     for agent_id, body in LLM_AGENTS.items():
         record(answers, "registered", agent_id, await target.post(body))
     record(answers, "registered", "llm-self", await target.post(SELF))
+    listed["registered"] = await target.resolutions()
     changes = [("left", target.delete), ("back", lambda a: target.post(PROVIDERS[a]))]
     for round_name, change in changes:
         for provider_id in ("p-a", "prov-local"):
             await change(provider_id)
+        listed[f"{round_name} unheard"] = await target.resolutions()
         # Every LLM agent but llm-best sees a different answer now (p-a's and prov-local's
         # tools never win best_match): exactly those must be told to send a full heartbeat.
         heads[round_name] = {
@@ -231,7 +255,37 @@ async def scenario(target: Target) -> tuple[Answers, dict[str, dict[str, int]]]:
         for agent_id, body in LLM_AGENTS.items():
             record(answers, round_name, agent_id, await target.post(body))
             assert await target.head_until(agent_id, 200) == 200
-    return answers, heads
+        listed[round_name] = await target.resolutions()
+    return answers, heads, listed
+
+
+def comparable(listed: dict[str, Any]) -> dict[str, Any]:
+    """``listed`` without the provider choices where we deliberately differ (KNOWN)."""
+    return {
+        agent_id: (tools, [e for e in providers if (agent_id, e["function_name"]) not in KNOWN])
+        for agent_id, (tools, providers) in listed.items()
+    }
+
+
+def marked_unavailable(listed: dict[str, Any], gone: set[str]) -> dict[str, Any]:
+    """``listed`` as the Go registry turns it when the agents ``gone`` leave: their entries
+    become ``unavailable``, still naming them (UpdateDependencyStatusOnAgentOffline), and
+    move behind the available ones (it lists an agent's entries by status)."""
+    return {
+        agent_id: tuple(
+            sorted(
+                (
+                    entry | {"status": "unavailable"}
+                    if entry.get("provider_agent_id") in gone
+                    else entry
+                    for entry in entries
+                ),
+                key=lambda entry: entry["status"],
+            )
+            for entries in pair
+        )
+        for agent_id, pair in listed.items()
+    }
 
 
 def chosen(item: dict[str, Any] | None) -> str | None:
@@ -273,8 +327,8 @@ async def test_llm_tools_and_providers_match_the_go_registry(
                 return False
 
         await until(go_up)
-        theirs, go_heads = await scenario(Target(session, [go_registry]))
-        ours, our_heads = await scenario(Target(session, our_urls))
+        theirs, go_heads, go_listed = await scenario(Target(session, [go_registry], ours=False))
+        ours, our_heads, our_listed = await scenario(Target(session, our_urls, ours=True))
 
     assert ours.keys() == theirs.keys()
     differences = [
@@ -283,6 +337,24 @@ async def test_llm_tools_and_providers_match_the_go_registry(
         if key[1:] not in KNOWN and ours[key] != theirs[key]
     ]
     assert differences == [], "\n".join(map(str, differences))
+
+    # GET /agents: the same LLM resolutions for every agent after every round (the known
+    # provider choices aside), but for the "unavailable" the Go registry shows until the
+    # consumer's next full heartbeat (docs/protocol.md), where ours is already up to date.
+    gone = {"p-a", "prov-local"}
+    assert go_listed["left unheard"] == marked_unavailable(go_listed["registered"], gone)
+    assert go_listed["back unheard"] == go_listed["left"]
+    assert our_listed["left unheard"] == our_listed["left"]
+    assert our_listed["back unheard"] == our_listed["back"]
+    assert our_listed.keys() == go_listed.keys()
+    listed_differences = []
+    for round_name in ("registered", "left", "back"):
+        mine, go = comparable(our_listed[round_name]), comparable(go_listed[round_name])
+        # DELETEd agents: the Go registry keeps them (unhealthy) until its sweep, we do not.
+        assert go.keys() - mine.keys() == (gone if round_name == "left" else set())
+        assert mine.keys() <= go.keys()
+        listed_differences += [(round_name, a, mine[a], go[a]) for a in mine if mine[a] != go[a]]
+    assert listed_differences == [], "\n".join(map(str, listed_differences))
 
     # What the table expects of both (so that agreeing on nothing could not pass).
     first = {key[1:]: value for key, value in theirs.items() if key[0] == "registered"}
@@ -342,7 +414,83 @@ async def test_llm_tools_and_providers_match_the_go_registry(
     assert providers["left"]["tagged"] == "prov-claude/claude_chat"
     assert first[("llm-deleg", "preferred")]["kwargs"] == {"vendor": "openai", "t": 3}
 
+    listed = go_listed["registered"]
+    tool_entries, provider_entries = listed["llm-all"][0], listed["llm-deleg"][1]
+    assert tool_entries[0] == {
+        "endpoint": "http://127.0.0.1:9001",
+        "filter_capability": "web_search",
+        "filter_mode": "all",
+        "function_name": "by_name",
+        "mcp_tool": "search_web",
+        "provider_agent_id": "p-a",
+        "provider_capability": "web_search",
+        "status": "available",
+    }
+    # One entry per item and listed tool of its capability (every listed tool for tags only);
+    # unresolved items last, told as declared ("*" is no capability here).
+    assert [
+        (e["function_name"], e["filter_capability"], e.get("mcp_tool")) for e in tool_entries
+    ] == [
+        ("by_name", "web_search", "search_web"),
+        ("by_name", "web_search", "search_web2"),
+        ("by_name", "pdf", "read_pdf"),
+        ("by_name", "pdf", "ocr"),
+        ("by_object", "web_search", "search_web"),
+        ("by_object", "pdf", "ocr"),
+        ("excluding", "web_search", "search_web"),
+        ("tags_only", "", "ocr"),
+        ("tags_only", "", "search_web"),
+        ("versions", "web_search", "search_web"),
+        ("versions", "math", "calc"),
+        ("star_item", "*", None),
+        ("nothing", "missing", None),
+    ]
+    assert tool_entries[7]["filter_tags"] == ["gpu"] and "filter_tags" not in tool_entries[9]
+    assert tool_entries[-1] == {
+        "filter_capability": "missing",
+        "filter_mode": "all",
+        "function_name": "nothing",
+        "status": "unresolved",
+    }
+    assert listed["llm-star"] == ([], [])  # "*" mode with an empty filter: nothing to tell
+    assert [(e["function_name"], e["status"]) for e in listed["llm-odd"][0]] == [
+        ("odd_mode", "available"),  # a mode that is not a string: "all"
+        ("bad_item", "unresolved"),  # the list could not be built; its usable item is told
+    ]
+    assert provider_entries[0] == {
+        "endpoint": "http://127.0.0.1:9103",
+        "function_name": "tagged",
+        "mcp_tool": "local_chat",
+        "provider_agent_id": "prov-local",
+        "required_capability": "llm",
+        "required_tags": ["claude"],
+        "status": "available",
+    }
+    assert provider_entries[-1] == {
+        "function_name": "unmatched",
+        "required_capability": "llm",
+        "required_tags": ["mistral"],
+        "status": "unresolved",
+    }
+    assert listed["llm-odd"][1] == []  # no capability: no entry
+
     # The deliberate differences (docs/protocol.md), as each registry answers them.
+    for round_name in ("registered", "left", "back"):
+        told = {
+            side: {
+                e["function_name"]: (e["status"], e.get("provider_agent_id"))
+                for e in seen[round_name]["llm-deleg"][1]
+            }
+            for side, seen in (("go", go_listed), ("ours", our_listed))
+        }
+        assert (told["go"]["untagged"], told["ours"]["untagged"]) == (
+            ("available", "prov-claude"),
+            ("available", "prov-gpt"),
+        )
+        assert (told["go"]["other_namespace"], told["ours"]["other_namespace"]) == (
+            ("available", "prov-local" if round_name != "left" else "prov-claude"),
+            ("unresolved", None),
+        )
     for round_name in ("registered", "left", "back"):
         key = (round_name, "llm-deleg", "untagged")
         # No tags: the Go registry takes the first registered provider; we rank as for a
