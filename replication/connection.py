@@ -57,6 +57,7 @@ class WireConnection:
         keepalive: tuple[int, int, int] | None = None,
     ) -> None:
         self.secret: wire.Secret | None = None
+        self.nonces: wire.Nonces | None = None  # the node's (see wire.Nonces)
         self.encryptor = None  # set (to None) by pysyncobj's transport; never used
         self._poller = poller
         self._on_message = onMessageReceived
@@ -197,7 +198,7 @@ class WireConnection:
             if self.secret is None:
                 self.disconnect()
                 return
-            client = wire.ClientHandshake(self.secret)
+            client = wire.ClientHandshake(self.secret, nonces=self.nonces)
             self._handshake = client
             self._last_read = monotonic()
             self._out += client.hello()
@@ -268,7 +269,7 @@ class WireConnection:
         if self._handshake is None:  # accepted: this side answers the peer's HELLO
             if self.secret is None:
                 raise wire.Refused("no key to authenticate with")
-            self._handshake = wire.ServerHandshake(self.secret)
+            self._handshake = wire.ServerHandshake(self.secret, self.nonces)
         handshake = self._handshake
         size = _expected(handshake)
         if len(self._in) < size:

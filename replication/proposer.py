@@ -94,6 +94,7 @@ class RaftProposer:
     ) -> None:
         self.config = config
         self.secret = wire.Secret.from_key(config.encryption_key)
+        self.nonces = wire.Nonces()  # every client handshake this node makes (wire.Nonces)
         self.peers = peers
         self.machine = machine
         self.liveness = liveness
@@ -146,6 +147,7 @@ class RaftProposer:
             self._liveness_in,
             self.secret,
             halt,
+            nonces=self.nonces,
         )
         if join_via is not None:
             self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")
@@ -217,7 +219,7 @@ class RaftProposer:
         Blocking (utility connections); asked of the configured peers at first start only.
         """
         for peer in self.peers.others:
-            status = utility.ask(peer, ["status"], self.secret)
+            status = utility.ask(peer, ["status"], self.secret, nonces=self.nonces)
             if isinstance(status, dict) and "self" in status:
                 return peer, membership(status)
         return None
@@ -240,8 +242,12 @@ class RaftProposer:
         me = self.peers.self_address
         while True:
             log.info("asking to join the cluster", extra={"via": peer, "self": me})
-            await loop.run_in_executor(None, utility.ask, peer, ["add", me], self.secret, 5.0)
-            status = await loop.run_in_executor(None, utility.ask, peer, ["status"], self.secret)
+            await loop.run_in_executor(
+                None, utility.ask, peer, ["add", me], self.secret, 5.0, self.nonces
+            )
+            status = await loop.run_in_executor(
+                None, utility.ask, peer, ["status"], self.secret, 1.0, self.nonces
+            )
             if isinstance(status, dict) and "self" in status and me in membership(status):
                 log.info("joined the cluster", extra={"members": membership(status)})
                 return

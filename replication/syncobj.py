@@ -97,12 +97,15 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         on_liveness: Callable[[list[str]], None],
         secret: wire.Secret,
         on_storage_failure: Callable[[StorageFailure], None],
+        nonces: wire.Nonces | None = None,
     ) -> None:
         if not _installed:
             # pysyncobj's own connections unpickle what peers send, and its journal is a file.
             raise RuntimeError("replication.syncobj.install() must run before a RaftNode is built")
         # Set before SyncObj.__init__: its tick thread starts inside it.
         self.wire_secret = secret
+        # This node's outstanding client nonces, shared with its admin calls (wire.Nonces).
+        self.wire_nonces = nonces if nonces is not None else wire.Nonces()
         self.journal = journal
         self._on_storage_failure = on_storage_failure
         # Set when a dump failed to load: nothing is acknowledged after it (the node stops).

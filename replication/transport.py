@@ -59,9 +59,11 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         outgoing = self._connections.get(node)
         if outgoing is not None:
             outgoing.secret = self._syncObj.wire_secret
+            outgoing.nonces = self._syncObj.wire_nonces
 
     def _onNewIncomingConnection(self, conn: Any) -> None:
         conn.secret = self._syncObj.wire_secret
+        conn.nonces = self._syncObj.wire_nonces
         super()._onNewIncomingConnection(conn)
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:

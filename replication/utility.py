@@ -22,14 +22,20 @@ COMMANDS = frozenset({"status", "add", "remove"})
 """The utility commands this cluster answers (pysyncobj also has set_version and transfer)."""
 
 
-def ask(peer: str, command: list[Any], secret: wire.Secret, timeout: float = 1.0) -> Any:
+def ask(
+    peer: str,
+    command: list[Any],
+    secret: wire.Secret,
+    timeout: float = 1.0,
+    nonces: wire.Nonces | None = None,
+) -> Any:
     """One utility command to ``peer`` (``host:port``); None when it did not answer, or did
-    not prove it holds the key."""
+    not prove it holds the key. A node passes its ``nonces`` (see wire.Nonces)."""
     host, _, port = peer.rpartition(":")
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-            handshake = wire.ClientHandshake(secret)
+            handshake = wire.ClientHandshake(secret, nonces=nonces)
             sock.sendall(handshake.hello())
             finish, session = handshake.finish(_read(sock, wire.REPLY_BYTES, deadline))
             sock.sendall(finish + session.sealer.seal(codec.encode(command)))

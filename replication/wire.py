@@ -14,7 +14,12 @@ Handshake (the connecting side is the client)::
 
 Both MACs are HMAC-SHA256 under the auth key over the transcript ``HELLO | REPLY without its
 MAC``, which holds both fresh nonces and the version, each prefixed with its role, so that
-neither can be replayed from another connection nor reflected back to its sender. The client
+neither can be replayed from another connection nor reflected back to its sender. One relay
+the roles do not stop: someone who copies a node's HELLO into a connection of their own to the
+same node gets that node's server MAC for the transcript its client expects, and its client's
+FINISH for the transcript its server expects: the node would talk to itself through them. So a
+node's server refuses a HELLO carrying a nonce its own clients have outstanding
+(:class:`Nonces`). The client
 checks the server's MAC before sending its own; the server checks the client's before it reads
 a single frame. Each side compares in constant time. The session's two keys (one per
 direction) come from HKDF over the same transcript, so every connection and direction gets
@@ -38,6 +43,8 @@ from __future__ import annotations
 import hmac
 import os
 import struct
+import threading
+import time
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -106,6 +113,36 @@ class Secret:
         return Session(Sealer(to_client), Opener(to_server))
 
 
+class Nonces:
+    """The client nonces one node has sent and not yet seen answered (its servers refuse a
+    HELLO carrying one: a reflection). Shared by the node's connections, which run on its tick
+    thread and on admin threads, hence the lock; an abandoned handshake's nonce expires."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: dict[bytes, float] = {}
+
+    def add(self, nonce: bytes) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for old in [n for n, at in self._sent.items() if now - at > 2 * HANDSHAKE_TIMEOUT]:
+                del self._sent[old]
+            self._sent[nonce] = now
+
+    def discard(self, nonce: bytes) -> None:
+        with self._lock:
+            self._sent.pop(nonce, None)
+
+    def __contains__(self, nonce: object) -> bool:
+        with self._lock:
+            return nonce in self._sent
+
+
+def _nonce(message: bytes) -> bytes:
+    """The nonce of a HELLO or REPLY (after the magic and version)."""
+    return message[len(MAGIC) + 2 : HELLO_BYTES]
+
+
 def _check_magic(message: bytes, who: str) -> int:
     """The version in a HELLO or REPLY; Refused for anything that is not our wire."""
     if message[: len(MAGIC)] != MAGIC:
@@ -116,14 +153,21 @@ def _check_magic(message: bytes, who: str) -> int:
 class ClientHandshake:
     """The connecting side: ``hello()``, then ``finish(reply)`` gives FINISH and the session."""
 
-    def __init__(self, secret: Secret, version: int = WIRE_VERSION) -> None:
+    def __init__(
+        self, secret: Secret, version: int = WIRE_VERSION, nonces: Nonces | None = None
+    ) -> None:
         self._secret = secret
         self._hello = MAGIC + version.to_bytes(2, "big") + os.urandom(NONCE_BYTES)
+        self._nonces = nonces
+        if nonces is not None:
+            nonces.add(_nonce(self._hello))
 
     def hello(self) -> bytes:
         return self._hello
 
     def finish(self, reply: bytes) -> tuple[bytes, Session]:
+        if self._nonces is not None:
+            self._nonces.discard(_nonce(self._hello))
         version = _check_magic(reply, "server")
         if reply[: len(MAGIC) + 2] != self._hello[: len(MAGIC) + 2]:
             raise Refused(f"server speaks wire version {version}, this node {WIRE_VERSION}")
@@ -136,9 +180,10 @@ class ClientHandshake:
 class ServerHandshake:
     """The accepting side: ``reply(hello)`` gives REPLY, ``finish(finish)`` the session."""
 
-    def __init__(self, secret: Secret) -> None:
+    def __init__(self, secret: Secret, nonces: Nonces | None = None) -> None:
         self._secret = secret
         self._transcript = b""
+        self._nonces = nonces
 
     @property
     def replied(self) -> bool:
@@ -149,6 +194,8 @@ class ServerHandshake:
         version = _check_magic(hello, "client")
         if version not in ACCEPTED_VERSIONS:
             raise Refused(f"client speaks wire version {version}, this node {WIRE_VERSION}")
+        if self._nonces is not None and _nonce(hello) in self._nonces:
+            raise Refused("a HELLO with a nonce this node sent (a reflected handshake)")
         body = hello[: len(MAGIC) + 2] + os.urandom(NONCE_BYTES)
         self._transcript = hello + body
         return body + self._secret.mac(_SERVER, self._transcript)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from replication import codec, wire
-from tests.processes import CLUSTER_KEY, Registry
+from tests.processes import CLUSTER_KEY, Registry, free_port
 from tests.test_cluster import Cluster
 from tests.timing import scaled
 
@@ -293,3 +293,32 @@ def test_an_unknown_wire_version_is_refused_with_a_log_line(target: Target) -> N
     assert f"client speaks wire version {wire.WIRE_VERSION + 1}" in target.log()
     assert target.sweeps() == sweeps
     target.assert_serving()
+
+
+def test_a_reflected_hello_is_refused(tmp_path: Path, registries: list[Registry]) -> None:
+    """Someone in a peer's place takes the HELLO a node sends it and sends it back to that
+    node's own RAFT_PORT: the server's REPLY (with its MAC) would be just what the node's client
+    expects, and the client's FINISH what the server expects, so the node would talk to itself
+    through them. Its server refuses a HELLO carrying a nonce its own clients sent."""
+    fake = socket.socket()
+    fake.bind(("127.0.0.1", 0))
+    fake.listen()
+    fake_address = f"127.0.0.1:{fake.getsockname()[1]}"
+    port = free_port()
+    while f"127.0.0.1:{port}" < fake_address:  # pysyncobj dials from the higher address
+        port = free_port()
+    node = Registry(
+        tmp_path / "reflected",
+        ENABLE_LEADER_ELECTION="true",
+        ENCRYPTION_KEY=KEY,
+        RAFT_PORT=str(port),
+        REGISTRY_PEERS=f"127.0.0.1:{port},{fake_address}",
+    )
+    registries.append(node.start())
+    fake.settimeout(scaled(10))
+    with contextlib.closing(fake), contextlib.closing(fake.accept()[0]) as dialled:
+        hello = _read(dialled, wire.HELLO_BYTES)
+        with socket.create_connection(("127.0.0.1", port), timeout=scaled(5)) as mirror:
+            mirror.sendall(hello)
+            assert answer_before_close(mirror, 5) == b""
+    assert "a HELLO with a nonce this node sent (a reflected handshake)" in node.log()
