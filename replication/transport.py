@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pysyncobj.monotonic import monotonic
 from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.tcp_server import SERVER_STATE
 from pysyncobj.transport import TCPTransport
 
 from replication import read_index, utility, wire
@@ -34,6 +35,7 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
     registry's liveness batches, and lets only key holders in (``replication/wire.py``)."""
 
     def __init__(self, syncObj: RaftNode, selfNode: Any, otherNodes: Any) -> None:
+        self._rebind_at = 0.0  # the next time a listener pysyncobj closed may be bound again
         super().__init__(syncObj, selfNode, otherNodes)
         self._acks: list[tuple[Any, Any]] = []
         syncObj.transport = self
@@ -103,7 +105,32 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
     def _onTick(self) -> None:
         self._drop_stalled_connects()
         self._drop_unauthenticated()
+        self._rebind_if_closed()
         super()._onTick()
+
+    def _rebind_if_closed(self) -> None:
+        """Bind the peer listener again if pysyncobj closed it.
+
+        pysyncobj's server closes its listening socket on any accept error but EAGAIN, such as
+        EMFILE when a flood of connections has used up the process's descriptors, and its
+        transport, still marked ready, never binds again: the node would take no connection
+        from a peer for good (review finding 11). Here it binds again, at most once per
+        ``bindRetryTime``, until that works (marking the transport not ready instead would
+        stop pysyncobj's whole tick meanwhile)."""
+        server = self._server
+        if not self._ready or server._TcpServer__state != SERVER_STATE.UNBINDED:
+            return
+        now = monotonic()
+        if now < self._rebind_at:
+            return
+        self._rebind_at = now + self._syncObj.conf.bindRetryTime
+        try:
+            server.bind()
+        except OSError as exc:
+            server.unbind()
+            log.warning("the peer listener was closed and cannot be bound yet: %s", exc)
+        else:
+            log.warning("the peer listener was closed (a failed accept) and is bound again")
 
     def _drop_unauthenticated(self) -> None:
         """Close accepted connections that have not finished the handshake in time: a peer

@@ -69,3 +69,24 @@ def test_a_connection_closed_by_either_end_is_made_again_at_once(
     expired = f"no handshake in {wire.HANDSHAKE_TIMEOUT:.1f} s"
     assert not [r for r in caplog.records if expired in r.getMessage()]
     cluster.write(leader)  # and the cluster still commits through every connection
+
+
+def test_a_listener_closed_by_a_failed_accept_is_bound_again(cluster: Cluster) -> None:
+    """pysyncobj closes its listening socket on an accept error such as EMFILE (a flood used
+    up the descriptors) and never binds it again: no peer could connect to that node for good.
+    Here the listener is closed as pysyncobj does on that error; the node binds it again and
+    a peer whose connection to it was lost connects again."""
+    leader = cluster.calm()
+    follower = min(cluster.others(leader), key=address)  # the other follower dials it
+    assert follower.transport is not None
+    follower.transport._server.unbind()  # what pysyncobj's accept handler does on EMFILE
+    for node in cluster.nodes:
+        for peer in cluster.others(node):
+            conn = node.transport._connections[TCPNode(address(peer))]  # type: ignore[union-attr]
+            if follower in (node, peer):
+                conn.disconnect()
+    cluster.run_until(
+        lambda: all(connected(follower, other) for other in cluster.others(follower)),
+        timeout=REJOIN + 2,
+    )
+    cluster.write(leader)
