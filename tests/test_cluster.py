@@ -61,6 +61,13 @@ class Cluster:
         for i in range(len(self.nodes)):
             self.start(i)
 
+    def start_first(self, count: int) -> None:
+        """The first ``count`` nodes as a cluster of their own (the others join it later, as
+        pods of a scaled-up StatefulSet do)."""
+        peers = ",".join(self.address(i) for i in range(count))
+        for i in range(count):
+            self.start(i, REGISTRY_PEERS=peers)
+
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> Any:
     async with session.get(url) as resp:

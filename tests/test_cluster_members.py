@@ -105,8 +105,7 @@ async def test_a_follower_that_missed_a_join_does_not_call_the_new_member_unknow
     left a stopped pod in a 4-member cluster."""
     cluster = Cluster(tmp_path, registries, n=4, AUTH_TOKEN=TOKEN)
     addresses = [cluster.address(i) for i in range(4)]
-    for i in range(3):
-        cluster.start(i, REGISTRY_PEERS=",".join(addresses[:3]))
+    cluster.start_first(3)
     async with aiohttp.ClientSession(headers=AUTH) as session:
         await all_ready(session, cluster.nodes[:3], timeout=20)
         lead = await leader_of(session, cluster.nodes[:3])

@@ -150,8 +150,7 @@ async def test_two_pods_started_at_once_join_one_after_the_other(
     leader takes one change at a time and the refused join retries until it is in."""
     cluster = Cluster(tmp_path, registries, n=5)
     addresses = [cluster.address(i) for i in range(5)]
-    for i in range(3):
-        cluster.start(i, REGISTRY_PEERS=",".join(addresses[:3]))
+    cluster.start_first(3)
     async with aiohttp.ClientSession() as session:
         await all_ready(session, cluster.nodes[:3], timeout=20)
         assert await register(session, cluster.nodes[0], "before-scale-up")

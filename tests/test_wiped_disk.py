@@ -151,8 +151,7 @@ async def test_a_member_that_lost_its_disk_takes_the_clusters_membership_not_its
     leader that is one of them (found by review)."""
     cluster = Cluster(tmp_path, registries, n=5)
     addresses = [cluster.address(i) for i in range(5)]
-    for i in range(3):
-        cluster.start(i, REGISTRY_PEERS=",".join(addresses[:3]))
+    cluster.start_first(3)
     async with aiohttp.ClientSession() as session:
         await all_ready(session, cluster.nodes[:3], timeout=20)
         for i in (3, 4):
