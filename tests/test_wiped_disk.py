@@ -167,4 +167,5 @@ async def test_a_member_that_lost_its_disk_takes_the_clusters_membership_not_its
         started = [json.loads(x) for x in lost.log().splitlines() if '"raft started"' in x][-1]
         assert sorted(started["peers"]) == sorted(a for a in addresses if a != addresses[1])
         await until(lambda: _status_is(session, lost, recognised=True, first_contact=False), 30)
+        await all_ready(session, [lost], timeout=30)  # recognised, then caught up and applied
         assert "before" in await agent_ids(session, lost, linearizable=True)
