@@ -70,16 +70,8 @@ class Dumps:
         )
 
     def read(self, path: str) -> tuple[Any, Any, Any]:
-        try:
-            return self._read(path)
-        except CorruptRecord as exc:
-            # pysyncobj logs any error loading a dump and carries on without it, with a journal
-            # that starts after the entries only the dump holds: stop instead.
-            log.critical("corrupt raft dump; stopping", extra={"path": path})
-            self.proposer.fail_from_tick(exc)
-            raise
-
-    def _read(self, path: str) -> tuple[Any, Any, Any]:
+        """Raises on a dump that cannot be trusted; RaftNode then stops the node (pysyncobj
+        would log the error and carry on without the dump)."""
         with open(path, "rb") as dump:
             raw = dump.read()
             os.fsync(dump.fileno())  # a received dump was written without a sync

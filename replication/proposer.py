@@ -369,11 +369,6 @@ class RaftProposer:
             log.critical("corrupt snapshot or record; stopping", extra={"index": exc.index})
             self._on_fatal(exc)
 
-    def fail_from_tick(self, error: BaseException) -> None:
-        """Tick thread: stop the node over ``error`` (``on_fatal`` belongs to the loop)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_fatal, error)
-
     def _liveness_in(self, agent_ids: list[str]) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.liveness.seen_many, agent_ids)
