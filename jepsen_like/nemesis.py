@@ -427,9 +427,11 @@ class Nemesis:
             self.network.heal()
             members = self._wait_members(len(self.replicas) + len(self.spares), 30.0)
             fault.detail["members_at_five"] = members
-            for spare in reversed(self.spares):  # highest ordinal first, as kubectl scales
-                fault.detail[f"removed_{spare.ordinal}"] = self._remove(spare)
+            # As k8s/README.md's scale-down: kubectl stops the highest ordinal first, then the
+            # operator removes the departed member, then deletes its PVC.
+            for spare in reversed(self.spares):
                 spare.stop()
+                fault.detail[f"removed_{spare.ordinal}"] = self._remove(spare)
                 spare.wipe()
             fault.detail["members_after"] = self._wait_members(len(self.replicas), 30.0)
 

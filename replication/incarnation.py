@@ -37,15 +37,29 @@ keeps, durably, the incarnation it knows for every member. The rules:
   standing, like acknowledgements: an empty member answering a deposed leader's probes must not
   make it look like the leader of a majority.
 
+* A first contact is not taken in a hurry. Every connection between two members opens with a
+  hello saying whether its sender is at first contact; one that is not ends the receiver's
+  first contact, as its vote request would. A node at first contact neither stands for
+  election nor grants a vote until it has heard a hello from every other member, each at
+  first contact too (a new cluster, all up: at once), or a settling time has passed since it
+  started (a new cluster with a member missing) that is long enough for a member that is up
+  and reachable to connect to it: DNS answers expire, stalled connects are dropped and tried
+  again (``first_contact_wait``). The member that kept every acknowledged write speaks first
+  on every connection, so two emptied members no longer elect each other while it is merely
+  slow: after a move with its DNS answers cached, or when the three start together.
+
 What this cannot see: a wiped member that no surviving node ever heard from (the leader that
 first learned it died before telling anyone), and two members of three whose disks were lost
-electing each other before they hear from the third (it is down, or slower than their election
-timeout). Both take losing two nodes' state at once, beyond the one-failure budget of a
-3-member cluster; a unanimous first election would close the second at the price of a new
-cluster needing every initial member up to start, which this registry does not pay.
+electing each other while the third is down or cut off from them for longer than the settling
+time. Both take losing two nodes' state at once, beyond the one-failure budget of a 3-member
+cluster, and the second looks exactly like a new cluster starting with a member missing;
+a unanimous first election would close it at the price of a new cluster needing every
+initial member up to start, which this registry does not pay.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from replication.journal import LmdbJournal
 
@@ -61,6 +75,8 @@ class Incarnations:
         self.recovering: dict[str, tuple[str, int]] = {}
         # First contact: the incarnations voters gave this candidate, until it is elected.
         self.first_votes: dict[str, str] = {}
+        # First contact: the members whose hello said they are at first contact too.
+        self.heard_fresh: set[str] = set()
         # First contact: this node knows no other member, has not been or heard of a leader,
         # and has heard no member past its first contact (the journal remembers the last two).
         self.first_contact = not set(self.known) - {self_address} and not journal.first_contact_over
@@ -118,6 +134,19 @@ class Incarnations:
         if self.first_contact and fresh is False:
             self.first_contact = False
             self.journal.end_first_contact()
+
+    def hello(self, member: str, fresh: object) -> None:
+        """A member's hello, the first message on every connection between two members: one
+        past its first contact ends this node's, as its vote request would."""
+        if fresh is True:
+            self.heard_fresh.add(member)
+        self.vote_requested(fresh)
+
+    def settled(self, others: Iterable[str], waited: bool) -> bool:
+        """Whether this node may stand for election and grant votes: past first contact, or
+        at it and it heard a fresh hello from every other member, or ``waited`` (the settling
+        time since it started has passed)."""
+        return not self.first_contact or waited or self.heard_fresh.issuperset(others)
 
     def ack_counts(self, member: str, incarnation: object, matched: int, last: int) -> bool:
         """Whether a leader may count ``member``'s acknowledgement that it holds the log up to

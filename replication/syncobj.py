@@ -38,7 +38,12 @@ from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
 from replication.read_index import ReadIndex
-from replication.transport import LIVENESS_MESSAGE, LIVENESS_PERIOD, DurableTransport
+from replication.transport import (
+    HELLO_MESSAGE,
+    LIVENESS_MESSAGE,
+    LIVENESS_PERIOD,
+    DurableTransport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +129,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._saved_members = journal.members()
         self.read_index = ReadIndex(self)
         self.incarnations = Incarnations(journal, peers.self_address)
+        self._settles_at = monotonic() + first_contact_wait(conf)
         # Leader: the real match index of members whose acknowledgements do not count yet.
         self._uncounted_match: dict[str, int] = {}
         conf.journalFile = journal
@@ -145,6 +151,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                 # disk and has not caught up. Its vote for itself would count like any other,
                 # so it does not stand for election (replication/incarnation.py).
                 self._SyncObj__raftElectionDeadline = monotonic() + self.conf.raftMaxTimeout
+            elif not self._settled():
+                # At first contact and not settled: a member that kept its log may still be
+                # on its way (replication/incarnation.py). Randomised, so that two members
+                # settling together do not keep splitting their votes.
+                self._SyncObj__raftElectionDeadline = (
+                    monotonic() + self._SyncObj__generateRaftTimeout()
+                )
             super()._onTick(timeToWait)
         except StorageFailure as failure:
             # Raised by whichever journal write failed in this tick (and by every sync after
@@ -216,6 +229,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "request_vote":
             self.incarnations.vote_requested(message.get("fresh"))
+            if not self._settled():
+                log.debug("vote request from %s left unanswered: first contact not settled", node)
+                return
         if kind == "response_vote" and not self.incarnations.vote_counts(
             node.id, message.get("incarnation"), message.get("fresh")
         ):
@@ -244,6 +260,15 @@ class RaftNode(SyncObj):  # type: ignore[misc]
                     return
                 message = self._skip_entries_held(message, held)
         super()._SyncObj__onMessageReceived(node, message)
+
+    def _settled(self) -> bool:
+        """Whether this node may stand for election and vote (Incarnations.settled)."""
+        others = (node.id for node in self._SyncObj__otherNodes)
+        return self.incarnations.settled(others, monotonic() >= self._settles_at)
+
+    def hello(self) -> dict[str, Any]:
+        """The first message this node sends on every connection to a member."""
+        return {"type": HELLO_MESSAGE, "fresh": self.incarnations.first_contact}
 
     def _acknowledged(self, node: Any, message: dict[str, Any]) -> None:
         """Leader: take a follower's acknowledgement of this term (see :meth:`stamp`), counting
@@ -502,6 +527,16 @@ def membership(status: dict[str, Any]) -> list[str]:
     """The members a pysyncobj status names: itself plus every partner."""
     partners = [key[len(_PARTNER) :] for key in status if key.startswith(_PARTNER)]
     return sorted([str(status["self"]), *partners])
+
+
+def first_contact_wait(conf: SyncObjConf) -> float:
+    """Seconds a node at first contact waits for its members' hellos before it takes part in
+    an election without them (replication/incarnation.py): time enough for a member that is
+    up and reachable to connect to it even with a stale DNS answer: the answer expires, a
+    connect to the old address is dropped after connectionTimeout and the next one, after
+    connectionRetryTime, can itself take a connectionTimeout; then one election timeout."""
+    connect = conf.connectionTimeout + conf.connectionRetryTime
+    return float(conf.dnsCacheTime + 2 * connect + conf.raftMaxTimeout)
 
 
 def _conf(config: Config, timing: RaftTiming, dumps: Any) -> SyncObjConf:

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 LIVENESS_MESSAGE = "mesh_liveness"
 LIVENESS_PERIOD = 1.0
 """Seconds between a follower's liveness batches to the leader."""
+HELLO_MESSAGE = "mesh_hello"
+"""The first message either side sends on a connection between members: whether its sender
+is at first contact (replication/incarnation.py)."""
 
 
 class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
@@ -67,6 +70,10 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         conn.secret = self._syncObj.wire_secret
         conn.nonces = self._syncObj.wire_nonces
         super()._onNewIncomingConnection(conn)
+
+    def _onNodeConnected(self, node: Any) -> None:
+        super()._onNodeConnected(node)
+        super().send(node, self._syncObj.hello())
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
         """An authenticated connection's first message: a member's id, or one of the utility
@@ -165,6 +172,8 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == LIVENESS_MESSAGE:
             self._syncObj.receive_liveness(message.get("agents") or [])
+        elif kind == HELLO_MESSAGE:
+            self._syncObj.incarnations.hello(node.id, message.get("fresh"))
         elif kind in read_index.MESSAGES:
             self._syncObj.read_index.on_message(node, message)
         elif isinstance(kind, str):

@@ -177,3 +177,25 @@ def test_a_member_alone_in_its_cluster_stays_at_first_contact_when_it_leads(
     rules.elected()
     assert rules.first_contact
     assert rules.vote_counts(B, "b-1", fresh=True)
+
+
+def test_first_contact_settles_on_every_members_fresh_hello_or_the_wait(tmp_path: Path) -> None:
+    _, rules = _open(tmp_path)
+    assert not rules.settled([B, C], waited=False)
+    rules.hello(B, True)
+    assert not rules.settled([B, C], waited=False)  # C, which may hold the log, not heard
+    assert rules.settled([B, C], waited=True)  # a new cluster with a member missing
+    rules.hello(C, True)
+    assert rules.settled([B, C], waited=False)  # a new cluster, all up
+    assert rules.first_contact
+
+
+def test_a_hello_from_a_member_past_first_contact_ends_it_for_good(tmp_path: Path) -> None:
+    journal, rules = _open(tmp_path)
+    rules.hello(B, True)
+    rules.hello(C, False)
+    assert not rules.first_contact
+    assert rules.settled([B, C], waited=False)  # past first contact: votes by incarnation
+    journal._destroy()
+    journal, rules = _open(tmp_path)
+    assert not rules.first_contact

@@ -20,6 +20,7 @@ from pysyncobj.transport import TCPTransport
 
 from registry.config import DEFAULT_MAP_SIZE
 from registry.store import StorageFailure
+from replication import syncobj
 from replication.journal import LmdbJournal
 from replication.peers import Peers
 from replication.syncobj import RaftNode, _Applied, install
@@ -219,6 +220,9 @@ def test_a_peer_name_that_takes_long_to_resolve_does_not_stall_the_others(
         return original(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    # b's timeouts keep it from campaigning or dropping connections; they would also make its
+    # first-contact settling time (which they bound) hours long. This test is about ticking.
+    monkeypatch.setattr(syncobj, "first_contact_wait", lambda conf: 0.0)
     first, second = free_port(), free_port()
     try:
         leader = members("a", first, [second], extra_peers=[slow])

@@ -8,9 +8,11 @@ registration would be gone for good once A came back and followed B.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -128,6 +130,54 @@ async def test_two_members_that_lost_their_disks_do_not_elect_a_leader_of_their_
         assert not await register(session, cluster.nodes[1], "on-an-empty-leader")
     # The acknowledged write is still in the log of the member that kept its disk (its view
     # applies it once a leader says it is committed, which nobody can now).
+    cluster.nodes[keeper].stop()
+    journal = LmdbJournal(str(cluster.nodes[keeper].data_dir / "raft"))
+    assert any(b"acknowledged" in bytes(command) for command, _, _ in journal[:])
+    journal._destroy()
+
+
+async def test_two_emptied_members_wait_for_a_slow_keeper_before_a_first_election(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """The member that kept its disk is slow (paused here: after a move with DNS answers
+    cached it is as good as mute for a few seconds) while the two emptied members start
+    together. At first contact they used to elect each other within an election timeout;
+    now they wait for every member's hello or the settling time, the keeper's hello ends
+    their first contact, and the cluster stalls instead of losing the write
+    (replication/incarnation.py)."""
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, cluster.nodes)
+        assert await register(session, cluster.nodes[0], "acknowledged")
+        await converged(session, cluster.nodes)
+        keeper = 2
+        for node in cluster.nodes:
+            node.kill()
+        for lost in (0, 1):
+            shutil.rmtree(cluster.nodes[lost].data_dir)
+        cluster.start(keeper)
+        await until(lambda: _status_is(session, cluster.nodes[keeper], first_contact=False), 20)
+        cluster.nodes[keeper].pause()
+        cluster.start(0)
+        cluster.start(1)
+
+        async def no_leader(nodes: list[Registry]) -> bool:
+            return "leader" not in [await _role(session, node) for node in nodes]
+
+        await until(lambda: _status_is(session, cluster.nodes[1], first_contact=True), 20)
+        # The keeper stays silent for 3 s more: a fault's length, not a deadline, so not
+        # scaled (it must stay below the settling time, 6.6 s here). Each election timeout
+        # is at most 1.2 s: the two emptied members, connected to each other, have rounds
+        # enough to elect one of themselves meanwhile.
+        silent_until = time.monotonic() + 3.0
+        while time.monotonic() < silent_until:
+            assert await no_leader(cluster.nodes[:2]), "two emptied members elected a leader"
+            await asyncio.sleep(0.1)
+        cluster.nodes[keeper].resume()
+        await until(lambda: _status_is(session, cluster.nodes[0], first_contact=False), 20)
+        await until(lambda: _status_is(session, cluster.nodes[1], first_contact=False), 20)
+        await steadily(lambda: no_leader(cluster.nodes), 8)
     cluster.nodes[keeper].stop()
     journal = LmdbJournal(str(cluster.nodes[keeper].data_dir / "raft"))
     assert any(b"acknowledged" in bytes(command) for command, _, _ in journal[:])
