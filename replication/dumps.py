@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -63,7 +64,8 @@ class Dumps:
             for entry in journal[index + 1 - first : last[1] - first + 1]
             if (record := commands.record_of(entry[0])) is not None
         ]
-        write_dump(path, last, prev, [str(member) for member in cluster], index, snapshot, tail)
+        members = cluster_at([str(member) for member in cluster], journal[last[1] - first + 1 :])
+        write_dump(path, last, prev, members, index, snapshot, tail)
         log.info(
             "raft log compacted",
             extra={"snapshot_index": index, "tail": len(tail), "through": last[1]},
@@ -89,6 +91,30 @@ class Dumps:
         # As nodes, not strings: pysyncobj drops itself from this list by comparing nodes, and
         # a string never equals one (it would count itself as a peer and need one ack more).
         return last, prev, [TCPNode(member) for member in dump_state["cluster"]]
+
+
+def cluster_at(cluster: list[str], later: Iterable[Any]) -> list[str]:
+    """The members as of the entry before ``later``: ``cluster``, the configuration now, with
+    the membership changes in the entries ``later`` undone, newest first.
+
+    pysyncobj takes a change into its configuration when the entry is appended, as Raft does,
+    and hands its serializer that configuration, so a dump made while a change was appended
+    but not yet committed said the change was in force at an index before it. Installed on a
+    follower, or loaded at a restart, it gave that node a member its log did not hold; if the
+    change was then truncated away, that node's configuration differed from everyone else's
+    for good, and the next change could leave two majorities that do not overlap (review
+    finding 6). The entries after the dump still carry the change, in force once appended."""
+    members = set(cluster)
+    for entry in reversed(list(later)):
+        change = commands.parse_membership(bytes(entry[0]))
+        if change is None:
+            continue
+        op, member = change
+        if op == "add":
+            members.discard(member)
+        else:
+            members.add(member)
+    return sorted(members)
 
 
 def _entry(entry: list[Any], version: int) -> tuple[bytes, int, int]:

@@ -191,13 +191,27 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         finally:
             del serializer.deserialize
         installed = loaded and self._SyncObj__raftLastApplied == loaded[0]
-        if installed and (not clearJournal or self.journal.last_index == loaded[0]):
+        if installed and not clearJournal:
+            self._take_changes_after(loaded[0])
+            return
+        if installed and self.journal.last_index == loaded[0]:
             return
         self.dump_failed = True
         index = loaded[0] if loaded else self.journal.last_index
         log.critical("raft dump not loaded; stopping", extra={"index": index})
         cause = errors[0] if errors else RuntimeError("pysyncobj could not install it")
         self._on_storage_failure(StorageFailure("loading the raft dump", index, cause))
+
+    def _take_changes_after(self, index: int) -> None:
+        """At a restart: a dump holds the configuration as of its own index (dumps.cluster_at),
+        and a membership change appended after it is in force from its append (Raft takes a
+        change when it is appended; pysyncobj, loading the dump, would take it only once it
+        commits), so the journal's changes after the dump are taken again here."""
+        first = self.journal[0][1]
+        for command, _, _ in self.journal[index - first + 1 :]:
+            change = commands.parse_membership(bytes(command))
+            if change is not None:
+                self._SyncObj__doChangeCluster(change)
 
     def _SyncObj__onBecomeLeader(self) -> None:
         """Sync the new leader's no-op before the same tick counts it: alone in the cluster,

@@ -13,6 +13,8 @@ from pysyncobj.node import TCPNode
 
 from registry.config import Config, ConfigError
 from registry.store import StorageFailure
+from replication import commands
+from replication.dumps import cluster_at
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
 from replication.syncobj import RaftNode, install
@@ -352,6 +354,65 @@ def test_a_received_dump_that_fails_to_load_is_not_acknowledged(tmp_path: Path) 
             f"'{tmp_path / 'raft' / 'dump.bin'}'"
         ]
         assert [m for _, m in node.transport._acks if m.get("success")] == []
+    finally:
+        node.destroy()
+        journal._destroy()
+
+
+X = "127.0.0.1:9"
+
+
+def _change(op: str, member: str) -> bytes:
+    return bytes([commands.MEMBERSHIP]) + commands.membership(op, member)
+
+
+def test_a_dump_holds_the_membership_as_of_its_own_index() -> None:
+    """pysyncobj hands its serializer the configuration now, with every change appended, and
+    a change appended after the dump's index is not in force there (review finding 6)."""
+    now = ["127.0.0.1:1", "127.0.0.1:2", X]
+    later = [(b"\x00event", 6, 2), (_change("add", X), 7, 2), (b"\x00event", 8, 2)]
+    assert cluster_at(now, later) == ["127.0.0.1:1", "127.0.0.1:2"]
+    assert cluster_at(["127.0.0.1:1"], [(_change("rem", X), 7, 2)]) == ["127.0.0.1:1", X]
+    assert cluster_at(now, [(b"\x00event", 6, 2)]) == sorted(now)
+
+
+def test_a_change_appended_after_a_dump_is_in_force_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """At a restart the dump's configuration (as of its index) is loaded over the saved one;
+    the change the journal holds after it was in force from its append and stays so."""
+    journal = LmdbJournal(str(tmp_path / "raft"))
+    for index in range(2, 6):
+        journal.add(_command(index), index, 1)
+    journal.add(_change("add", X), 6, 1)
+    journal.sync()
+    prev, last = tuple(journal[2]), tuple(journal[3])  # entries 4 and 5 (the journal starts at 2)
+
+    def read_dump(path: str) -> Any:  # as dumps.Dumps.read does, without the view snapshot
+        journal.trim_before_dump(prev, last)
+        return last, prev, [TCPNode("127.0.0.1:2"), TCPNode("127.0.0.1:3")]
+
+    conf = SyncObjConf(
+        autoTick=False,
+        fullDumpFile=str(tmp_path / "raft" / "dump.bin"),
+        serializer=lambda path, data: None,
+        deserializer=read_dump,
+    )
+    peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
+    install()
+    node = RaftNode(
+        peers,
+        conf,
+        journal,
+        lambda *_: None,
+        lambda _: None,
+        UNIT_SECRET,
+        unexpected_storage_failure,
+    )
+    try:
+        node._SyncObj__loadDumpFile(clearJournal=False)
+        members = sorted(n.id for n in node._SyncObj__otherNodes)
+        assert members == ["127.0.0.1:2", "127.0.0.1:3", X]
     finally:
         node.destroy()
         journal._destroy()
