@@ -76,6 +76,8 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
                 msgpack.unpackb(bytes(known), raw=False) if known else {}
             )
             self._first_contact_over = txn.get(b"first_contact_over", db=self._meta) is not None
+            restored = txn.get(b"restored_from", db=self._meta)
+            self._restored_from = bytes(restored).decode() if restored else ""
         self.synced_index = self.last_index
         # This data directory's incarnation: made once, with the journal, and never again. A
         # node whose disk was lost comes back under its old address with a new one, which is
@@ -243,6 +245,17 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
             self._first_contact_over = True
             self.sync(force=True)
 
+    @property
+    def restored_from(self) -> str:
+        """The digest of the backup this node's log was started from ("" if none)."""
+        return self._restored_from
+
+    def set_restored_from(self, digest: str) -> None:
+        """Remember it durably: a member restored later asks whether the cluster it finds
+        running was restored from the same backup (replication.proposer)."""
+        self._restored_from = digest
+        self.sync(force=True)
+
     # -- durability -----------------------------------------------------------------------------
 
     def sync(self, force: bool = False) -> None:
@@ -270,6 +283,8 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
                         txn.put(b"incarnations", msgpack.packb(self._incarnations), db=self._meta)
                     if self._first_contact_over:
                         txn.put(b"first_contact_over", b"1", db=self._meta)
+                    if self._restored_from:
+                        txn.put(b"restored_from", self._restored_from.encode(), db=self._meta)
             except (lmdb.Error, OSError) as exc:
                 first = next((op[1] for op in self._ops if op[0] == "put"), self.last_index)
                 raise self._failed(first, exc) from exc

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -117,6 +118,7 @@ class RaftProposer:
         legacy.upgrade_journal(raft_dir, self.config.lmdb_map_size)
         journal = LmdbJournal(raft_dir, self.config.lmdb_map_size)
         join_via = None
+        found = None
         if journal.members():
             # A node that ran before rejoins the membership it last saw, whatever the env says.
             others = [m for m in journal.members() if m != self.peers.self_address]
@@ -124,7 +126,7 @@ class RaftProposer:
             found = await self._loop.run_in_executor(None, self._existing_cluster)
             others = list(self.peers.others)
             if found is not None:
-                peer, members = found
+                peer, members, _ = found
                 others = [m for m in members if m != self.peers.self_address]
                 # Already a member (its disk was lost): it takes the cluster's membership, which
                 # may be larger than its env's (scaled up past REGISTRY_REPLICAS), and would
@@ -132,13 +134,25 @@ class RaftProposer:
                 join_via = None if self.peers.self_address in members else peer
         self.peers = Peers(self.peers.self_address, tuple(others))
         if self._restored(journal):
+            snapshot = self._restored_snapshot()
+            digest = hashlib.sha256(snapshot).hexdigest()
             if join_via is not None:
                 raise ConfigError(
                     f"this data directory was restored from a backup, but a cluster already runs "
                     f"at {join_via}: restore every member from the same backup and start them "
                     "together, or empty this directory to join the running cluster"
                 )
-            self._start_log_at_snapshot()
+            if found is not None and found[2] != digest:
+                # One member of a running cluster restored on its own: the cluster would
+                # replace the backup's view with its own, the operator believing it restored.
+                raise ConfigError(
+                    f"this data directory was restored from a backup, but the cluster running "
+                    f"at {found[0]} was not restored from the same backup: to restore the "
+                    "cluster, scale it to 0 and restore every member from one file; to rejoin "
+                    "the running cluster, empty this directory"
+                )
+            journal.set_restored_from(digest)
+            self._start_log_at_snapshot(snapshot)
         self.node = RaftNode(
             self.peers,
             _conf(self.config, self.timing, Dumps(self)),
@@ -188,7 +202,18 @@ class RaftProposer:
             and not os.path.exists(dump_path(self.config))
         )
 
-    def _start_log_at_snapshot(self) -> None:
+    def _restored_snapshot(self) -> bytes:
+        """The restored snapshot record. Its SHA-256 names the backup: every member restored
+        from one file has the same, so a member restored on its own can tell whether the
+        cluster it finds running was restored from its backup (``restored_from`` in the
+        utility status)."""
+        index = self.machine.view.applied_index
+        found = self.machine.store.latest_snapshot_record()
+        if found is None or found[0] != index:
+            raise ConfigError(f"restored view at {index} has no snapshot at that index")
+        return found[1]
+
+    def _start_log_at_snapshot(self, snapshot: bytes) -> None:
         """Make the Raft log start right after the restored snapshot.
 
         Raft indexes are the view's indexes; a log starting at 1 would have every new entry up
@@ -198,9 +223,6 @@ class RaftProposer:
         agree on it and elect a leader as usual.
         """
         index = self.machine.view.applied_index
-        found = self.machine.store.latest_snapshot_record()
-        if found is None or found[0] != index:
-            raise ConfigError(f"restored view at {index} has no snapshot at that index")
         members = [self.peers.self_address, *self.peers.others]
         write_dump(
             dump_path(self.config),
@@ -208,20 +230,21 @@ class RaftProposer:
             (_NO_OP, index - 1, 0),
             members,
             index,
-            found[1],
+            snapshot,
             [],
         )
         log.info("raft log starts after the restored snapshot", extra={"index": index})
 
-    def _existing_cluster(self) -> tuple[str, list[str]] | None:
-        """A running cluster, as ``(peer asked, its members)``; it may count this node already.
+    def _existing_cluster(self) -> tuple[str, list[str], str] | None:
+        """A running cluster, as ``(peer asked, its members, the backup it was restored
+        from or "")``; it may count this node already.
 
         Blocking (utility connections); asked of the configured peers at first start only.
         """
         for peer in self.peers.others:
             status = utility.ask(peer, ["status"], self.secret, nonces=self.nonces)
             if isinstance(status, dict) and "self" in status:
-                return peer, membership(status)
+                return peer, membership(status), str(status.get("restored_from") or "")
         return None
 
     async def _watch_for_cluster(self) -> None:
@@ -510,4 +533,6 @@ class RaftProposer:
             # True until this node hears of a leader or of a member that has (a new cluster's
             # first election, as far as it can tell).
             "first_contact": node.incarnations.first_contact if node is not None else False,
+            # The SHA-256 of the backup snapshot this node's log started from ("" if none).
+            "restored_from": status.get("restored_from", ""),
         }

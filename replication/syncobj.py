@@ -475,6 +475,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         if wanted:
             self._SyncObj__sendAppendEntries()
 
+    def getStatus(self) -> dict[str, Any]:
+        """pysyncobj's status (also the utility ``status`` answer), with the backup this
+        node's log was started from, if any (see RaftProposer.start: restoring one member)."""
+        status: dict[str, Any] = super().getStatus()
+        status["restored_from"] = self.journal.restored_from
+        return status
+
     def _after_tick(self) -> None:
         """Runs on the tick thread after appends: group commit, status, liveness batches."""
         self.journal.sync()

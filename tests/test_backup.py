@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from tests.test_cluster import (
     agent_ids,
     all_ready,
     converged,
+    get_json,
     leader_of,
     register,
 )
@@ -192,3 +194,39 @@ async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[R
     refused = subprocess.run(command, env=extra.env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "restored from a backup, but a cluster already runs" in refused.stderr
+
+    # One member restored on its own into the running cluster: refused unless the cluster was
+    # restored from the same backup (it would replace the backup's view with its own, and the
+    # operator believe it restored); taken when it was (its log then agrees with theirs).
+    second_file = tmp_path / "second.backup"
+    assert cli("backup", "--out", str(second_file), "--url", up[0].url).returncode == 0
+    member = fresh.nodes[down]
+    member.stop()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        status = await get_json(session, f"{up[0].url}/api/v1/cluster")
+        assert (
+            status["restored_from"]
+            == json.loads(backup_file.read_bytes().split(b"\n")[1])["sha256"]
+        )
+    shutil.rmtree(member.data_dir)
+    assert (
+        cli("restore", "--from", str(second_file), "--data-dir", str(member.data_dir)).returncode
+        == 0
+    )
+    refused = subprocess.run(command, env=member.env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "was not restored from the same backup" in refused.stderr
+    assert not (member.data_dir / "raft" / "dump.bin").exists()  # the refusal wrote nothing
+    shutil.rmtree(member.data_dir)
+    assert (
+        cli("restore", "--from", str(backup_file), "--data-dir", str(member.data_dir)).returncode
+        == 0
+    )
+    fresh.start(down)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await all_ready(session, fresh.nodes)
+        await converged(session, fresh.nodes)
+        assert await agent_ids(session, fresh.nodes[down]) == expected | {
+            "after-restore",
+            "one-member-down",
+        }
