@@ -202,3 +202,11 @@ async def test_cancel_is_forwarded_to_the_owner_agent(
         await eventually(lambda: received == [(job_id, {"reason": "stop"})])
     finally:
         await server.close()
+
+
+async def test_metrics_count_jobs_by_status(api: Api) -> None:
+    await create(api)
+    await create(api)
+    text = await (await api.client.get("/metrics")).text()
+    assert 'mcp_registry_jobs_total{status="working"} 2.0' in text
+    assert 'mcp_registry_jobs_total{status="completed"} 0.0' in text
