@@ -66,6 +66,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HEALTH_CHECK_INTERVAL", "30s", "how often agent liveness is evaluated"),
     Setting("AGENT_TIMEOUT", "60s", "no heartbeat for this long marks an agent unhealthy"),
     Setting("MCP_MESH_RETENTION", "1h", "unhealthy agents are removed after this long (0: never)"),
+    Setting(
+        "MCP_MESH_SWEEP_INTERVAL",
+        "5m",
+        "how often the leader sweeps jobs: orphaned owners, expired leases, deadlines, retention",
+    ),
+    Setting(
+        "MCP_MESH_JOB_STALE_TIMEOUT", "0", "jobs without total_deadline fail after this (0: off)"
+    ),
+    Setting(
+        "MCP_MESH_JOB_RETENTION",
+        "24h",
+        "terminal jobs are removed this long after they ended (0: never); their events go "
+        "after MCP_MESH_RETENTION",
+    ),
+    Setting(
+        "MCP_MESH_CANCEL_EVENT_GRACE_MS",
+        "200",
+        "milliseconds between a cancel's synthetic event and its forward to the owner (max 10000)",
+    ),
     Setting("SNAPSHOT_EVERY", "10000", "write a view snapshot every this many log entries"),
     Setting("EVENTS_HISTORY", "1000", "registry events kept for GET /events"),
     Setting(
@@ -100,6 +119,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_AGENTS", "20000", "new agents beyond this many are refused (429)"),
     Setting("REGISTRATION_RATE", "100", "registration changes per second per client address"),
     Setting("REGISTRATION_BURST", "200", "burst allowed above REGISTRATION_RATE (429 beyond)"),
+    Setting("MAX_JOBS", "100000", "new jobs beyond this many held are refused (429)"),
+    Setting("MAX_JOB_EVENTS", "10000", "events posted to one job beyond this are refused (429)"),
 )
 
 
@@ -164,6 +185,14 @@ def _positive_duration(text: str) -> float:
     return value
 
 
+def _grace_ms(text: str) -> float:
+    """Seconds from MCP_MESH_CANCEL_EVENT_GRACE_MS (milliseconds, 0 to 10000 as in Go)."""
+    value = int(text)
+    if not 0 <= value <= 10_000:
+        raise ValueError(text)
+    return value / 1000
+
+
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         lowered = text.strip().lower()
@@ -190,6 +219,10 @@ class Config:
     health_check_interval: float = 30.0
     agent_timeout: float = 60.0
     retention: float = 3600.0
+    sweep_interval: float = 300.0
+    job_stale_timeout: float = 0.0
+    job_retention: float = 86400.0
+    cancel_grace: float = 0.2
     snapshot_every: int = 10000
     events_history: int = 1000
     lmdb_map_size: int = DEFAULT_MAP_SIZE
@@ -252,6 +285,19 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         retention=get(
             "MCP_MESH_RETENTION", parse_duration, 3600.0, "a duration such as 30m or 1h (0: never)"
         ),
+        sweep_interval=get("MCP_MESH_SWEEP_INTERVAL", _positive_duration, 300.0, duration_form),
+        job_stale_timeout=get(
+            "MCP_MESH_JOB_STALE_TIMEOUT", parse_duration, 0.0, "a duration such as 1h (0: off)"
+        ),
+        job_retention=get(
+            "MCP_MESH_JOB_RETENTION", parse_duration, 86400.0, "a duration such as 24h (0: never)"
+        ),
+        cancel_grace=get(
+            "MCP_MESH_CANCEL_EVENT_GRACE_MS",
+            _grace_ms,
+            0.2,
+            "an integer number of milliseconds from 0 to 10000",
+        ),
         snapshot_every=get("SNAPSHOT_EVERY", _positive_int, 10000, "a positive integer"),
         events_history=get("EVENTS_HISTORY", _positive_int, 1000, "a positive integer"),
         lmdb_map_size=get(
@@ -285,6 +331,8 @@ def load(env: Mapping[str, str] | None = None) -> Config:
                 "REGISTRATION_RATE", _positive_float, 100.0, "a positive number per second"
             ),
             registration_burst=get("REGISTRATION_BURST", _positive_int, 200, "a positive integer"),
+            jobs=get("MAX_JOBS", _positive_int, 100_000, "a positive integer"),
+            job_events=get("MAX_JOB_EVENTS", _positive_int, 10_000, "a positive integer"),
         ),
     )
     if config.database_type == "postgresql":

@@ -27,7 +27,32 @@ REMOVE: Final = "remove"
 """An agent left: payload ``{"agent_id": str, "reason": "unregister"|"expire"}``."""
 HEALTH: Final = "health"
 """Liveness transitions: payload ``{"status": "healthy"|"unhealthy", "agent_ids": [str]}``."""
-KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH})
+# MeshJob transitions (registry/jobs.py holds their payloads and their apply).
+JOB_CREATE: Final = "job_create"
+JOB_CLAIM: Final = "job_claim"
+JOB_BATCH: Final = "job_batch"
+JOB_RELEASE: Final = "job_release"
+JOB_CANCEL: Final = "job_cancel"
+JOB_RECLAIM: Final = "job_reclaim"
+JOB_EXTEND: Final = "job_extend"
+JOB_POST: Final = "job_post"
+JOB_SWEEP: Final = "job_sweep"
+JOB_PURGE: Final = "job_purge"
+JOB_KINDS: Final = frozenset(
+    {
+        JOB_CREATE,
+        JOB_CLAIM,
+        JOB_BATCH,
+        JOB_RELEASE,
+        JOB_CANCEL,
+        JOB_RECLAIM,
+        JOB_EXTEND,
+        JOB_POST,
+        JOB_SWEEP,
+        JOB_PURGE,
+    }
+)
+KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH}) | JOB_KINDS
 
 
 class CorruptRecord(Exception):

@@ -14,6 +14,10 @@ variable, a reason label on ``mcp_registry_refused_total`` and its own 4xx JSON 
   ``Retry-After``. Unchanged heartbeats append nothing and are never limited, so the log of
   every replica grows at most this fast per address however hard one client tries.
 
+MeshJobs are bounded the same way: jobs held (``MAX_JOBS``, 100,000; terminal ones count until
+retention removes them): 429 for a new job; events posted to one job (``MAX_JOB_EVENTS``,
+10,000): 429. A job's payload, result and events are each bounded by the request body limit.
+
 The agent count is read from this replica's view, so a burst of concurrent new registrations
 across replicas can overshoot it by the number in flight; it bounds memory, not an exact quota.
 """
@@ -38,6 +42,8 @@ class Limits:
     agents: int = 20_000
     registration_rate: float = 100.0
     registration_burst: int = 200
+    jobs: int = 100_000
+    job_events: int = 10_000
 
 
 class Refused(Exception):

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from registry.commit import StateMachine
+from registry.jobs import STATUSES
 from registry.view import HEALTHY, UNHEALTHY
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -43,6 +44,13 @@ class _StateCollector(Collector):
         for status in (HEALTHY, UNHEALTHY):
             agents.add_metric([status], counts.get(status, 0))
         yield agents
+        jobs_by_status = GaugeMetricFamily(
+            "mcp_registry_jobs_total", "MeshJobs held, by status", labels=["status"]
+        )
+        job_counts = Tally(job.status for job in view.jobs.jobs.values())
+        for status in STATUSES:
+            jobs_by_status.add_metric([status], job_counts.get(status, 0))
+        yield jobs_by_status
         yield GaugeMetricFamily(
             "mcp_registry_log_index",
             "Newest log index applied to this node's view",

@@ -18,6 +18,7 @@ from registry.commit import Committed, LocalLog, Proposer, StateMachine, restore
 from registry.config import Config
 from registry.gc_pauses import GcPauses
 from registry.health import HealthMonitor, Liveness
+from registry.job_sweep import JobSweeper, Leases
 from registry.limits import Admission
 from registry.metrics import Metrics
 from registry.sqlite_projection import SqliteProjection
@@ -59,6 +60,19 @@ class Node:
             config.agent_timeout,
             config.retention,
         )
+        self.leases = Leases(self.view)
+        machine.listeners.append(self.leases.on_applied)
+        machine.reset_listeners.append(self.leases.on_reset)
+        self.job_sweeper = JobSweeper(
+            self.view,
+            self.leases,
+            self.propose,
+            self.proposer.leading,
+            config.sweep_interval,
+            config.job_stale_timeout,
+            config.retention,
+            config.job_retention,
+        )
         self.projection: SqliteProjection | None = None
         if config.sqlite_projection:
             self.projection = SqliteProjection(config.database_path, self.view)
@@ -66,6 +80,7 @@ class Node:
             machine.reset_listeners.append(self.projection.on_reset)
         self.started_monotonic = time.monotonic()
         self._monitor_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
 
     def _die(self, error: BaseException) -> None:
         """Stop serving: the replicated log holds something this node must not skip."""
@@ -115,12 +130,14 @@ class Node:
             await self.projection.start()
         self.liveness.watching_since = time.monotonic()
         self._monitor_task = asyncio.create_task(self.monitor.run(), name="health-monitor")
+        self._sweep_task = asyncio.create_task(self.job_sweeper.run(), name="job-sweep")
 
     async def stop(self) -> None:
-        if self._monitor_task is not None:
-            self._monitor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor_task
+        for task in (self._monitor_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.proposer.stop()
         if self.projection is not None:
             await self.projection.stop()

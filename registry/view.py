@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from registry import events, llm
+from registry import events, jobs, llm
 from registry.events import Event
 from registry.registration import endpoint
 from registry.resolve import Dependency, Provider, choose, entry
@@ -100,11 +100,12 @@ def _dependencies_of(registration: dict[str, Any]) -> list[tuple[str, list[Depen
 
 
 class View:
-    """Agents, their health, the provider index and recent registry events."""
+    """Agents, their health, the provider index, recent registry events, and MeshJobs."""
 
     def __init__(self, history_limit: int = 1000) -> None:
         self.applied_index = 0
         self.agents: dict[str, Agent] = {}
+        self.jobs = jobs.JobsState()
         self.history: deque[dict[str, Any]] = deque(maxlen=history_limit)
         # Derived state (rebuilt on load, never stored).
         self._providers: dict[str, dict[tuple[str, str], Provider]] = {}
@@ -211,6 +212,7 @@ class View:
             "history_limit": self.history.maxlen,
             "agents": [agent.to_state() for agent in self.agents.values()],
             "history": list(self.history),
+            "jobs": self.jobs.to_state(),
         }
 
     def replace(self, other: View) -> None:
@@ -234,6 +236,8 @@ class View:
             view._index(agent.agent_id, agent.registration)
             view.agents[agent.agent_id] = agent
         view.history.extend(state["history"])
+        # Snapshots written before MeshJobs have no "jobs".
+        view.jobs = jobs.JobsState.from_state(state.get("jobs", []))
         return view
 
 
@@ -273,6 +277,8 @@ def apply(view: View, index: int, event: Event) -> bool:
         return _apply_remove(view, index, event)
     if event.kind == events.HEALTH:
         return _apply_health(view, index, event)
+    if event.kind in events.JOB_KINDS:
+        return jobs.apply_event(view.jobs, index, event)
     return False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.api import ops, protocol, v1
+from registry.api import jobs, ops, protocol, v1
 from registry.api.keys import LISTINGS, NODE
 from registry.api.listing import Listings
 from registry.api.middleware import observe
@@ -16,7 +16,10 @@ def build_app(node: Node) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=node.config.limits.request_bytes)
     app[NODE] = node
     app[LISTINGS] = Listings()
-    app.add_routes(ops.routes() + protocol.routes() + v1.routes())
+    runtime = app[jobs.RUNTIME] = jobs.JobsRuntime()
+    node.machine.listeners.append(runtime.on_applied)
+    app.on_cleanup.append(runtime.close)
+    app.add_routes(ops.routes() + protocol.routes() + v1.routes() + jobs.routes())
     return app
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from registry import registration
+from registry.api.jobs import pending_jobs
 from registry.api.keys import LISTINGS, NODE
 from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
 from registry.timefmt import iso_ms, now_ms
@@ -53,14 +54,17 @@ async def heartbeat(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-def _head(status: int) -> web.Response:
+def _head(status: int, pending_jobs: int = 0) -> web.Response:
     """An answer to HEAD /heartbeat with an explicit ``Content-Length: 0``.
 
     aiohttp leaves the length out of HEAD answers, and clients that then cannot tell where the
     answer ends (aiohttp's own, for one) close the connection: every heartbeat of every agent
     became a new TCP connection, most of the cost of a HEAD on both sides.
     """
-    return web.Response(status=status, headers={"Content-Length": "0"})
+    headers = {"Content-Length": "0"}
+    if pending_jobs:  # as in the Go registry: absent when there is no pending work
+        headers["X-Mesh-Pending-Jobs"] = str(pending_jobs)
+    return web.Response(status=status, headers=headers)
 
 
 async def heartbeat_check(request: web.Request) -> web.Response:
@@ -79,9 +83,10 @@ async def heartbeat_check(request: web.Request) -> web.Response:
     if agent.status != HEALTHY:
         return _head(410)
     node.liveness.seen(agent_id)
+    pending = pending_jobs(node.view, agent_id)
     if node.view.resolution_changed(agent_id):
-        return _head(202)
-    return _head(200)
+        return _head(202, pending)
+    return _head(200, pending)
 
 
 async def list_agents(request: web.Request) -> web.Response:
