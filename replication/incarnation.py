@@ -185,10 +185,13 @@ class Incarnations:
         return known is not None and known == incarnation and self.counted(member)
 
     def adopt(self, leaders: object) -> None:
-        """Follower: take the incarnations the leader of the current term sent."""
+        """Follower: take the incarnations the leader of the current term sent. Hearing a
+        leader ends first contact even when it sent none (a leader of an older version, in a
+        rolling upgrade): otherwise this node would count only fresh votes for good, and no
+        member past first contact sends one."""
+        self.first_contact = False
         if not isinstance(leaders, dict):
             return
-        self.first_contact = False
         merged = dict(self.known)
         for member, incarnation in leaders.items():
             # Also this node's own entry: another incarnation there means the cluster has not

@@ -199,3 +199,10 @@ def test_a_hello_from_a_member_past_first_contact_ends_it_for_good(tmp_path: Pat
     journal._destroy()
     journal, rules = _open(tmp_path)
     assert not rules.first_contact
+
+
+def test_a_leader_of_an_older_version_ends_first_contact_too(tmp_path: Path) -> None:
+    """A leader from before incarnations sends append_entries without them."""
+    _, rules = _open(tmp_path)
+    rules.adopt(None)
+    assert not rules.first_contact
