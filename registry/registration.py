@@ -23,6 +23,11 @@ VOLATILE_FIELDS = ("timestamp",)
 
 _STRING = {"type": "string"}
 _TAGS = {"type": "array", "items": _STRING}
+# Schemas (canonical forms and hashes): only the types the Go registry's decoder insists on;
+# what a schema holds is read leniently (registry.schemas).
+_OPTIONAL_STRING = {"type": ["string", "null"]}
+_OPTIONAL_OBJECT = {"type": ["object", "null"]}
+_OPTIONAL_STRINGS = {"type": ["array", "null"], "items": _STRING}
 _DEPENDENCY = {
     "type": "object",
     "required": ["capability"],
@@ -31,11 +36,13 @@ _DEPENDENCY = {
         "tags": {"type": "array", "items": {"anyOf": [_STRING, _TAGS]}},
         "version": _STRING,
         "namespace": _STRING,
+        "expectedSchemaHash": _OPTIONAL_STRING,
+        "expectedSchemaCanonical": _OPTIONAL_OBJECT,
+        "matchMode": _OPTIONAL_STRING,
     },
 }
 # @mesh.llm declarations: only the types the Go registry's decoder insists on. What is inside
 # an llm_filter it reads leniently, and so do we (registry.llm).
-_OPTIONAL_STRING = {"type": ["string", "null"]}
 _LLM_FILTER = {"type": ["object", "null"]}
 _LLM_PROVIDER = {
     "type": ["object", "null"],
@@ -59,6 +66,12 @@ _TOOL = {
         "kwargs": {"type": ["object", "null"]},
         "llm_filter": _LLM_FILTER,
         "llm_provider": _LLM_PROVIDER,
+        "outputSchema": _OPTIONAL_OBJECT,
+        "inputSchemaCanonical": _OPTIONAL_OBJECT,
+        "inputSchemaHash": _OPTIONAL_STRING,
+        "outputSchemaCanonical": _OPTIONAL_OBJECT,
+        "outputSchemaHash": _OPTIONAL_STRING,
+        "schemaWarnings": _OPTIONAL_STRINGS,
     },
 }
 _AGENT_ID = {"type": "string", "pattern": AGENT_ID_PATTERN}
