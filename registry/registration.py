@@ -74,6 +74,19 @@ _TOOL = {
         "schemaWarnings": _OPTIONAL_STRINGS,
     },
 }
+_SURFACE = {
+    "type": "object",
+    "properties": {
+        "path": _OPTIONAL_STRING,
+        "skill_id": _OPTIONAL_STRING,
+        "name": _OPTIONAL_STRING,
+        "description": _OPTIONAL_STRING,
+        "input_modes": _OPTIONAL_STRINGS,
+        "output_modes": _OPTIONAL_STRINGS,
+        "tags": _OPTIONAL_STRINGS,
+    },
+}
+_OPTIONAL_BOOLEAN = {"type": ["boolean", "null"]}
 _AGENT_ID = {"type": "string", "pattern": AGENT_ID_PATTERN}
 MESH_REGISTRATION = {
     "type": "object",
@@ -89,6 +102,9 @@ MESH_REGISTRATION = {
         "http_port": {"type": "integer", "minimum": 0, "maximum": 65535},
         "namespace": {"type": "string", "maxLength": 256},
         "tools": {"type": "array", "items": _TOOL},
+        "surfaces": {"type": ["array", "null"], "items": _SURFACE},
+        "a2a_producer": _OPTIONAL_BOOLEAN,
+        "a2a_consumer": _OPTIONAL_BOOLEAN,
     },
 }
 GUIDE_REGISTRATION = {
