@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.api import a2a, ops, protocol, schemas, v1
+from registry.api import a2a, ops, protocol, proxy, schemas, v1
 from registry.api.keys import LISTINGS, NODE
 from registry.api.listing import Listings
 from registry.api.middleware import observe
@@ -18,6 +18,7 @@ def build_app(node: Node) -> web.Application:
     app[LISTINGS] = Listings()
     app.add_routes(ops.routes() + protocol.routes() + v1.routes())
     app.add_routes(schemas.routes() + a2a.routes())
+    proxy.install(app)
     return app
 
 
