@@ -243,6 +243,10 @@ class Config:
     auth_token: str = ""
     encryption_key: str = ""
     limits: Limits = field(default_factory=Limits)
+    public_url_prefix: str = ""
+    """MCP_MESH_PUBLIC_URL_PREFIX: where external A2A clients reach surfaces (GET /a2a/agents)."""
+    proxy_timeout: float = 60.0
+    """MCP_MESH_PROXY_TIMEOUT: how long a /proxy call may take, unless its X-Mesh-Timeout says."""
 
     @property
     def sqlite_projection(self) -> bool:
@@ -323,6 +327,10 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         write_timeout=get("WRITE_TIMEOUT", _positive_duration, 5.0, duration_form),
         auth_token=env.get("AUTH_TOKEN", ""),
         encryption_key=env.get("ENCRYPTION_KEY", ""),
+        public_url_prefix=env.get("MCP_MESH_PUBLIC_URL_PREFIX", "").rstrip("/"),
+        proxy_timeout=get(
+            "MCP_MESH_PROXY_TIMEOUT", _proxy_seconds, 60.0, "whole seconds from 1 to 600"
+        ),
         limits=Limits(
             request_bytes=get("MAX_REQUEST_BYTES", _positive_int, 512 << 10, "a positive integer"),
             tools_per_agent=get("MAX_TOOLS_PER_AGENT", _positive_int, 500, "a positive integer"),
@@ -343,6 +351,15 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     if config.enable_leader_election:
         check_key(config.encryption_key)
     return config
+
+
+def _proxy_seconds(raw: str) -> float:
+    """Whole seconds 1-600, as the Go registry reads MCP_MESH_PROXY_TIMEOUT (it caps above 600
+    and ignores anything else; a bad value here stops startup instead)."""
+    seconds = int(raw)
+    if not 1 <= seconds <= 600:
+        raise ValueError(raw)
+    return float(seconds)
 
 
 def check_key(key: str) -> None:

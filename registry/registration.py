@@ -23,6 +23,11 @@ VOLATILE_FIELDS = ("timestamp",)
 
 _STRING = {"type": "string"}
 _TAGS = {"type": "array", "items": _STRING}
+# Schemas (canonical forms and hashes): only the types the Go registry's decoder insists on;
+# what a schema holds is read leniently (registry.schemas).
+_OPTIONAL_STRING = {"type": ["string", "null"]}
+_OPTIONAL_OBJECT = {"type": ["object", "null"]}
+_OPTIONAL_STRINGS = {"type": ["array", "null"], "items": _STRING}
 _DEPENDENCY = {
     "type": "object",
     "required": ["capability"],
@@ -31,11 +36,13 @@ _DEPENDENCY = {
         "tags": {"type": "array", "items": {"anyOf": [_STRING, _TAGS]}},
         "version": _STRING,
         "namespace": _STRING,
+        "expectedSchemaHash": _OPTIONAL_STRING,
+        "expectedSchemaCanonical": _OPTIONAL_OBJECT,
+        "matchMode": _OPTIONAL_STRING,
     },
 }
 # @mesh.llm declarations: only the types the Go registry's decoder insists on. What is inside
 # an llm_filter it reads leniently, and so do we (registry.llm).
-_OPTIONAL_STRING = {"type": ["string", "null"]}
 _LLM_FILTER = {"type": ["object", "null"]}
 _LLM_PROVIDER = {
     "type": ["object", "null"],
@@ -59,8 +66,27 @@ _TOOL = {
         "kwargs": {"type": ["object", "null"]},
         "llm_filter": _LLM_FILTER,
         "llm_provider": _LLM_PROVIDER,
+        "outputSchema": _OPTIONAL_OBJECT,
+        "inputSchemaCanonical": _OPTIONAL_OBJECT,
+        "inputSchemaHash": _OPTIONAL_STRING,
+        "outputSchemaCanonical": _OPTIONAL_OBJECT,
+        "outputSchemaHash": _OPTIONAL_STRING,
+        "schemaWarnings": _OPTIONAL_STRINGS,
     },
 }
+_SURFACE = {
+    "type": "object",
+    "properties": {
+        "path": _OPTIONAL_STRING,
+        "skill_id": _OPTIONAL_STRING,
+        "name": _OPTIONAL_STRING,
+        "description": _OPTIONAL_STRING,
+        "input_modes": _OPTIONAL_STRINGS,
+        "output_modes": _OPTIONAL_STRINGS,
+        "tags": _OPTIONAL_STRINGS,
+    },
+}
+_OPTIONAL_BOOLEAN = {"type": ["boolean", "null"]}
 _AGENT_ID = {"type": "string", "pattern": AGENT_ID_PATTERN}
 MESH_REGISTRATION = {
     "type": "object",
@@ -76,6 +102,9 @@ MESH_REGISTRATION = {
         "http_port": {"type": "integer", "minimum": 0, "maximum": 65535},
         "namespace": {"type": "string", "maxLength": 256},
         "tools": {"type": "array", "items": _TOOL},
+        "surfaces": {"type": ["array", "null"], "items": _SURFACE},
+        "a2a_producer": _OPTIONAL_BOOLEAN,
+        "a2a_consumer": _OPTIONAL_BOOLEAN,
     },
 }
 GUIDE_REGISTRATION = {

@@ -11,6 +11,8 @@ view. The rules follow MCP Mesh's own registry (CONTRACT.md):
 - version: semver constraints (``=, !=, >, <, >=, <=, ~, ^``, ranges, ``||``); an empty
   constraint matches anything; an unparsable version or constraint falls back to exact string
   comparison;
+- schema: a dependency with a ``matchMode`` only takes providers whose output schema is
+  compatible with the one it expects (:mod:`registry.schemas`);
 - winner: highest tag score, then highest version (valid semver above unparsable ones), then
   the smallest agent id, then the smallest function name.
 
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import nodesemver
+
+from registry.schemas import Expected, admits
 
 UNRESOLVED = "unresolved"
 AVAILABLE = "available"
@@ -62,6 +66,8 @@ class Dependency:
     version: str
     required_tags: tuple[str, ...]
     alternatives: tuple[tuple[str, ...], ...]
+    schema: Expected | None = None
+    """The schema check its ``matchMode`` asks for (None: none)."""
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], default_namespace: str) -> Dependency:
@@ -79,6 +85,7 @@ class Dependency:
             version=spec.get("version") or "",
             required_tags=tuple(plain),
             alternatives=tuple(groups),
+            schema=Expected.parse(spec),
         )
 
 
@@ -214,6 +221,8 @@ def choose(
             continue
         score = tag_score(provider.tags, dep)
         if score is None or not version_matches(provider.version, dep.version):
+            continue
+        if not admits(dep.schema, provider.tool):
             continue
         # Larger is better (someone else, more tags matched, higher version); on a tie the
         # smallest (agent id, function name) wins.

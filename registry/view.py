@@ -6,8 +6,9 @@ replay of the tail" equals "replay of everything". For speed it updates the view
 registry with 10,000 agents cannot copy itself per event); the view is owned by one applier.
 
 Besides agents the view keeps derived indexes (providers by capability, parsed dependencies)
-that are rebuilt from the agents on load rather than stored, and a bounded history of
-registry events for ``GET /events``.
+that are rebuilt from the agents on load rather than stored, the canonical schemas the agents
+carry (:mod:`registry.schemas`; stored only for when each first arrived), and a bounded history
+of registry events for ``GET /events``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from registry import events, jobs, llm
 from registry.events import Event
 from registry.registration import endpoint
 from registry.resolve import Dependency, Provider, choose, entry
+from registry.schemas import SchemaStore
 
 HEALTHY = "healthy"
 UNHEALTHY = "unhealthy"
@@ -107,6 +109,7 @@ class View:
         self.agents: dict[str, Agent] = {}
         self.jobs = jobs.JobsState()
         self.history: deque[dict[str, Any]] = deque(maxlen=history_limit)
+        self.schemas = SchemaStore()
         # Derived state (rebuilt on load, never stored).
         self._providers: dict[str, dict[tuple[str, str], Provider]] = {}
         self._dependencies: dict[str, list[tuple[str, list[Dependency]]]] = {}
@@ -182,9 +185,13 @@ class View:
         for capability in capabilities:
             self._capability_epoch[capability] = self._epoch
 
-    def _index(self, agent_id: str, registration: dict[str, Any] | None) -> None:
-        """Replace the agent's providers and dependencies; bump epochs where providers changed."""
+    def _index(self, agent_id: str, registration: dict[str, Any] | None, ts_ms: int) -> None:
+        """Replace the agent's providers, dependencies and schemas (as of ``ts_ms``); bump epochs
+        where providers changed."""
         current = self.agents.get(agent_id)
+        self.schemas.update(
+            agent_id, current.registration if current is not None else None, registration, ts_ms
+        )
         old = _providers_of(current.registration) if current is not None else []
         new = _providers_of(registration) if registration is not None else []
         if old != new:
@@ -213,6 +220,7 @@ class View:
             "agents": [agent.to_state() for agent in self.agents.values()],
             "history": list(self.history),
             "jobs": self.jobs.to_state(),
+            "schemas": self.schemas.to_state(),
         }
 
     def replace(self, other: View) -> None:
@@ -231,10 +239,14 @@ class View:
             raise ValueError(f"unknown view state version {state.get('version')!r}")
         view = cls(history_limit=state["history_limit"])
         view.applied_index = state["applied_index"]
+        # Snapshots written before schemas were kept have none: each schema then counts from
+        # its agent's registration.
+        view.schemas.restore(state.get("schemas", []))
         for item in state["agents"]:
             agent = Agent.from_state(item)
-            view._index(agent.agent_id, agent.registration)
+            view._index(agent.agent_id, agent.registration, agent.created_ms)
             view.agents[agent.agent_id] = agent
+        view.schemas.prune()
         view.history.extend(state["history"])
         # Snapshots written before MeshJobs have no "jobs".
         view.jobs = jobs.JobsState.from_state(state.get("jobs", []))
@@ -286,7 +298,7 @@ def _apply_upsert(view: View, index: int, event: Event) -> None:
     registration: dict[str, Any] = event.payload["agent"]
     agent_id = registration["agent_id"]
     previous = view.agents.get(agent_id)
-    view._index(agent_id, registration)
+    view._index(agent_id, registration, event.ts_ms)
     data: dict[str, Any] = {}
     if previous is None:
         agent = Agent(registration, HEALTHY, event.ts_ms, event.ts_ms, event.ts_ms, {})
@@ -323,7 +335,7 @@ def _apply_remove(view: View, index: int, event: Event) -> bool:
         return False
     event_type = "expire" if reason == "expire" else "unregister"
     _record(view, index, event, event_type, agent_id, {"reason": reason})
-    view._index(agent_id, None)
+    view._index(agent_id, None, event.ts_ms)
     del view.agents[agent_id]
     return True
 

@@ -239,6 +239,8 @@ def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
         ("REGISTRY_PEERS", "no-port-here"),
         ("LMDB_MAP_SIZE", "8GB"),
         ("LMDB_MAP_SIZE", "1Ki"),
+        ("MCP_MESH_PROXY_TIMEOUT", "0"),
+        ("MCP_MESH_PROXY_TIMEOUT", "1m"),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.api import jobs, ops, protocol, v1
+from registry.api import a2a, jobs, ops, protocol, proxy, schemas, v1
 from registry.api.keys import LISTINGS, NODE
 from registry.api.listing import Listings
 from registry.api.middleware import observe
@@ -20,6 +20,8 @@ def build_app(node: Node) -> web.Application:
     node.machine.listeners.append(runtime.on_applied)
     app.on_cleanup.append(runtime.close)
     app.add_routes(ops.routes() + protocol.routes() + v1.routes() + jobs.routes())
+    app.add_routes(schemas.routes() + a2a.routes())
+    proxy.install(app)
     return app
 
 

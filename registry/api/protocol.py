@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from registry import registration
+from registry import a2a, registration
 from registry.api.jobs import pending_jobs
 from registry.api.keys import LISTINGS, NODE
 from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
@@ -40,6 +40,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     agent = await read_registration(request, registration.from_heartbeat, "registration")
     agent_id = agent["agent_id"]
     view = node.view
+    known = view.agents.get(agent_id)
+    agent = a2a.keep_surfaces(agent, known.registration if known is not None else None)
     new = await node.register(agent, request.remote or "")
     stored = view.agents.get(agent_id)
     resolved = stored.delivered if stored is not None else view.resolution(agent_id)
@@ -50,6 +52,10 @@ async def heartbeat(request: web.Request) -> web.Response:
     body["llm_tools"] = answer.tools
     body["message"] = "Agent registered via heartbeat" if new else "Agent updated via heartbeat"
     body["status"] = "success"
+    if stored is not None and (
+        surfaces := a2a.shown(stored.registration, node.config.public_url_prefix)
+    ):
+        body["surfaces"] = surfaces
     body["timestamp"] = iso_ms(now_ms())
     return json_response(body)
 

@@ -1,0 +1,155 @@
+"""``/proxy/{host:port}/mcp...``: MCP calls relayed to registered agents (``meshctl call``).
+
+On Kubernetes agents' ports are not exposed, so ``meshctl call`` sends its JSON-RPC request to
+the registry, which forwards it, as the Go registry's proxy does (ent_handlers.go):
+
+- only to an agent of this replica's view (any status) whose HTTP port is the one asked for and
+  whose host, agent id or name is the host asked for (the host first), dialled at the host and
+  port it registered: never an arbitrary URL (403 otherwise), and only ``/mcp`` paths (400);
+- ``GET`` and ``POST``; the body within MAX_REQUEST_BYTES (413 above, before anything is sent);
+  ``Content-Type``, ``Accept``, the trace headers and the mesh's ``X-Mesh-*`` headers forwarded;
+- the answer is relayed as it arrives (SSE events reach the caller as the agent sends them),
+  headers and status as the agent sent them, bytes unchanged (no decompression);
+- bounded: connecting within :data:`CONNECT_SECONDS`, the whole exchange within ``X-Mesh-Timeout``
+  seconds (1-600) or MCP_MESH_PROXY_TIMEOUT; an SSE answer cut by that budget ends with the
+  comment ``: mesh-proxy-timeout budget=<N>s`` meshctl looks for; an agent that cannot be reached
+  is a 502; redirects are not followed (they could point anywhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from registry.api.keys import NODE
+from registry.api.responses import fail
+from registry.view import View
+
+CONNECT_SECONDS = 10.0
+MAX_TIMEOUT_SECONDS = 600
+FORWARDED = (
+    "Content-Type",
+    "Accept",
+    "X-Trace-ID",
+    "X-Parent-Span",
+    "X-Mesh-Timeout",
+    "X-Mesh-Job-Id",
+    "X-Mesh-Calling-Job-Id",
+    "X-Mesh-Calling-Claim-Epoch",
+)
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Transfer-Encoding",
+        "Content-Length",
+        "Upgrade",
+        "TE",
+        "Trailer",
+    )
+)
+"""Headers that describe one connection, not the answer: aiohttp writes its own."""
+TIMEOUT_MARKER = "mesh-proxy-timeout"
+CLIENT = web.AppKey("proxy_client", aiohttp.ClientSession)
+
+
+def registered_target(view: View, host_port: str) -> str | None:
+    """``host:port`` to dial for the ``host_port`` asked for, or None unless a registered agent
+    answers there (module docstring). Pure: reads the view only."""
+    host, sep, port_text = host_port.partition(":")
+    if not sep or not port_text.isdigit() or ":" in port_text or int(port_text) <= 0:
+        return None
+    port = int(port_text)
+    candidates = [
+        reg
+        for agent in view.agents.values()
+        if (reg := agent.registration).get("http_port") == port and reg.get("http_host")
+    ]
+    for by_host in (True, False):
+        for reg in candidates:
+            if (reg["http_host"] == host) if by_host else host in (reg["agent_id"], reg["name"]):
+                return f"{reg['http_host']}:{port}"
+    return None
+
+
+def _budget(request: web.Request, default: float) -> float:
+    raw = request.headers.get("X-Mesh-Timeout", "")
+    if raw.isdigit() and int(raw) > 0:
+        return float(min(int(raw), MAX_TIMEOUT_SECONDS))
+    return default
+
+
+async def relay(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    target = request.match_info["target"]
+    host_port, slash, rest = target.partition("/")
+    if not slash:
+        fail(
+            400,
+            "Invalid target format: missing path. Expected format: {host}:{port}/mcp/{path}",
+            target,
+        )
+    path = f"/{rest}"
+    if path != "/mcp" and not path.startswith("/mcp/"):
+        fail(400, "Only /mcp/* paths are allowed for proxying", path)
+    dial = registered_target(node.view, host_port)
+    if dial is None:
+        fail(403, f"Target host '{host_port}' is not a registered agent", host_port)
+    body = await request.read() if request.method == "POST" else None  # 413 above the limit
+    headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+    budget = _budget(request, node.config.proxy_timeout)
+    url = f"http://{dial}{path}"
+    if request.query_string:
+        url += f"?{request.query_string}"
+    timeout = aiohttp.ClientTimeout(total=budget, sock_connect=min(budget, CONNECT_SECONDS))
+    try:
+        upstream = await request.app[CLIENT].request(
+            request.method,
+            url,
+            data=body,
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+        )
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        fail(502, f"Failed to reach target agent: {exc or type(exc).__name__}", url)
+    async with upstream:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            if name.lower() not in HOP_BY_HOP:
+                response.headers.add(name, value)
+        await response.prepare(request)
+        sse = upstream.content_type == "text/event-stream"
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except TimeoutError:
+            if sse:  # the caller cannot get a status any more; SSE has comments for this
+                await response.write(f"\n: {TIMEOUT_MARKER} budget={budget:g}s\n\n".encode())
+        except aiohttp.ClientError:
+            pass  # the agent went away mid-answer: the caller sees the answer end early
+        await response.write_eof()
+    return response
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    """One connection pool for every relayed call; bytes are relayed as sent (no gzip undone)."""
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        app[CLIENT] = session
+        yield
+
+
+def install(app: web.Application) -> None:
+    app.cleanup_ctx.append(_client)
+    app.add_routes(routes())
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/proxy/{target:.*}", relay),
+        web.get("/proxy/{target:.*}", relay, allow_head=False),
+    ]
