@@ -27,7 +27,12 @@ REMOVE: Final = "remove"
 """An agent left: payload ``{"agent_id": str, "reason": "unregister"|"expire"}``."""
 HEALTH: Final = "health"
 """Liveness transitions: payload ``{"status": "healthy"|"unhealthy", "agent_ids": [str]}``."""
-KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH})
+TRUST_ENTITY: Final = "trust_entity"
+"""A CA trusted for client certificates (registry/trust.py): payload ``{"name", "ca_pem",
+"fingerprint", "subject", "expires"}``."""
+REVOKE_ENTITY: Final = "revoke_entity"
+"""An entity no longer trusted: payload ``{"name": str, "fingerprint": str}``."""
+KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH, TRUST_ENTITY, REVOKE_ENTITY})
 
 
 class CorruptRecord(Exception):
@@ -58,6 +63,14 @@ def remove(agent_id: str, ts_ms: int, reason: str = "unregister") -> Event:
 
 def health(status: str, agent_ids: list[str], ts_ms: int) -> Event:
     return Event(HEALTH, ts_ms, {"status": status, "agent_ids": sorted(agent_ids)})
+
+
+def trust_entity(entity: dict[str, Any], ts_ms: int) -> Event:
+    return Event(TRUST_ENTITY, ts_ms, entity)
+
+
+def revoke_entity(name: str, fingerprint: str, ts_ms: int) -> Event:
+    return Event(REVOKE_ENTITY, ts_ms, {"name": name, "fingerprint": fingerprint})
 
 
 def encode(event: Event) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from registry import events, llm
+from registry import events, llm, trust
 from registry.events import Event
 from registry.registration import endpoint
 from registry.resolve import Dependency, Provider, choose, entry
@@ -106,6 +106,8 @@ class View:
         self.applied_index = 0
         self.agents: dict[str, Agent] = {}
         self.history: deque[dict[str, Any]] = deque(maxlen=history_limit)
+        self.entities: dict[str, dict[str, Any]] = {}
+        """Trusted entity CAs by name (registry/trust.py)."""
         # Derived state (rebuilt on load, never stored).
         self._providers: dict[str, dict[tuple[str, str], Provider]] = {}
         self._dependencies: dict[str, list[tuple[str, list[Dependency]]]] = {}
@@ -211,6 +213,7 @@ class View:
             "history_limit": self.history.maxlen,
             "agents": [agent.to_state() for agent in self.agents.values()],
             "history": list(self.history),
+            "entities": dict(self.entities),  # entries are replaced, never mutated
         }
 
     def replace(self, other: View) -> None:
@@ -234,6 +237,7 @@ class View:
             view._index(agent.agent_id, agent.registration)
             view.agents[agent.agent_id] = agent
         view.history.extend(state["history"])
+        view.entities = dict(state.get("entities", {}))  # absent in older snapshots
         return view
 
 
@@ -273,6 +277,10 @@ def apply(view: View, index: int, event: Event) -> bool:
         return _apply_remove(view, index, event)
     if event.kind == events.HEALTH:
         return _apply_health(view, index, event)
+    if event.kind == events.TRUST_ENTITY:
+        return trust.apply_trust(view.entities, event.payload)
+    if event.kind == events.REVOKE_ENTITY:
+        return trust.apply_revoke(view.entities, event.payload)
     return False
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from registry import registration
+from registry.api.identity import check_agent
 from registry.api.keys import LISTINGS, NODE
 from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
 from registry.timefmt import iso_ms, now_ms
@@ -38,6 +39,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent = await read_registration(request, registration.from_heartbeat, "registration")
     agent_id = agent["agent_id"]
+    check_agent(request, agent_id)
     view = node.view
     new = await node.register(agent, request.remote or "")
     stored = view.agents.get(agent_id)
@@ -68,6 +70,7 @@ async def heartbeat_check(request: web.Request) -> web.Response:
     503 trouble."""
     node = request.app[NODE]
     agent_id = path_agent_id(request, "agent_id")
+    check_agent(request, agent_id)
     ok, _ = node.proposer.ready()
     if not ok:
         return _head(503)
@@ -109,6 +112,7 @@ async def list_agents(request: web.Request) -> web.Response:
 async def unregister(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent_id = path_agent_id(request, "agent_id")
+    check_agent(request, agent_id)
     if not await node.unregister(agent_id):
         fail(404, "agent not found", agent_id)
     return web.Response(status=204)
