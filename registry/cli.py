@@ -263,7 +263,9 @@ async def serve(cfg: config.Config) -> None:
         await node.stop()
 
 
-def _trust(cfg: config.Config, node: Node) -> tuple[tls.ServerTLS | None, tls.TrustDirImport | None]:
+def _trust(
+    cfg: config.Config, node: Node
+) -> tuple[tls.ServerTLS | None, tls.TrustDirImport | None]:
     """The server TLS context (None when MCP_MESH_TLS_MODE=off) and the trust directory import
     (None without MCP_MESH_TRUST_DIR); ConfigError if the TLS files cannot be used."""
     server_tls = tls.ServerTLS(cfg.trust, node.view) if cfg.trust.tls else None

@@ -104,10 +104,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MCP_MESH_TLS_MODE", "off", "off (HTTP), auto (HTTPS, client cert optional), strict"),
     Setting("MCP_MESH_TLS_CERT", "(unset)", "server certificate PEM (reloaded when it changes)"),
     Setting("MCP_MESH_TLS_KEY", "(unset)", "server private key PEM (reloaded when it changes)"),
-    Setting("MCP_MESH_TLS_CA", "(unset)", "CA(s) trusted for client certificates, besides entities"),
-    Setting("MCP_MESH_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN, "agent certs: CN agent.DOMAIN or SPIFFE"),
+    Setting(
+        "MCP_MESH_TLS_CA", "(unset)", "CA(s) trusted for client certificates, besides entities"
+    ),
+    Setting(
+        "MCP_MESH_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN, "agent certs: CN agent.DOMAIN or SPIFFE"
+    ),
     Setting("MCP_MESH_TRUST_DIR", "(unset)", "entities/*.pem here are trusted on every replica"),
-    Setting("MCP_MESH_TRUST_BACKEND", "(unset)", "only filestore (MCP_MESH_TRUST_DIR) is supported"),
+    Setting(
+        "MCP_MESH_TRUST_BACKEND", "(unset)", "only filestore (MCP_MESH_TRUST_DIR) is supported"
+    ),
     Setting("MCP_MESH_ADMIN_PORT", "0", "serve /admin/* only on this port (0: on REGISTRY_PORT)"),
 )
 

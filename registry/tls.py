@@ -54,8 +54,16 @@ def _stat(path: str) -> tuple[Any, ...]:
 def check_files(settings: trust.TrustSettings) -> None:
     """ConfigError unless the certificate, key and CA files make a server context (run before
     anything starts, so a wrong path is one line and exit 2)."""
-    if settings.tls:
-        ServerTLS(settings, View())
+    if not settings.tls:
+        return
+    for name, path in (
+        ("MCP_MESH_TLS_CERT", settings.cert),
+        ("MCP_MESH_TLS_KEY", settings.key),
+        ("MCP_MESH_TLS_CA", settings.ca),
+    ):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{name}={path!r} cannot be read")
+    ServerTLS(settings, View())
 
 
 class ServerTLS:

@@ -82,8 +82,10 @@ def entity_record(name: str, pem: str, now_ms: int) -> dict[str, Any]:
     except x509.ExtensionNotFound:
         constraints = None
     if constraints is None or not constraints.ca:
-        raise InvalidEntity("certificate is not a CA certificate (BasicConstraints CA flag not set)")
-    now = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.timezone.utc)
+        raise InvalidEntity(
+            "certificate is not a CA certificate (BasicConstraints CA flag not set)"
+        )
+    now = datetime.datetime.fromtimestamp(now_ms / 1000, datetime.UTC)
     if not first.not_valid_before_utc <= now <= first.not_valid_after_utc:
         raise InvalidEntity(
             f"CA certificate is not valid now (valid {first.not_valid_before_utc:%Y-%m-%d} to "
@@ -101,9 +103,16 @@ def entity_record(name: str, pem: str, now_ms: int) -> dict[str, Any]:
 
 def subject_text(cert: x509.Certificate) -> str:
     """``CN=...,O=...`` as meshctl and the Go registry show an entity's subject."""
-    parts = [f"CN={a.value}" for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    parts += [f"O={a.value}" for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    parts = [
+        f"{label}={_text(a.value)}"
+        for label, oid in (("CN", NameOID.COMMON_NAME), ("O", NameOID.ORGANIZATION_NAME))
+        for a in cert.subject.get_attributes_for_oid(oid)
+    ]
     return ",".join(parts) or cert.subject.rfc4514_string()
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode(errors="replace")
 
 
 # -- the replicated state (pure) -----------------------------------------------------------------

@@ -57,7 +57,7 @@ class CA:
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
             ]
         )
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -104,7 +104,7 @@ class CA:
     ) -> Leaf:
         """A leaf for ``common_name`` (client and server use) valid for ``days``."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
         names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         names += [x509.UniformResourceIdentifier(u) for u in uris]
