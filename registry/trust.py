@@ -170,6 +170,17 @@ def identity(der: bytes, trust_domain: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
+def issuer_entity(der: bytes) -> str:
+    """The entity a (verified) client certificate belongs to: its issuer's organisation, else
+    its issuer's common name, as MCP Mesh's trust backends name an entity CA."""
+    issuer = x509.load_der_x509_certificate(der).issuer
+    for oid in (NameOID.ORGANIZATION_NAME, NameOID.COMMON_NAME):
+        for attribute in issuer.get_attributes_for_oid(oid):
+            return _text(attribute.value)
+    return issuer.rfc4514_string()
+
+
 def names_agent(who: str, agent_id: str) -> bool:
     """Whether identity ``who`` may write for ``agent_id``: the id itself, or the name the SDK
     made it from (``{name}-{8 hex digits}``)."""

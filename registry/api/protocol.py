@@ -39,7 +39,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent = await read_registration(request, registration.from_heartbeat, "registration")
     agent_id = agent["agent_id"]
-    check_agent(request, agent_id)
+    check_agent(request, agent_id, agent)
     view = node.view
     new = await node.register(agent, request.remote or "")
     stored = view.agents.get(agent_id)

@@ -23,7 +23,7 @@ async def create_agent(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent = await read_registration(request, registration.from_guide, "agent")
     agent_id = agent["agent_id"]
-    check_agent(request, agent_id)
+    check_agent(request, agent_id, agent)
     await node.register(agent, request.remote or "")
     stored = node.view.agents.get(agent_id)
     if stored is None:  # removed by a concurrent DELETE after our write committed
