@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from registry import __version__, backup, config, logs
-from registry.api.app import build_app, build_metrics_app
+from registry import __version__, backup, config, logs, tls
+from registry.api.app import build_admin_app, build_app, build_metrics_app
 from registry.events import CorruptRecord
 from registry.node import Node
 from registry.sqlite_projection import COLUMNS, agent_row
@@ -95,14 +96,23 @@ _URL_HELP = "a running node's HTTP address (default: this node, 127.0.0.1:REGIST
 
 
 def _admin_call(cfg: config.Config, method: str, url: str | None, path: str) -> tuple[int, bytes]:
-    """One request to a running node with the AUTH_TOKEN; aiohttp.ClientError if unreachable."""
-    base = url or f"http://127.0.0.1:{cfg.port}"
+    """One request to a running node with the AUTH_TOKEN (over HTTPS with the node's own
+    certificate as the client's when TLS is on); aiohttp.ClientError if unreachable."""
+    scheme = "https" if cfg.trust.tls else "http"
+    base = url or f"{scheme}://127.0.0.1:{cfg.port}"
     headers = {"Authorization": f"Bearer {cfg.auth_token}"} if cfg.auth_token else {}
+    context: ssl.SSLContext | bool = True
+    if cfg.trust.tls:
+        context = ssl.create_default_context(cafile=cfg.trust.ca or None)
+        context.check_hostname = False  # 127.0.0.1 or a pod IP: the CA is what is checked
+        if not cfg.trust.ca:
+            context.verify_mode = ssl.CERT_NONE
+        context.load_cert_chain(cfg.trust.cert, cfg.trust.key)
 
     async def call() -> tuple[int, bytes]:
         async with (
             aiohttp.ClientSession(headers=headers) as session,
-            session.request(method, f"{base}{path}") as resp,
+            session.request(method, f"{base}{path}", ssl=context) as resp,
         ):
             return resp.status, await resp.read()
 
@@ -189,12 +199,30 @@ async def serve(cfg: config.Config) -> None:
     """Run one node until SIGTERM or SIGINT, then stop cleanly."""
     node = Node.open(cfg)
     runners: list[web.AppRunner] = []
+    watcher: asyncio.Task[None] | None = None
     try:
         await node.start()
+        server_tls, imports = _trust(cfg, node)
+        context = server_tls.context if server_tls is not None else None
         runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
         await runner.setup()
         runners.append(runner)
-        await web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True).start()
+        await web.TCPSite(
+            runner, cfg.host, cfg.port, reuse_address=True, ssl_context=context
+        ).start()
+        if cfg.trust.admin_port:
+            admin_runner = web.AppRunner(build_admin_app(node), access_log=None)
+            await admin_runner.setup()
+            runners.append(admin_runner)
+            await web.TCPSite(
+                admin_runner, cfg.host, cfg.trust.admin_port, ssl_context=context
+            ).start()
+        if server_tls is not None:
+            server_tls.servers = [r.server for r in runners if r.server is not None]
+        if server_tls is not None or imports is not None:
+            watcher = asyncio.create_task(tls.watch(server_tls, imports), name="trust-watch")
+        # The metrics port stays plain HTTP in every TLS mode: Prometheus presents no client
+        # certificate, and it serves nothing an agent could use.
         if cfg.metrics_port != cfg.port:
             metrics_runner = web.AppRunner(build_metrics_app(node), access_log=None)
             await metrics_runner.setup()
@@ -209,6 +237,8 @@ async def serve(cfg: config.Config) -> None:
                 "data_dir": cfg.data_dir,
                 "applied_index": node.view.applied_index,
                 "mode": "raft" if cfg.enable_leader_election else "single-node",
+                "tls_mode": cfg.trust.mode,
+                "admin_port": cfg.trust.admin_port,
             },
         )
         stop = asyncio.Event()
@@ -224,15 +254,34 @@ async def serve(cfg: config.Config) -> None:
             raise node.fatal.result()
         log.info("shutting down")
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         for runner in reversed(runners):
             await runner.cleanup()
         await node.stop()
+
+
+def _trust(
+    cfg: config.Config, node: Node
+) -> tuple[tls.ServerTLS | None, tls.TrustDirImport | None]:
+    """The server TLS context (None when MCP_MESH_TLS_MODE=off) and the trust directory import
+    (None without MCP_MESH_TRUST_DIR); ConfigError if the TLS files cannot be used."""
+    server_tls = tls.ServerTLS(cfg.trust, node.view) if cfg.trust.tls else None
+    imports = None
+    if cfg.trust.trust_dir:
+        entities = Path(cfg.trust.trust_dir) / "entities"
+        imports = tls.TrustDirImport(entities, node.view, node.propose)
+    return server_tls, imports
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = config.load()
+        if args.command in (None, "serve"):
+            tls.check_files(cfg.trust)
     except config.ConfigError as exc:
         print(f"mcp-mesh-registry: {exc}", file=sys.stderr)
         return 2

@@ -12,10 +12,11 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from registry.limits import Limits
+from registry.trust import DEFAULT_TRUST_DOMAIN, MODES, TrustSettings
 
 T = TypeVar("T")
 
@@ -121,6 +122,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRATION_BURST", "200", "burst allowed above REGISTRATION_RATE (429 beyond)"),
     Setting("MAX_JOBS", "100000", "new jobs beyond this many held are refused (429)"),
     Setting("MAX_JOB_EVENTS", "10000", "events posted to one job beyond this are refused (429)"),
+    Setting("MCP_MESH_TLS_MODE", "off", "off (HTTP), auto (HTTPS, client cert optional), strict"),
+    Setting("MCP_MESH_TLS_CERT", "(unset)", "server certificate PEM (reloaded when it changes)"),
+    Setting("MCP_MESH_TLS_KEY", "(unset)", "server private key PEM (reloaded when it changes)"),
+    Setting(
+        "MCP_MESH_TLS_CA", "(unset)", "CA(s) trusted for client certificates, besides entities"
+    ),
+    Setting(
+        "MCP_MESH_TRUST_DOMAIN", DEFAULT_TRUST_DOMAIN, "agent certs: CN agent.DOMAIN or SPIFFE"
+    ),
+    Setting("MCP_MESH_TRUST_DIR", "(unset)", "entities/*.pem here are trusted on every replica"),
+    Setting(
+        "MCP_MESH_TRUST_BACKEND", "(unset)", "only filestore (MCP_MESH_TRUST_DIR) is supported"
+    ),
+    Setting("MCP_MESH_ADMIN_PORT", "0", "serve /admin/* only on this port (0: on REGISTRY_PORT)"),
 )
 
 
@@ -247,6 +262,7 @@ class Config:
     """MCP_MESH_PUBLIC_URL_PREFIX: where external A2A clients reach surfaces (GET /a2a/agents)."""
     proxy_timeout: float = 60.0
     """MCP_MESH_PROXY_TIMEOUT: how long a /proxy call may take, unless its X-Mesh-Timeout says."""
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
     @property
     def sqlite_projection(self) -> bool:
@@ -343,6 +359,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
             job_events=get("MAX_JOB_EVENTS", _positive_int, 10_000, "a positive integer"),
         ),
     )
+    config = replace(config, trust=_trust(env, get))
     if config.database_type == "postgresql":
         raise ConfigError(
             "DATABASE_TYPE='postgresql' is not supported yet: use lmdb (the replicated event "
@@ -379,6 +396,53 @@ def check_key(key: str) -> None:
             f"ENCRYPTION_KEY is too short ({size} bytes): ENABLE_LEADER_ELECTION=true needs a "
             f"random key of at least {MIN_KEY_BYTES} bytes ({KEY_HINT})"
         )
+
+
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+def _trust_domain(text: str) -> str:
+    if not _DOMAIN.match(text):
+        raise ValueError(text)
+    return text
+
+
+def _trust_backend(text: str) -> str:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if names != ["filestore"]:
+        raise ValueError(text)
+    return text
+
+
+def _trust(env: Mapping[str, str], get: Callable[..., Any]) -> TrustSettings:
+    """MCP Mesh's TLS and trust variables; cert and key are required unless the mode is off."""
+    settings = TrustSettings(
+        mode=get("MCP_MESH_TLS_MODE", _choice(MODES), "off", "one of off, auto, strict"),
+        cert=env.get("MCP_MESH_TLS_CERT", ""),
+        key=env.get("MCP_MESH_TLS_KEY", ""),
+        ca=env.get("MCP_MESH_TLS_CA", ""),
+        trust_domain=get(
+            "MCP_MESH_TRUST_DOMAIN",
+            _trust_domain,
+            DEFAULT_TRUST_DOMAIN,
+            "a DNS-style domain such as mcp-mesh.local",
+        ),
+        trust_dir=env.get("MCP_MESH_TRUST_DIR", ""),
+        admin_port=get("MCP_MESH_ADMIN_PORT", _port, 0, "a port number 0-65535 (0: disabled)"),
+    )
+    get(
+        "MCP_MESH_TRUST_BACKEND",
+        _trust_backend,
+        "",
+        "filestore (entity CAs from MCP_MESH_TRUST_DIR; k8s-secrets, spire and localca are "
+        "not supported: register entities with meshctl or POST /admin/entities)",
+    )
+    if settings.tls and not (settings.cert and settings.key):
+        raise ConfigError(
+            f"MCP_MESH_TLS_MODE={settings.mode} needs MCP_MESH_TLS_CERT and MCP_MESH_TLS_KEY "
+            "(the registry's certificate and key files); use MCP_MESH_TLS_MODE=off for HTTP"
+        )
+    return settings
 
 
 def _peer_list(text: str) -> tuple[str, ...]:

@@ -52,7 +52,12 @@ JOB_KINDS: Final = frozenset(
         JOB_PURGE,
     }
 )
-KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH}) | JOB_KINDS
+TRUST_ENTITY: Final = "trust_entity"
+"""A CA trusted for client certificates (registry/trust.py): payload ``{"name", "ca_pem",
+"fingerprint", "subject", "expires"}``."""
+REVOKE_ENTITY: Final = "revoke_entity"
+"""An entity no longer trusted: payload ``{"name": str, "fingerprint": str}``."""
+KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH, TRUST_ENTITY, REVOKE_ENTITY}) | JOB_KINDS
 
 
 class CorruptRecord(Exception):
@@ -83,6 +88,14 @@ def remove(agent_id: str, ts_ms: int, reason: str = "unregister") -> Event:
 
 def health(status: str, agent_ids: list[str], ts_ms: int) -> Event:
     return Event(HEALTH, ts_ms, {"status": status, "agent_ids": sorted(agent_ids)})
+
+
+def trust_entity(entity: dict[str, Any], ts_ms: int) -> Event:
+    return Event(TRUST_ENTITY, ts_ms, entity)
+
+
+def revoke_entity(name: str, fingerprint: str, ts_ms: int) -> Event:
+    return Event(REVOKE_ENTITY, ts_ms, {"name": name, "fingerprint": fingerprint})
 
 
 def encode(event: Event) -> bytes:

@@ -215,14 +215,16 @@ def from_guide(body: Any) -> dict[str, Any]:
 
 
 def endpoint(agent: dict[str, Any]) -> str:
-    """Where an agent is reached: its explicit endpoint (guide API), else ``http://host:port``,
-    else ``stdio://<id>`` for an agent without an HTTP port (as the Go registry reports it)."""
+    """Where an agent is reached: its explicit endpoint (guide API), else ``http://host:port``
+    (``https://`` for one registered with a client certificate: it serves TLS too), else
+    ``stdio://<id>`` for an agent without an HTTP port (as the Go registry reports it)."""
     explicit = agent.get("endpoint")
     if isinstance(explicit, str) and explicit:
         return explicit
     host, port = agent.get("http_host"), agent.get("http_port")
     if host and port:
-        return f"http://{host}:{port}"
+        scheme = "https" if agent.get("entity_id") else "http"
+        return f"{scheme}://{host}:{port}"
     return f"stdio://{agent.get('agent_id', '')}"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from registry import events, jobs, llm
+from registry import events, jobs, llm, trust
 from registry.events import Event
 from registry.registration import endpoint
 from registry.resolve import Dependency, Provider, choose, entry
@@ -110,6 +110,8 @@ class View:
         self.jobs = jobs.JobsState()
         self.history: deque[dict[str, Any]] = deque(maxlen=history_limit)
         self.schemas = SchemaStore()
+        self.entities: dict[str, dict[str, Any]] = {}
+        """Trusted entity CAs by name (registry/trust.py)."""
         # Derived state (rebuilt on load, never stored).
         self._providers: dict[str, dict[tuple[str, str], Provider]] = {}
         self._dependencies: dict[str, list[tuple[str, list[Dependency]]]] = {}
@@ -221,6 +223,7 @@ class View:
             "history": list(self.history),
             "jobs": self.jobs.to_state(),
             "schemas": self.schemas.to_state(),
+            "entities": dict(self.entities),  # entries are replaced, never mutated
         }
 
     def replace(self, other: View) -> None:
@@ -250,6 +253,7 @@ class View:
         view.history.extend(state["history"])
         # Snapshots written before MeshJobs have no "jobs".
         view.jobs = jobs.JobsState.from_state(state.get("jobs", []))
+        view.entities = dict(state.get("entities", {}))  # absent in older snapshots
         return view
 
 
@@ -291,6 +295,10 @@ def apply(view: View, index: int, event: Event) -> bool:
         return _apply_health(view, index, event)
     if event.kind in events.JOB_KINDS:
         return jobs.apply_event(view.jobs, index, event)
+    if event.kind == events.TRUST_ENTITY:
+        return trust.apply_trust(view.entities, event.payload)
+    if event.kind == events.REVOKE_ENTITY:
+        return trust.apply_revoke(view.entities, event.payload)
     return False
 
 

@@ -350,12 +350,17 @@ def test_least_privilege(renderings: dict[str, Any]) -> None:
 # environment: the manifests set only what the registry reads, and it reads only what is documented
 
 
+READERS = ("load", "_trust")
+
+
 def names_read_by_load() -> set[str]:
-    """String literals that registry/config.py's load() passes to env.get(...) or get(...)."""
+    """String literals that registry/config.py's load() (and _trust(), its TLS part) pass to
+    env.get(...) or get(...)."""
     tree = ast.parse((REPO / "registry" / "config.py").read_text())
-    (load,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "load"]
+    readers = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in READERS]
+    assert len(readers) == len(READERS)
     names = set()
-    for node in ast.walk(load):
+    for node in (n for reader in readers for n in ast.walk(reader)):
         if isinstance(node, ast.Call) and node.args:
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -1214,3 +1219,30 @@ def test_k8s_readme_reasons_are_the_registrys() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() in " ".join(readme.split())
+
+
+def test_helm_tls_option_mounts_the_certificate_and_probes_over_https() -> None:
+    """tls.mode=strict with cert-manager: a Certificate whose Secret the pods mount, the env
+    the registry loads (MCP_MESH_TLS_*), and HTTPS probes (answered without a client cert)."""
+    values = {
+        "encryptionKey": "k" * 32,
+        "authToken": "t",
+        "tls": {"mode": "strict", "certManager": {"enabled": True}, "adminPort": 9443},
+    }
+    objs = helm_render(values)
+    certificate = one(objs, "Certificate")
+    assert "client auth" in certificate["spec"]["usages"]
+    sts = one(objs, "StatefulSet")
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == certificate["spec"]["secretName"]
+    spec = container(sts)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert spec[probe]["httpGet"]["scheme"] == "HTTPS"
+    env = pod_env(objs)
+    loaded = config.load(env).trust
+    assert (loaded.mode, loaded.admin_port) == ("strict", 9443)
+    mounted = {m["name"]: m["mountPath"] for m in spec["volumeMounts"]}["tls"]
+    assert loaded.cert.startswith(mounted) and loaded.key.startswith(mounted)
+    assert not [
+        o for o in helm_render({**values, "tls": {"mode": "off"}}) if o["kind"] == "Certificate"
+    ]

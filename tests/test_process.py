@@ -241,10 +241,19 @@ def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
         ("LMDB_MAP_SIZE", "1Ki"),
         ("MCP_MESH_PROXY_TIMEOUT", "0"),
         ("MCP_MESH_PROXY_TIMEOUT", "1m"),
+        ("MCP_MESH_TLS_MODE", "on"),
+        ("MCP_MESH_TLS_MODE", "strict"),  # without MCP_MESH_TLS_CERT and _KEY
+        ("MCP_MESH_TLS_CERT", "/nonexistent/cert.pem"),  # with MCP_MESH_TLS_MODE=auto below
+        ("MCP_MESH_TRUST_BACKEND", "k8s-secrets"),
+        ("MCP_MESH_TRUST_DOMAIN", "not a domain"),
+        ("MCP_MESH_ADMIN_PORT", "admin"),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str) -> None:
-    result = run_cli({"DATA_DIR": str(tmp_path), name: value})
+    env = {"DATA_DIR": str(tmp_path), name: value}
+    if name == "MCP_MESH_TLS_CERT":
+        env.update(MCP_MESH_TLS_MODE="auto", MCP_MESH_TLS_KEY="/nonexistent/key.pem")
+    result = run_cli(env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

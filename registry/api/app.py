@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from registry.api import a2a, jobs, ops, protocol, proxy, schemas, v1
+from registry.api import a2a, admin, jobs, ops, protocol, proxy, schemas, v1
 from registry.api.keys import LISTINGS, NODE
 from registry.api.listing import Listings
 from registry.api.middleware import observe
@@ -22,6 +22,16 @@ def build_app(node: Node) -> web.Application:
     app.add_routes(ops.routes() + protocol.routes() + v1.routes() + jobs.routes())
     app.add_routes(schemas.routes() + a2a.routes())
     proxy.install(app)
+    if not node.config.trust.admin_port:  # else only on the admin port (build_admin_app)
+        app.add_routes(admin.routes())
+    return app
+
+
+def build_admin_app(node: Node) -> web.Application:
+    """MCP_MESH_ADMIN_PORT: the admin endpoints alone, so a NetworkPolicy can keep agents off."""
+    app = web.Application(middlewares=[observe], client_max_size=node.config.limits.request_bytes)
+    app[NODE] = node
+    app.add_routes(admin.routes())
     return app
 
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from registry.api.identity import require_certificate
 from registry.api.keys import NODE
 from registry.api.responses import ApiError, error_body, json_response
 from registry.commit import Unavailable
@@ -46,10 +47,10 @@ def _route(request: web.Request) -> str:
 
 
 def _authorize(request: web.Request, token: str) -> None:
-    """With AUTH_TOKEN set, /api/v1 writes and cluster admin need ``Authorization: Bearer``."""
+    """With AUTH_TOKEN set, /api/v1 and /admin writes need ``Authorization: Bearer``."""
     if not token or request.method in ("GET", "HEAD", "OPTIONS"):
         return
-    if not request.path.startswith("/api/v1/"):
+    if not request.path.startswith(("/api/v1/", "/admin/")):
         return
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.encode(), token.encode()):
@@ -62,6 +63,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id") or _request_id()
     node = request.app[NODE]
     try:
+        require_certificate(request, node.config.trust)
         _authorize(request, node.config.auth_token)
         if request.query.get("consistency") == "linearizable" and request.method in ("GET", "HEAD"):
             await node.proposer.barrier()

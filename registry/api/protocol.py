@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from registry import a2a, registration
+from registry.api.identity import check_agent
 from registry.api.jobs import pending_jobs
 from registry.api.keys import LISTINGS, NODE
 from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
@@ -39,6 +40,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent = await read_registration(request, registration.from_heartbeat, "registration")
     agent_id = agent["agent_id"]
+    check_agent(request, agent_id, agent)
     view = node.view
     known = view.agents.get(agent_id)
     agent = a2a.keep_surfaces(agent, known.registration if known is not None else None)
@@ -78,6 +80,7 @@ async def heartbeat_check(request: web.Request) -> web.Response:
     503 trouble."""
     node = request.app[NODE]
     agent_id = path_agent_id(request, "agent_id")
+    check_agent(request, agent_id)
     ok, _ = node.proposer.ready()
     if not ok:
         return _head(503)
@@ -120,6 +123,7 @@ async def list_agents(request: web.Request) -> web.Response:
 async def unregister(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent_id = path_agent_id(request, "agent_id")
+    check_agent(request, agent_id)
     if not await node.unregister(agent_id):
         fail(404, "agent not found", agent_id)
     return web.Response(status=204)

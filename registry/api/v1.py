@@ -11,6 +11,7 @@ import asyncio
 from aiohttp import web
 
 from registry import backup, registration
+from registry.api.identity import check_agent
 from registry.api.keys import LISTINGS, NODE
 from registry.api.render import agent_info, provider_info
 from registry.api.responses import JSON, fail, json_response, path_agent_id, read_registration
@@ -22,6 +23,7 @@ async def create_agent(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent = await read_registration(request, registration.from_guide, "agent")
     agent_id = agent["agent_id"]
+    check_agent(request, agent_id, agent)
     await node.register(agent, request.remote or "")
     stored = node.view.agents.get(agent_id)
     if stored is None:  # removed by a concurrent DELETE after our write committed
@@ -46,6 +48,7 @@ async def get_agent(request: web.Request) -> web.Response:
 async def delete_agent(request: web.Request) -> web.Response:
     node = request.app[NODE]
     agent_id = path_agent_id(request, "id")
+    check_agent(request, agent_id)
     if not await node.unregister(agent_id):
         fail(404, "agent not found", agent_id)
     return json_response({"deleted": agent_id})

@@ -101,7 +101,16 @@ def sdk_python() -> Path:
 
 
 class Agent:
-    def __init__(self, python: Path, source: str, registry: Registry, workdir: Path) -> None:
+    def __init__(
+        self,
+        python: Path,
+        source: str,
+        registry: Registry,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = env or {}
+        """Extra environment (MCP_MESH_TLS_* for tests/compat/test_trust_sdk.py)."""
         self.port = free_port()
         self.script = workdir / f"agent_{self.port}.py"
         self.script.write_text(source.format(port=self.port))
@@ -117,6 +126,7 @@ class Agent:
             "MCP_MESH_HTTP_HOST": "127.0.0.1",
             "HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
+            **self.env,
         }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(

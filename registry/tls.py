@@ -1,0 +1,190 @@
+"""HTTPS for the registry port: contexts that follow their files and the trusted entities.
+
+cert-manager rotates the certificate by replacing the Secret's files; an entity registered on
+any replica reaches this one through the log. Both must take effect without a restart, so the
+listener's context never changes: its SNI callback (called for every handshake, with or
+without SNI) hands each new connection the current context, rebuilt whenever the files'
+stat or the view's entities change. A rebuild that fails (a rotation caught between writing
+the certificate and its key) keeps the previous context and is retried on the next tick.
+
+Client certificates are requested but optional at the handshake in auto and strict mode
+alike, so kubelet's HTTPS probes (which present none) complete it; strict mode refuses every
+other request without one (registry/api/identity.py). A certificate that is presented must
+chain to a trusted CA or the handshake fails. When a CA stops being trusted, open connections
+are closed so that clients reconnect and are verified against the new set.
+
+:class:`TrustDirImport` is what makes ``meshctl entity register`` work: meshctl writes the
+CA to ``$MCP_MESH_TRUST_DIR/entities/{name}.pem``; the replica that sees the file appear,
+change or go proposes the entity's trust or revocation, and every replica applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from registry import events, trust
+from registry.config import ConfigError
+from registry.timefmt import now_ms
+from registry.view import View
+
+log = logging.getLogger(__name__)
+
+RELOAD_SECONDS = 1.0
+"""How often the certificate files, the entities and the trust directory are checked."""
+
+
+def _stat(path: str) -> tuple[Any, ...]:
+    try:
+        st = os.stat(path)  # follows the ..data symlink of a Secret volume
+    except OSError as exc:
+        return (path, exc.errno)
+    return (path, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def check_files(settings: trust.TrustSettings) -> None:
+    """ConfigError unless the certificate, key and CA files make a server context (run before
+    anything starts, so a wrong path is one line and exit 2)."""
+    if not settings.tls:
+        return
+    for name, path in (
+        ("MCP_MESH_TLS_CERT", settings.cert),
+        ("MCP_MESH_TLS_KEY", settings.key),
+        ("MCP_MESH_TLS_CA", settings.ca),
+    ):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{name}={path!r} cannot be read")
+    ServerTLS(settings, View())
+
+
+class ServerTLS:
+    """The server context of the registry (and admin) port; raises ConfigError at startup
+    when the configured files cannot be used."""
+
+    def __init__(self, settings: trust.TrustSettings, view: View) -> None:
+        self.settings = settings
+        self.view = view
+        self.servers: list[web.Server] = []
+        """Servers whose connections are closed when a CA stops being trusted."""
+        self._stamp = self._stamp_now()
+        try:
+            self._current, self._trusted = self._build()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise ConfigError(
+                f"MCP_MESH_TLS_CERT/MCP_MESH_TLS_KEY/MCP_MESH_TLS_CA cannot be used: {exc}"
+            ) from None
+        self._failure = ""
+        self.context = self._current
+        self.context.sni_callback = self._pick
+
+    def _pick(self, sslobj: ssl.SSLObject, _name: str | None, _base: ssl.SSLContext) -> None:
+        sslobj.context = self._current
+
+    def _stamp_now(self) -> tuple[Any, ...]:
+        files = [self.settings.cert, self.settings.key, self.settings.ca]
+        entities = sorted((n, e["fingerprint"]) for n, e in self.view.entities.items())
+        return (tuple(_stat(f) for f in files if f), tuple(entities))
+
+    def _build(self) -> tuple[ssl.SSLContext, frozenset[str]]:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.settings.cert, self.settings.key)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        # An entity CA may be an intermediate: trusting it must not need its root.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        authorities = [e["ca_pem"] for e in self.view.entities.values()]
+        if self.settings.ca:
+            authorities.append(Path(self.settings.ca).read_text())
+        for pem in authorities:
+            context.load_verify_locations(cadata=pem)
+        return context, frozenset(hashlib.sha256(p.encode()).hexdigest() for p in authorities)
+
+    def refresh(self) -> bool:
+        """Rebuild the context if its inputs changed; whether the new one is in use."""
+        stamp = self._stamp_now()
+        if stamp == self._stamp:
+            return False
+        try:
+            context, trusted = self._build()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            if str(exc) != self._failure:
+                self._failure = str(exc)
+                log.warning("TLS files not reloaded (keeping the previous ones): %s", exc)
+            return False
+        self._failure = ""
+        lost = self._trusted - trusted
+        self._current, self._trusted, self._stamp = context, trusted, stamp
+        log.info("TLS context reloaded", extra={"trusted_cas": len(trusted)})
+        if lost:
+            for server in self.servers:
+                for connection in server.connections:
+                    connection.force_close()
+        return True
+
+
+class TrustDirImport:
+    """Entities from ``MCP_MESH_TRUST_DIR/entities/*.pem`` (where meshctl writes them) into the
+    log. Only changes this process saw are proposed: a replica whose directory is empty at
+    start revokes nothing; a file that goes away revokes the entity it had added."""
+
+    def __init__(
+        self, directory: Path, view: View, propose: Callable[[events.Event], Awaitable[Any]]
+    ) -> None:
+        self.directory = directory
+        self.view = view
+        self.propose = propose
+        self._seen: dict[str, str] = {}
+        self._fingerprints: dict[str, str] = {}
+
+    def _files(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for path in sorted(self.directory.glob("*.pem")):
+            with contextlib.suppress(OSError):
+                found[path.stem] = path.read_text()
+        return found
+
+    async def scan(self) -> None:
+        found = self._files()
+        for name, text in found.items():
+            if self._seen.get(name) == text:
+                continue
+            try:
+                record = trust.entity_record(name, text, now_ms())
+            except trust.InvalidEntity as exc:
+                log.warning("trust directory file %s.pem ignored: %s", name, exc)
+                self._seen[name] = text
+                continue
+            if self.view.entities.get(name) != record:
+                await self.propose(events.trust_entity(record, now_ms()))
+                log.info("entity trusted from the trust directory", extra={"entity": name})
+            self._seen[name] = text
+            self._fingerprints[name] = record["fingerprint"]
+        for name in [n for n in self._seen if n not in found]:
+            fingerprint = self._fingerprints.get(name)
+            current = self.view.entities.get(name)
+            if fingerprint is not None and current and current["fingerprint"] == fingerprint:
+                await self.propose(events.revoke_entity(name, fingerprint, now_ms()))
+                log.info("entity revoked from the trust directory", extra={"entity": name})
+            self._seen.pop(name)
+            self._fingerprints.pop(name, None)
+
+
+async def watch(tls: ServerTLS | None, imports: TrustDirImport | None) -> None:
+    """Keep the TLS context and the imported entities current until cancelled."""
+    while True:
+        await asyncio.sleep(RELOAD_SECONDS)
+        if imports is not None:
+            try:
+                await imports.scan()
+            except Exception as exc:  # the log unavailable, say: the next tick retries
+                log.warning("trust directory not imported yet: %s", exc)
+        if tls is not None:
+            tls.refresh()
