@@ -122,6 +122,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRATION_BURST", "200", "burst allowed above REGISTRATION_RATE (429 beyond)"),
     Setting("MAX_JOBS", "100000", "new jobs beyond this many held are refused (429)"),
     Setting("MAX_JOB_EVENTS", "10000", "events posted to one job beyond this are refused (429)"),
+    Setting(
+        "MCP_MESH_PUBLIC_URL_PREFIX", "(unset)", "where external A2A clients reach agents' surfaces"
+    ),
+    Setting("MCP_MESH_PROXY_TIMEOUT", "60", "seconds a /proxy call may take (1-600)"),
     Setting("MCP_MESH_TLS_MODE", "off", "off (HTTP), auto (HTTPS, client cert optional), strict"),
     Setting("MCP_MESH_TLS_CERT", "(unset)", "server certificate PEM (reloaded when it changes)"),
     Setting("MCP_MESH_TLS_KEY", "(unset)", "server private key PEM (reloaded when it changes)"),
