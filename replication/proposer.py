@@ -142,7 +142,7 @@ class RaftProposer:
                     f"at {join_via}: restore every member from the same backup and start them "
                     "together, or empty this directory to join the running cluster"
                 )
-            if found is not None and found[2] != digest:
+            if found is not None and found[2] is not None and found[2] != digest:
                 # One member of a running cluster restored on its own: the cluster would
                 # replace the backup's view with its own, the operator believing it restored.
                 raise ConfigError(
@@ -235,16 +235,18 @@ class RaftProposer:
         )
         log.info("raft log starts after the restored snapshot", extra={"index": index})
 
-    def _existing_cluster(self) -> tuple[str, list[str], str] | None:
+    def _existing_cluster(self) -> tuple[str, list[str], str | None] | None:
         """A running cluster, as ``(peer asked, its members, the backup it was restored
-        from or "")``; it may count this node already.
+        from: "" if none, None if the peer does not say)``; it may count this node already.
 
         Blocking (utility connections); asked of the configured peers at first start only.
         """
         for peer in self.peers.others:
             status = utility.ask(peer, ["status"], self.secret, nonces=self.nonces)
             if isinstance(status, dict) and "self" in status:
-                return peer, membership(status), str(status.get("restored_from") or "")
+                # None from a version that does not say (it cannot tell us; not refused).
+                restored = status.get("restored_from")
+                return peer, membership(status), None if restored is None else str(restored)
         return None
 
     async def _watch_for_cluster(self) -> None:

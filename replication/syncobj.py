@@ -213,6 +213,15 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             if change is not None:
                 self._SyncObj__doChangeCluster(change)
 
+    def _changed_later(self, member: str, index: int) -> bool:
+        """Whether an entry after ``index`` in the journal changes ``member``'s membership."""
+        first = self.journal[0][1]
+        for command, _, _ in self.journal[index - first + 1 :]:
+            change = commands.parse_membership(bytes(command))
+            if change is not None and change[1] == member:
+                return True
+        return False
+
     def _SyncObj__onBecomeLeader(self) -> None:
         """Sync the new leader's no-op before the same tick counts it: alone in the cluster,
         pysyncobj commits it right after appending it."""
@@ -432,8 +441,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         """Apply one committed command (tick thread); never raises, or pysyncobj would retry
         it forever. An event record goes to the registry; what applying it did is the result."""
         change = self._SyncObj__parseChangeClusterRequest(command)
-        if change is not None:  # already applied when appended; again after a restart
-            self._SyncObj__doChangeCluster(change)
+        if change is not None:
+            # Taken when appended (and again at a restart); taken once more here for a node
+            # whose saved membership missed it (a crash before it was saved), unless the log
+            # changes that member again later: a committed "rem X" must not undo the "add X"
+            # appended after it, already in force (review of 9a16b1b).
+            if not self._changed_later(change[1], int(self.raftLastApplied) + 1):
+                self._SyncObj__doChangeCluster(change)
             return None
         if not command or command[0] != commands.REGULAR:
             return None
@@ -553,9 +567,11 @@ def membership(status: dict[str, Any]) -> list[str]:
 def first_contact_wait(conf: SyncObjConf) -> float:
     """Seconds a node at first contact waits for its members' hellos before it takes part in
     an election without them (replication/incarnation.py): time enough for a member that is
-    up and reachable to connect to it even with a stale DNS answer: the answer expires, a
-    connect to the old address is dropped after connectionTimeout and the next one, after
-    connectionRetryTime, can itself take a connectionTimeout; then one election timeout."""
+    up and reachable to connect to it even with a stale answer in its own DNS cache: the
+    answer expires, a connect to the old address is dropped after connectionTimeout and the
+    next one, after connectionRetryTime, can itself take a connectionTimeout; then one
+    election timeout. It does not cover cluster DNS still serving the old address (CoreDNS
+    caches answers too) or slow lookups: the hole that is left needs two disks lost at once."""
     connect = conf.connectionTimeout + conf.connectionRetryTime
     return float(conf.dnsCacheTime + 2 * connect + conf.raftMaxTimeout)
 

@@ -216,7 +216,9 @@ async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[R
     refused = subprocess.run(command, env=member.env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "was not restored from the same backup" in refused.stderr
-    assert not (member.data_dir / "raft" / "dump.bin").exists()  # the refusal wrote nothing
+    assert not (member.data_dir / "raft" / "dump.bin").exists()  # the log was not started
+    again = subprocess.run(command, env=member.env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2, again.stderr[-2000:]  # and a second start is refused too
     shutil.rmtree(member.data_dir)
     assert (
         cli("restore", "--from", str(backup_file), "--data-dir", str(member.data_dir)).returncode

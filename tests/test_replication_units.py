@@ -416,3 +416,50 @@ def test_a_change_appended_after_a_dump_is_in_force_again_after_a_restart(
     finally:
         node.destroy()
         journal._destroy()
+
+
+def test_a_committed_change_does_not_undo_a_later_one_already_in_force(tmp_path: Path) -> None:
+    """The log removes X at 6 and adds it back at 8; the commit index is 7. X is a member (a
+    change is in force once appended), and applying the committed removal must not remove it
+    until the add commits (found by review: the restart and a follower receiving both
+    changes in one batch)."""
+    journal = LmdbJournal(str(tmp_path / "raft"))
+    for index in range(2, 6):
+        journal.add(_command(index), index, 1)
+    journal.add(_change("rem", X), 6, 1)
+    journal.add(_command(7), 7, 1)
+    journal.add(_change("add", X), 8, 1)
+    journal.setRaftCommitIndex(7)
+    journal.sync(force=True)
+    prev, last = tuple(journal[2]), tuple(journal[3])  # entries 4 and 5
+
+    def read_dump(path: str) -> Any:  # as dumps.Dumps.read does, without the view snapshot
+        journal.trim_before_dump(prev, last)
+        return last, prev, [TCPNode("127.0.0.1:2"), TCPNode("127.0.0.1:3"), TCPNode(X)]
+
+    dump = tmp_path / "raft" / "dump.bin"
+    dump.write_bytes(b"present")  # pysyncobj loads a dump only if the file exists
+    conf = SyncObjConf(
+        autoTick=False,
+        fullDumpFile=str(dump),
+        serializer=lambda path, data: None,
+        deserializer=read_dump,
+    )
+    peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3", X))
+    install()
+    node = RaftNode(
+        peers,
+        conf,
+        journal,
+        lambda *_: None,
+        lambda _: None,
+        UNIT_SECRET,
+        unexpected_storage_failure,
+    )
+    try:
+        node.doTick(0.0)  # loads the dump, then applies the entries up to the commit index
+        assert node.raftLastApplied == 7
+        assert X in {n.id for n in node._SyncObj__otherNodes}
+    finally:
+        node.destroy()
+        journal._destroy()
