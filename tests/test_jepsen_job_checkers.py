@@ -396,11 +396,11 @@ def test_a_run_with_the_job_workload_must_show_it(tmp_path: Path) -> None:
     results = check_run(job_run(tmp_path / "busy", ops, final, pairs=2))
     assert results["valid"] is True, results["job_evidence"]
     assert results["job_evidence"]["required"] == {
+        "ok_creates": 2,
+        "completions": 1,
         "reclaims": 1,
         "fenced": 1,
         "races": 1,
-        "ok_creates": 2,
-        "completions": 1,
     }
     observed = results["job_evidence"]["observed"]
     assert (observed["reclaims"], observed["fenced"], observed["races"]) == (1, 1, 1)
@@ -409,11 +409,20 @@ def test_a_run_with_the_job_workload_must_show_it(tmp_path: Path) -> None:
     idle = check_run(job_run(tmp_path / "idle", [], {}, pairs=2))
     assert idle["valid"] is False and idle["evidence"]["valid"] is True
     assert idle["job_evidence"]["reasons"] == [
+        "ok_creates: 0, fewer than 2",
+        "completions: 0, fewer than 1",
         "reclaims: 0, fewer than 1",
         "fenced: 0, fewer than 1",
         "races: 0, fewer than 1",
-        "ok_creates: 0, fewer than 2",
-        "completions: 0, fewer than 1",
+    ]
+    # the minima scale with the run: enough for 2 s is not enough for 30 s
+    ten_times = job_checkers.job_evidence(ops, 30, configured=True)
+    assert [r.split(":")[0] for r in ten_times["reasons"]] == [
+        "ok_creates",
+        "completions",
+        "reclaims",
+        "fenced",
+        "races",
     ]
     # a run without the job workload owes none
     assert check_run(job_run(tmp_path / "none", [], {}, pairs=0))["valid"] is True
