@@ -46,8 +46,6 @@ from jepsen_like.history import (
 )
 from jepsen_like.recorder import Recorder, refusal
 
-__all__ = ["Recorder", "worker_steps", "workload"]
-
 TIMEOUT = 3.0
 KEYS_PER_WORKER = 3
 OPS_PER_KEY = 50
@@ -229,11 +227,10 @@ async def workload(config: dict[str, Any], run_dir: Path) -> None:
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         workers = [
-            _worker(session, record, p, urls, stop, random.Random(rng.random()))
-            for p in range(config["workers"])
+            _worker(session, record, p, urls, stop, _rng_of(rng)) for p in range(config["workers"])
         ]
         beaters = [
-            _heartbeater(session, record, 100 + p, urls, stop, random.Random(rng.random()))
+            _heartbeater(session, record, 100 + p, urls, stop, _rng_of(rng))
             for p in range(config["heartbeaters"])
         ]
         job_clients = _job_clients(session, record, urls, stop, rng, config)
@@ -270,7 +267,7 @@ def _job_clients(
     """The MeshJob workload (jepsen_like/jobs.py): submitters (processes 300+), producer pairs
     (200+, agents ``jw<i>``) and a heartbeater for every producer's agent (400+)."""
     clients: list[Coroutine[Any, Any, None]] = [
-        jobs.submitter(jobs.JobClient(session, record, 300 + s, urls), stop, rng_of(rng), f"s{s}")
+        jobs.submitter(jobs.JobClient(session, record, 300 + s, urls), stop, _rng_of(rng), f"s{s}")
         for s in range(config.get("submitters", 0))
     ]
     for pair in range(config.get("producer_pairs", 0)):
@@ -285,14 +282,14 @@ def _job_clients(
             endpoint = f"127.0.0.1:{3000 + i}"
             clients.append(
                 _heartbeater(
-                    session, record, 400 + i, urls, stop, rng_of(rng), instance, endpoint, up
+                    session, record, 400 + i, urls, stop, _rng_of(rng), instance, endpoint, up
                 )
             )
-        clients.append(jobs.producer_pair((producers[0], producers[1]), ups, stop, rng_of(rng)))
+        clients.append(jobs.producer_pair((producers[0], producers[1]), ups, stop, _rng_of(rng)))
     return clients
 
 
-def rng_of(rng: random.Random) -> random.Random:
+def _rng_of(rng: random.Random) -> random.Random:
     """A client's own generator, seeded from the run's."""
     return random.Random(rng.random())
 
