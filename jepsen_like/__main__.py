@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = {k: v["valid"] for k, v in results.items() if isinstance(v, dict)}
     print(f"valid: {results['valid']}  {verdicts}")
     print(f"availability: {results['availability']}")
-    for reason in results["evidence"]["reasons"]:
+    for reason in results["evidence"]["reasons"] + results["job_evidence"]["reasons"]:
         print(f"not enough evidence: {reason}")
     return 0 if results["valid"] else 1
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jepsen_like import checkers
-from jepsen_like.history import operations, read_events
+from jepsen_like import checkers, job_checkers
+from jepsen_like.history import JOB_FUNCTIONS, operations, read_events
 from jepsen_like.report import write_report
 
 SECOND = 1_000_000_000
@@ -18,9 +18,12 @@ def check_run(
     timeout_s: float = 10,
     grace_s: float = 4,
     thresholds: checkers.Thresholds = checkers.DEFAULT_THRESHOLDS,
+    job_thresholds: job_checkers.JobThresholds = job_checkers.DEFAULT_JOB_THRESHOLDS,
 ) -> dict[str, Any]:
     """Judge ``run_dir``. A missing ``faults.json`` (the schedule and the faults carried out)
-    or ``workload.json`` (the time limit) leaves the run without evidence: invalid."""
+    or ``workload.json`` (the time limit) leaves the run without evidence: invalid. The job
+    workload's evidence is owed when ``workload.json`` configured producers; runs from before
+    the job workload have no job operations, and their job verdicts are valid and empty."""
     ops = operations(read_events(run_dir / "history.jsonl"))
     final = json.loads((run_dir / "final.json").read_text())
     record = _optional_json(run_dir / "faults.json")
@@ -29,14 +32,25 @@ def check_run(
     workload = _optional_json(run_dir / "workload.json")
     run_s = workload.get("time_limit") if isinstance(workload, dict) else None
     values: dict[str, Any] = final["values"]
+    # Agents' operations for the register checkers; job operations (keyed by job token) for
+    # the job checkers. Liveness (health, and a claim's owner) is in the agents' operations.
+    agent_ops = [op for op in ops if op.f not in JOB_FUNCTIONS]
+    final_jobs = final.get("jobs", {})
+    timeout, grace = int(timeout_s * SECOND), int(grace_s * SECOND)
+    configured = isinstance(workload, dict) and workload.get("producer_pairs", 0) > 0
     verdicts = {
-        "lost_writes": checkers.lost_writes(ops, values),
-        "linearizable": checkers.linearizable(ops, final=values),
+        "lost_writes": checkers.lost_writes(agent_ops, values),
+        "linearizable": checkers.linearizable(agent_ops, final=values),
         "converged": checkers.converged(final["digests"]),
         "availability": checkers.availability(ops, faults or []),
         "strangers": checkers.strangers(faults or []),
-        "health": checkers.health(ops, int(timeout_s * SECOND), int(grace_s * SECOND)),
-        "evidence": checkers.evidence(ops, run_s, scheduled, faults, thresholds),
+        "health": checkers.health(agent_ops, timeout, grace),
+        "evidence": checkers.evidence(agent_ops, run_s, scheduled, faults, thresholds),
+        "lost_jobs": job_checkers.lost_jobs(ops, final_jobs),
+        "overlapping_claims": job_checkers.overlapping_claims(ops, timeout, grace),
+        "completed_results": job_checkers.completed_results(ops, final_jobs),
+        "terminal_stays": job_checkers.terminal_stays(ops, final_jobs),
+        "job_evidence": job_checkers.job_evidence(ops, run_s, configured, job_thresholds),
     }
     results = {
         "valid": all(v["valid"] is True for v in verdicts.values()),

@@ -151,13 +151,7 @@ def health(ops: list[Op], timeout_ns: int, grace_ns: int) -> Verdict:
         registered = sorted(
             op.end for op in key_ops if op.f == WRITE and op.outcome == OK and op.end is not None
         )
-        alive = sorted(
-            op.end
-            for op in key_ops
-            if op.outcome == OK
-            and op.end is not None
-            and (op.f == WRITE or (op.f == HEARTBEAT and op.result == "ok"))
-        )
+        alive = liveness_marks(key_ops)
         deleted = [op.start for op in key_ops if op.f == DELETE and op.outcome != FAIL]
         for beat in key_ops:
             if beat.f != HEARTBEAT or beat.outcome != OK or beat.result != "gone":
@@ -170,6 +164,18 @@ def health(ops: list[Op], timeout_ns: int, grace_ns: int) -> Verdict:
                 last_ok = marks[-2] if len(marks) > 1 else since
                 false_alarms.append({"key": key, "at": beat.start, "last_ok": last_ok})
     return {"valid": not false_alarms, "false_unhealthy": false_alarms}
+
+
+def liveness_marks(key_ops: list[Op]) -> list[int]:
+    """When an agent was certainly heard from: the completions of its acknowledged
+    registrations and of its heartbeats answered "ok", in order."""
+    return sorted(
+        op.end
+        for op in key_ops
+        if op.outcome == OK
+        and op.end is not None
+        and (op.f == WRITE or (op.f == HEARTBEAT and op.result == "ok"))
+    )
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,14 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from jepsen_like import jobs
 from jepsen_like.checkers import converged
 from jepsen_like.history import (
     DELETE,
@@ -43,6 +44,7 @@ from jepsen_like.history import (
     WRITE_APIS,
     Event,
 )
+from jepsen_like.recorder import Recorder, refusal
 
 TIMEOUT = 3.0
 KEYS_PER_WORKER = 3
@@ -50,18 +52,6 @@ OPS_PER_KEY = 50
 """Operations on one agent id before a worker moves on to a fresh one."""
 NEMESIS_DONE = "nemesis.done"
 """Created in the run directory by the harness when every scheduled fault has been healed."""
-
-
-class Recorder:
-    """Appends events to the history file, one JSON object per line, as they happen."""
-
-    def __init__(self, path: Path) -> None:
-        self.out = path.open("w", buffering=1)
-        self.last: dict[int, Event] = {}
-
-    def __call__(self, event: Event) -> None:
-        self.last[event.process] = event
-        self.out.write(json.dumps(event.__dict__) + "\n")
 
 
 def _last_was_gone(record: Recorder, process: int) -> bool:
@@ -79,15 +69,6 @@ def _agent(agent_id: str, value: str) -> dict[str, Any]:
         "http_port": int(port),
         "tools": [{"function_name": "f", "capability": "jepsen"}],
     }
-
-
-async def _refusal(resp: aiohttp.ClientResponse) -> str:
-    """A write's outcome from an error answer: a 503 refused before submission ("no reachable
-    leader") certainly did not apply; any other 503 may have; other errors did not."""
-    if resp.status != 503:
-        return FAIL
-    detail = str((await resp.json()).get("detail", ""))
-    return FAIL if detail.startswith("no reachable leader") else INFO
 
 
 async def _invoke(
@@ -113,13 +94,13 @@ async def _invoke(
             else:
                 resp = await session.post(f"{url}/heartbeat", json=_agent(key, value))
             async with resp:
-                outcome = OK if resp.status == 200 else await _refusal(resp)
+                outcome = OK if resp.status == 200 else await refusal(resp)
         elif f == DELETE:
             async with session.delete(f"{url}/api/v1/agents/{key}") as resp:
                 if resp.status in (200, 404):
                     outcome, result = OK, resp.status == 200
                 else:
-                    outcome = await _refusal(resp)
+                    outcome = await refusal(resp)
         elif f == READ:
             path = f"{url}/api/v1/agents/{key}?consistency=linearizable"
             async with session.get(path) as resp:
@@ -206,15 +187,22 @@ async def _heartbeater(
     urls: list[str],
     stop: asyncio.Event,
     rng: random.Random,
+    key: str = "",
+    endpoint: str = "",
+    up: asyncio.Event | None = None,
 ) -> None:
-    key = f"hb{process}"
+    """Keep agent ``key`` (default ``hb<process>``) alive; ``up`` is set once a registration
+    was acknowledged (job producers wait for it before they claim)."""
+    key = key or f"hb{process}"
     registered = False
     while not stop.is_set():
         node = rng.randrange(len(urls))
         if not registered:
-            value, api = f"hb:{2000 + process}", rng.choice(WRITE_APIS)
+            value, api = endpoint or f"hb:{2000 + process}", rng.choice(WRITE_APIS)
             await _invoke(session, record, process, WRITE, key, value, urls[node], f"n{node}", api)
             registered = True
+            if up is not None and record.last[process].type == OK:
+                up.set()
         else:
             await _invoke(session, record, process, HEARTBEAT, key, None, urls[node], f"n{node}")
             registered = not _last_was_gone(record, process)
@@ -239,15 +227,15 @@ async def workload(config: dict[str, Any], run_dir: Path) -> None:
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         workers = [
-            _worker(session, record, p, urls, stop, random.Random(rng.random()))
-            for p in range(config["workers"])
+            _worker(session, record, p, urls, stop, _rng_of(rng)) for p in range(config["workers"])
         ]
         beaters = [
-            _heartbeater(session, record, 100 + p, urls, stop, random.Random(rng.random()))
+            _heartbeater(session, record, 100 + p, urls, stop, _rng_of(rng))
             for p in range(config["heartbeaters"])
         ]
+        job_clients = _job_clients(session, record, urls, stop, rng, config)
         await asyncio.gather(
-            _stop_when_done(run_dir, config["time_limit"], stop), *workers, *beaters
+            _stop_when_done(run_dir, config["time_limit"], stop), *workers, *beaters, *job_clients
         )
         (run_dir / "workload.done").touch()
         healed = run_dir / "healed"
@@ -264,7 +252,46 @@ async def workload(config: dict[str, Any], run_dir: Path) -> None:
         async with session.get(f"{urls[0]}/api/v1/agents?consistency=linearizable") as resp:
             for agent in (await resp.json())["agents"]:
                 final["values"][agent["id"]] = agent["endpoint"].removeprefix("http://")
+        final["jobs"] = await jobs.final_jobs(session, urls)
         (run_dir / "final.json").write_text(json.dumps(final))
+
+
+def _job_clients(
+    session: aiohttp.ClientSession,
+    record: Recorder,
+    urls: list[str],
+    stop: asyncio.Event,
+    rng: random.Random,
+    config: dict[str, Any],
+) -> list[Coroutine[Any, Any, None]]:
+    """The MeshJob workload (jepsen_like/jobs.py): submitters (processes 300+), producer pairs
+    (200+, agents ``jw<i>``) and a heartbeater for every producer's agent (400+)."""
+    clients: list[Coroutine[Any, Any, None]] = [
+        jobs.submitter(jobs.JobClient(session, record, 300 + s, urls), stop, _rng_of(rng), f"s{s}")
+        for s in range(config.get("submitters", 0))
+    ]
+    for pair in range(config.get("producer_pairs", 0)):
+        producers, ups = [], []
+        for i in (2 * pair, 2 * pair + 1):
+            instance, up = f"jw{i}", asyncio.Event()
+            producers.append(
+                jobs.Producer(jobs.JobClient(session, record, 200 + i, urls), instance)
+            )
+            ups.append(up)
+            # The cancel a registry forwards to the owner meets a closed port at once.
+            endpoint = f"127.0.0.1:{3000 + i}"
+            clients.append(
+                _heartbeater(
+                    session, record, 400 + i, urls, stop, _rng_of(rng), instance, endpoint, up
+                )
+            )
+        clients.append(jobs.producer_pair((producers[0], producers[1]), ups, stop, _rng_of(rng)))
+    return clients
+
+
+def _rng_of(rng: random.Random) -> random.Random:
+    """A client's own generator, seeded from the run's."""
+    return random.Random(rng.random())
 
 
 async def _digests(session: aiohttp.ClientSession, urls: list[str]) -> dict[str, str]:

@@ -12,6 +12,23 @@ Functions (``f``) on one key (an agent id):
 - ``delete``: deregister; result ``True`` when the agent existed (204/200), ``False`` (404).
 - ``read``: a linearizable read; result the value, or ``None`` when the agent is absent.
 - ``heartbeat``: HEAD /heartbeat; result ``"ok"`` (200/202) or ``"gone"`` (410).
+
+MeshJob functions (jepsen_like/jobs.py), on a key that is the job's *token*: a name the client
+puts in the job's ``submitted_payload`` before it knows the id the registry will give the job,
+so a job created with an unknown outcome can still be recognised (in a claim, in the final
+state). Values and results are JSON objects:
+- ``job-create``: POST /jobs; value ``{"capability", "max_duration", "max_retries"}``;
+  result the job id.
+- ``job-claim``: POST /jobs/claim; key the capability (which job it gets is the answer); value
+  ``{"instance": id}``; result ``None`` (nothing claimed) or ``{"token", "id", "epoch",
+  "max_duration"}``.
+- ``job-batch``: POST /jobs/batch with one delta; value ``{"instance", "epoch", "status",
+  "result", "error"}`` (status ``None`` for a progress report); result ``"accepted"`` or the
+  rejection reason (``claim_superseded``, ``already_terminal``, ...).
+- ``job-cancel``: POST /jobs/{id}/cancel; result ``"cancelled"`` (200), ``"terminal"`` (409,
+  already terminal) or ``"absent"`` (404).
+- ``job-read``: GET /jobs/{id}?consistency=linearizable; result ``None`` (404) or
+  ``{"status", "result", "error", "owner", "epoch"}``.
 """
 
 from __future__ import annotations
@@ -26,6 +43,9 @@ INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
 WRITE, DELETE, READ, HEARTBEAT = "write", "delete", "read", "heartbeat"
 PROTOCOL_API, GUIDE_API = "heartbeat", "v1"
 WRITE_APIS = (PROTOCOL_API, GUIDE_API)
+JOB_CREATE, JOB_CLAIM, JOB_BATCH = "job-create", "job-claim", "job-batch"
+JOB_CANCEL, JOB_READ = "job-cancel", "job-read"
+JOB_FUNCTIONS = (JOB_CREATE, JOB_CLAIM, JOB_BATCH, JOB_CANCEL, JOB_READ)
 UNREACHABLE = "unreachable"
 """The digest recorded in ``final.json`` for a replica that did not answer."""
 

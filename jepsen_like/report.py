@@ -8,10 +8,41 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jepsen_like.history import FAIL, INFO, OK, Op
+from jepsen_like.history import (
+    FAIL,
+    INFO,
+    JOB_BATCH,
+    JOB_CANCEL,
+    JOB_CLAIM,
+    JOB_CREATE,
+    JOB_READ,
+    OK,
+    Op,
+)
 
 COLORS = {OK: "#2a9d4b", FAIL: "#d1495b", INFO: "#edae49"}
-ROWS = {"write": 0, "delete": 1, "read": 2, "heartbeat": 3}
+ROWS = {
+    "write": 0,
+    "delete": 1,
+    "read": 2,
+    "heartbeat": 3,
+    JOB_CREATE: 4,
+    JOB_CLAIM: 5,
+    JOB_BATCH: 6,
+    JOB_CANCEL: 7,
+    JOB_READ: 7,
+}
+LABELS = (
+    "write",
+    "delete",
+    "read",
+    "heartbeat",
+    "job create",
+    "job claim",
+    "job batch",
+    "job cancel/read",
+)
+"""The timeline's rows, top to bottom (``ROWS`` places each function in one)."""
 WIDTH, ROW, LAT = 1000, 30, 160
 
 
@@ -19,15 +50,15 @@ def _svg_timeline(ops: list[Op], faults: list[dict[str, Any]], t0: int, span: in
     def x(t: int) -> float:
         return (t - t0) / span * WIDTH
 
-    parts = [f'<svg width="{WIDTH}" height="{ROW * len(ROWS) + 20}">']
+    parts = [f'<svg width="{WIDTH}" height="{ROW * len(LABELS) + 20}">']
     for fault in faults:
         left, right = x(fault["start"]), x(fault["end"])
         title = html.escape(f"{fault['name']} {json.dumps(fault.get('detail', {}))}")
         parts.append(
             f'<rect x="{left:.1f}" y="0" width="{max(1.0, right - left):.1f}" '
-            f'height="{ROW * len(ROWS)}" fill="#ccc" opacity="0.5"><title>{title}</title></rect>'
+            f'height="{ROW * len(LABELS)}" fill="#ccc" opacity="0.5"><title>{title}</title></rect>'
         )
-    for name, row in ROWS.items():
+    for row, name in enumerate(LABELS):
         parts.append(f'<text x="2" y="{row * ROW + 12}" font-size="10">{name}</text>')
     for op in ops:
         y = ROWS.get(op.f, 0) * ROW + 15 + (op.process % 7)
@@ -54,7 +85,7 @@ def _svg_latency(ops: list[Op], t0: int, span: int) -> str:
     return "".join(parts)
 
 
-def _evidence_table(verdict: dict[str, Any]) -> str:
+def _evidence_table(verdict: dict[str, Any], title: str = "Evidence") -> str:
     """What the run had to show (thresholds scaled to its time limit) against what it did,
     and why it fell short, so an invalid verdict for lack of evidence explains itself."""
     rows = "".join(
@@ -64,7 +95,7 @@ def _evidence_table(verdict: dict[str, Any]) -> str:
     )
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in verdict["reasons"])
     return (
-        "<h2>Evidence</h2><table border=1><tr><th>needed</th><th>at least</th><th>observed</th>"
+        f"<h2>{title}</h2><table border=1><tr><th>needed</th><th>at least</th><th>observed</th>"
         f"</tr>{rows}</table>"
         + (f"<p>Not enough evidence:</p><ul>{reasons}</ul>" if reasons else "")
     )
@@ -86,6 +117,11 @@ def write_report(
         f"<h1>valid: {results['valid']}</h1><p>{results['operations']} operations, "
         f"{results['faults']} faults (shaded)</p><table border=1>{rows}</table>"
         + _evidence_table(results["evidence"])
+        + (
+            _evidence_table(results["job_evidence"], "Job workload evidence")
+            if results["job_evidence"]["configured"]
+            else ""
+        )
         + "<h2>Operations (green ok, red fail, amber unknown)</h2>"
         + _svg_timeline(ops, faults, t0, span)
         + "<h2>Latency of successful operations</h2>"

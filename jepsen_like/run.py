@@ -31,6 +31,11 @@ REGISTRY_ENV = {
     "HEALTH_CHECK_INTERVAL": "1s",
     "SNAPSHOT_EVERY": "200",
     "LOG_LEVEL": "info",
+    # The job workload's leases are 2 s (jepsen_like/jobs.py): a sweep every second makes them
+    # expire, and jobs be reclaimed, many times in a run. Terminal jobs are kept a day (the
+    # default, pinned): no run is that long, so every acknowledged job is owed to the end.
+    "MCP_MESH_SWEEP_INTERVAL": "1s",
+    "MCP_MESH_JOB_RETENTION": "24h",
 }
 
 
@@ -68,6 +73,8 @@ def run(
             "time_limit": time_limit,
             "workers": workers,
             "heartbeaters": 3,
+            "submitters": 2,
+            "producer_pairs": 2,
         }
         (run_dir / "workload.json").write_text(json.dumps(config))
         client = subprocess.Popen(

@@ -8,15 +8,32 @@ the delete never happened (a chaos run reported exactly that as a linearizabilit
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from jepsen_like import job_checkers, jobs
 from jepsen_like.client import Recorder, _invoke
-from jepsen_like.history import DELETE, FAIL, INFO, OK, WRITE
-from tests.processes import free_port
+from jepsen_like.history import (
+    DELETE,
+    FAIL,
+    INFO,
+    JOB_BATCH,
+    JOB_CANCEL,
+    JOB_CLAIM,
+    JOB_CREATE,
+    JOB_READ,
+    OK,
+    WRITE,
+    operations,
+    read_events,
+)
+from tests.processes import Registry, free_port
+from tests.timing import scaled
 
 
 async def _dying_server(port: int, carried_out: list[str]) -> web.AppRunner:
@@ -70,3 +87,66 @@ async def test_a_delete_carried_out_before_the_replica_died_is_unknown_not_faile
     # The write before: ok; the delete (carried out, then no answer): unknown; the write after
     # (connection refused, nothing sent): a definite failure.
     assert completions == [(WRITE, OK), (DELETE, INFO), (WRITE, FAIL)]
+
+
+async def test_the_job_clients_record_what_a_real_registry_answered(tmp_path: Path) -> None:
+    """Against one registry process with a 1 s sweep: a job created, claimed by A, A stalls,
+    the lease runs out and B reclaims it (epoch 2), A's late progress is recorded as
+    ``claim_superseded``, B completes it, a read sees it completed and a cancel finds it
+    terminal; the final listing has B's result, and every job checker passes the history."""
+    node = Registry(tmp_path / "r", MCP_MESH_SWEEP_INTERVAL="1s").start()
+    record = Recorder(tmp_path / "history.jsonl")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            urls = [node.url]
+            submit = jobs.JobClient(session, record, 300, urls)
+            spec = {"capability": "jc0", "max_duration": jobs.LEASE_S, "max_retries": 3}
+            body = {**spec, "submitted_by": "s", "submitted_payload": {"token": "t"}}
+            created, job_id = await submit.call(JOB_CREATE, "t", spec, 0, "POST", "/jobs", body)
+            assert created == OK
+            for process, agent in ((400, "jw0"), (401, "jw1")):  # healthy owners: only the
+                # lease can end their claims
+                await _invoke(session, record, process, WRITE, agent, "127.0.0.1:9", node.url, "n0")
+            a = jobs.Producer(jobs.JobClient(session, record, 200, urls), "jw0")
+            b = jobs.Producer(jobs.JobClient(session, record, 201, urls), "jw1")
+            step = jobs.ProduceStep(0, "jc0", jobs.PROGRESS, 0.5, 0.0)
+            await a.act(step)
+            assert a.held is not None and a.held.epoch == 1
+            deadline = time.monotonic() + scaled(20)
+            while b.held is None and time.monotonic() < deadline:
+                await b.act(step)  # claims until the sweep has taken the job back from A
+                await asyncio.sleep(0.1)
+            assert b.held is not None and b.held.epoch == 2
+            await a.act(step)  # A's progress, one epoch late
+            assert a.held is None
+            await b.act(jobs.ProduceStep(0, "jc0", jobs.COMPLETE, 0.0, 0.0))
+            assert b.held is None
+            path = f"/jobs/{job_id}"
+            await submit.call(
+                JOB_READ, "t", None, 0, "GET", path + "?consistency=linearizable", None
+            )
+            await submit.call(JOB_CANCEL, "t", None, 0, "POST", path + "/cancel", {})
+            final = await jobs.final_jobs(session, urls)
+    finally:
+        node.stop()
+    record.out.close()
+    ops = operations(read_events(tmp_path / "history.jsonl"))
+    answers = [(o.f, o.process, o.result if o.f != JOB_CLAIM else bool(o.result)) for o in ops]
+    assert answers[0] == (JOB_CREATE, 300, job_id)
+    assert all(o.outcome == OK for o in ops)
+    assert (JOB_BATCH, 200, "claim_superseded") in answers
+    assert answers[-3:] == [
+        (JOB_BATCH, 201, "accepted"),
+        (JOB_READ, 300, {**ops[-2].result, "status": "completed"}),
+        (JOB_CANCEL, 300, "terminal"),
+    ]
+    result = ops[-3].value["result"]
+    assert (
+        final["n0"] is not None and final["n0"]["t"]["result"] == result == ops[-2].result["result"]
+    )
+    assert final["n0"]["t"]["epoch"] == 2
+    assert job_checkers.lost_jobs(ops, final)["valid"]
+    assert job_checkers.overlapping_claims(ops, 10 * 10**9, 4 * 10**9)["valid"]
+    assert job_checkers.completed_results(ops, final)["checked"] == 1
+    assert job_checkers.completed_results(ops, final)["valid"]
+    assert job_checkers.terminal_stays(ops, final)["valid"]

@@ -1,7 +1,8 @@
 """A short real chaos run: three replicas in network namespaces under every nemesis, with at
 least one pair of faults active at once. Valid only with evidence: acknowledged writes,
 deletes and linearizable reads (failed or unknown operations are not activity), an ok
-fraction above the floor, and every scheduled fault and overlap carried out."""
+fraction above the floor, every scheduled fault and overlap carried out, and the MeshJob
+workload's jobs created, completed and reclaimed with every job checker valid."""
 
 from __future__ import annotations
 
@@ -61,6 +62,16 @@ def test_short_chaos_run_is_valid(tmp_path: Path) -> None:
     assert set(observed["faults_by_kind"]) == set(KINDS), observed
     assert observed["faults"] >= required["faults"] >= len(KINDS)
     assert observed["overlaps"] >= required["overlaps"] >= 1
+    # The job workload ran: jobs created and completed, leases expired and jobs reclaimed,
+    # stale owners fenced off, claims raced through two replicas; and its checkers held.
+    jobs = results["job_evidence"]
+    assert jobs["configured"] is True and jobs["valid"] is True, jobs["reasons"]
+    for name, need in jobs["required"].items():
+        assert jobs["observed"][name] >= need >= 1, (name, jobs["observed"])
+    for name in ("lost_jobs", "overlapping_claims", "completed_results", "terminal_stays"):
+        assert results[name]["valid"] is True, results[name]
+    assert results["lost_jobs"]["jobs"] >= jobs["required"]["ok_creates"]
+    assert results["completed_results"]["checked"] >= jobs["required"]["completions"]
     # The stranger knocked on every RAFT_PORT and got nowhere.
     assert results["strangers"]["visits"] >= 1 and results["strangers"]["valid"] is True
     assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
