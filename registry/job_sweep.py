@@ -63,15 +63,19 @@ class Leases:
     def __init__(self, view: View, clock: Callable[[], float] = time.monotonic) -> None:
         self.view = view
         self._clock = clock
-        self._until: dict[str, tuple[int, float]] = {}
+        # job id -> (the lease it was noted for, when that runs out here)
+        self._until: dict[str, tuple[tuple[object, ...], float]] = {}
 
     def on_applied(self, index: int, event: Event) -> None:
-        """StateMachine listener: note the leases the event just set (or ended)."""
+        """StateMachine listener: note the leases the event just set (or ended). An event that
+        names a job without changing its lease (a consumer's posted event) leaves the lease
+        running: as in the Go registry, only a claim, the owner's batches and its executor
+        reads extend it (found by the chaos harness's job workload)."""
         for job_id in jobs.touched(event):
             job = self.view.jobs.get(job_id)
             if job is None or job.owner is None or job.lease_expires_ms is None or job.terminal:
                 self._until.pop(job_id, None)
-            else:
+            elif (noted := self._until.get(job_id)) is None or noted[0] != _lease(job):
                 self._note(job)
 
     def on_reset(self) -> None:
@@ -81,7 +85,7 @@ class Leases:
     def _note(self, job: jobs.Job) -> None:
         assert job.lease_expires_ms is not None
         window_ms = job.lease_expires_ms - (job.last_heartbeat_ms or job.lease_expires_ms)
-        self._until[job.id] = (job.rev, self._clock() + max(window_ms, 0) / 1000)
+        self._until[job.id] = (_lease(job), self._clock() + max(window_ms, 0) / 1000)
 
     def expired(self) -> set[str]:
         """Owned live jobs whose lease has run out here."""
@@ -91,11 +95,16 @@ class Leases:
             if job.owner is None or job.lease_expires_ms is None:
                 continue
             noted = self._until.get(job.id)
-            if noted is None or noted[0] != job.rev:
+            if noted is None or noted[0] != _lease(job):
                 self._note(job)
             elif now > noted[1]:
                 out.add(job.id)
         return out
+
+
+def _lease(job: jobs.Job) -> tuple[object, ...]:
+    """What identifies one lease: its owner's claim and the deadline the last extension set."""
+    return (job.owner, job.claim_epoch, job.lease_expires_ms, job.last_heartbeat_ms)
 
 
 def stale_reason(effective: float, stale_timeout: float) -> str:

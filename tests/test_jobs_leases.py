@@ -1,25 +1,21 @@
-"""A registry finding of the chaos harness's job work (issue 16), kept as a failing test.
+"""A registry finding of the chaos harness's job work (issue 16).
 
-registry/job_sweep.py ``Leases.on_applied`` notes a fresh lease window for every job an applied
+registry/job_sweep.py ``Leases.on_applied`` noted a fresh lease window for every job an applied
 event names, and a posted event (``POST /jobs/{id}/events``, ``JOB_POST``) names its job. So each
-event a consumer posts restarts the owner's lease on the leader's monotonic clock, although the
-job's ``lease_expires_at`` stays where the last claim or batch put it, and in the Go registry
+event a consumer posted restarted the owner's lease on the leader's monotonic clock, although the
+job's ``lease_expires_at`` stayed where the last claim or batch put it, and in the Go registry
 only the owner's batches and executor reads extend a lease. A producer that hangs while its
-agent keeps heartbeating then never loses a job whose consumer posts more often than the lease
-window. Not fixed here (registry code outside this helper's remit): the test is strict xfail, so
-it starts failing, and its marker must go, once the lease is noted only when it changes.
+agent keeps heartbeating then never lost a job whose consumer posts more often than the lease
+window. A lease is now noted again only when it changes.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from registry import jobs
 from registry.job_sweep import Leases
 from tests.test_jobs import Log, spec
 
 
-@pytest.mark.xfail(strict=True, reason="a posted event restarts the owner's lease (job_sweep.py)")
 def test_a_posted_event_does_not_extend_the_owners_lease() -> None:
     now = [100.0]
     log = Log()
