@@ -21,7 +21,7 @@ unpickles and, before §5.3 was enforced, deleted entries the follower held.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgpack
@@ -62,6 +62,15 @@ def membership(op: str, node_id: str) -> bytes:
         raise ValueError(f"not a membership change: {op!r} {node_id!r}")
     packed: bytes = msgpack.packb([op, node_id], use_bin_type=True)
     return packed
+
+
+def changes_in(entries: Iterable[Any]) -> Iterator[list[str]]:
+    """The membership changes (``[op, node_id]``) among journal entries ``(command, index,
+    term)``, in their order."""
+    for entry in entries:
+        change = parse_membership(bytes(entry[0]))
+        if change is not None:
+            yield change
 
 
 def parse_membership(command: bytes) -> list[str] | None:

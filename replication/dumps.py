@@ -105,11 +105,7 @@ def cluster_at(cluster: list[str], later: Iterable[Any]) -> list[str]:
     for good, and the next change could leave two majorities that do not overlap (review
     finding 6). The entries after the dump still carry the change, in force once appended."""
     members = set(cluster)
-    for entry in reversed(list(later)):
-        change = commands.parse_membership(bytes(entry[0]))
-        if change is None:
-            continue
-        op, member = change
+    for op, member in reversed(list(commands.changes_in(later))):
         if op == "add":
             members.discard(member)
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,20 +207,16 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         and a membership change appended after it is in force from its append (Raft takes a
         change when it is appended; pysyncobj, loading the dump, would take it only once it
         commits), so the journal's changes after the dump are taken again here."""
-        first = self.journal[0][1]
-        for command, _, _ in self.journal[index - first + 1 :]:
-            change = commands.parse_membership(bytes(command))
-            if change is not None:
-                self._SyncObj__doChangeCluster(change)
+        for change in self._changes_after(index):
+            self._SyncObj__doChangeCluster(change)
 
     def _changed_later(self, member: str, index: int) -> bool:
         """Whether an entry after ``index`` in the journal changes ``member``'s membership."""
-        first = self.journal[0][1]
-        for command, _, _ in self.journal[index - first + 1 :]:
-            change = commands.parse_membership(bytes(command))
-            if change is not None and change[1] == member:
-                return True
-        return False
+        return any(change[1] == member for change in self._changes_after(index))
+
+    def _changes_after(self, index: int) -> Iterator[list[str]]:
+        """The membership changes in the journal's entries after ``index``."""
+        return commands.changes_in(self.journal[index - self.journal[0][1] + 1 :])
 
     def _SyncObj__onBecomeLeader(self) -> None:
         """Sync the new leader's no-op before the same tick counts it: alone in the cluster,

@@ -376,6 +376,36 @@ def test_a_dump_holds_the_membership_as_of_its_own_index() -> None:
     assert cluster_at(now, [(b"\x00event", 6, 2)]) == sorted(now)
 
 
+def _restarted_over_a_dump(tmp_path: Path, journal: LmdbJournal, cluster: list[str]) -> RaftNode:
+    """A node started over ``journal`` with a dump of entries 4 and 5 (its journal starts at
+    2) whose configuration is ``cluster``, read as dumps.Dumps.read does, without a view."""
+    prev, last = tuple(journal[2]), tuple(journal[3])
+
+    def read_dump(path: str) -> Any:
+        journal.trim_before_dump(prev, last)
+        return last, prev, [TCPNode(member) for member in cluster]
+
+    dump = tmp_path / "raft" / "dump.bin"
+    dump.write_bytes(b"present")  # pysyncobj loads a dump only if the file exists
+    conf = SyncObjConf(
+        autoTick=False,
+        fullDumpFile=str(dump),
+        serializer=lambda path, data: None,
+        deserializer=read_dump,
+    )
+    peers = Peers(f"127.0.0.1:{free_port()}", tuple(cluster))
+    install()
+    return RaftNode(
+        peers,
+        conf,
+        journal,
+        lambda *_: None,
+        lambda _: None,
+        UNIT_SECRET,
+        unexpected_storage_failure,
+    )
+
+
 def test_a_change_appended_after_a_dump_is_in_force_again_after_a_restart(
     tmp_path: Path,
 ) -> None:
@@ -386,29 +416,7 @@ def test_a_change_appended_after_a_dump_is_in_force_again_after_a_restart(
         journal.add(_command(index), index, 1)
     journal.add(_change("add", X), 6, 1)
     journal.sync()
-    prev, last = tuple(journal[2]), tuple(journal[3])  # entries 4 and 5 (the journal starts at 2)
-
-    def read_dump(path: str) -> Any:  # as dumps.Dumps.read does, without the view snapshot
-        journal.trim_before_dump(prev, last)
-        return last, prev, [TCPNode("127.0.0.1:2"), TCPNode("127.0.0.1:3")]
-
-    conf = SyncObjConf(
-        autoTick=False,
-        fullDumpFile=str(tmp_path / "raft" / "dump.bin"),
-        serializer=lambda path, data: None,
-        deserializer=read_dump,
-    )
-    peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3"))
-    install()
-    node = RaftNode(
-        peers,
-        conf,
-        journal,
-        lambda *_: None,
-        lambda _: None,
-        UNIT_SECRET,
-        unexpected_storage_failure,
-    )
+    node = _restarted_over_a_dump(tmp_path, journal, ["127.0.0.1:2", "127.0.0.1:3"])
     try:
         node._SyncObj__loadDumpFile(clearJournal=False)
         members = sorted(n.id for n in node._SyncObj__otherNodes)
@@ -431,31 +439,7 @@ def test_a_committed_change_does_not_undo_a_later_one_already_in_force(tmp_path:
     journal.add(_change("add", X), 8, 1)
     journal.setRaftCommitIndex(7)
     journal.sync(force=True)
-    prev, last = tuple(journal[2]), tuple(journal[3])  # entries 4 and 5
-
-    def read_dump(path: str) -> Any:  # as dumps.Dumps.read does, without the view snapshot
-        journal.trim_before_dump(prev, last)
-        return last, prev, [TCPNode("127.0.0.1:2"), TCPNode("127.0.0.1:3"), TCPNode(X)]
-
-    dump = tmp_path / "raft" / "dump.bin"
-    dump.write_bytes(b"present")  # pysyncobj loads a dump only if the file exists
-    conf = SyncObjConf(
-        autoTick=False,
-        fullDumpFile=str(dump),
-        serializer=lambda path, data: None,
-        deserializer=read_dump,
-    )
-    peers = Peers(f"127.0.0.1:{free_port()}", ("127.0.0.1:2", "127.0.0.1:3", X))
-    install()
-    node = RaftNode(
-        peers,
-        conf,
-        journal,
-        lambda *_: None,
-        lambda _: None,
-        UNIT_SECRET,
-        unexpected_storage_failure,
-    )
+    node = _restarted_over_a_dump(tmp_path, journal, ["127.0.0.1:2", "127.0.0.1:3", X])
     try:
         node.doTick(0.0)  # loads the dump, then applies the entries up to the commit index
         assert node.raftLastApplied == 7
