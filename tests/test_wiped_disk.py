@@ -93,6 +93,29 @@ async def _recognised(session: aiohttp.ClientSession, node: Registry) -> bool:
         return False
 
 
+async def _two_disks_lost(session: aiohttp.ClientSession, cluster: Cluster) -> int:
+    """A 3-member cluster commits a write, then all stop and members 0 and 1 lose their
+    disks; the member that kept its disk (the keeper, returned) is left stopped too."""
+    cluster.start_all()
+    await all_ready(session, cluster.nodes)
+    assert await register(session, cluster.nodes[0], "acknowledged")
+    await converged(session, cluster.nodes)
+    for node in cluster.nodes:
+        node.kill()
+    for lost in (0, 1):
+        shutil.rmtree(cluster.nodes[lost].data_dir)
+    return 2
+
+
+def _assert_the_keeper_holds_the_write(keeper: Registry) -> None:
+    """The acknowledged write is still in the keeper's log (its view applies it once a leader
+    says it is committed, which nobody can now)."""
+    keeper.stop()
+    journal = LmdbJournal(str(keeper.data_dir / "raft"))
+    assert any(b"acknowledged" in bytes(command) for command, _, _ in journal[:])
+    journal._destroy()
+
+
 async def test_two_members_that_lost_their_disks_do_not_elect_a_leader_of_their_own(
     tmp_path: Path, registries: list[Registry]
 ) -> None:
@@ -103,20 +126,11 @@ async def test_two_members_that_lost_their_disks_do_not_elect_a_leader_of_their_
     its votes from them uncounted) would be overwritten by it. Its vote request ends their
     first contact (replication/incarnation.py)."""
     cluster = Cluster(tmp_path, registries)
-    cluster.start_all()
     async with aiohttp.ClientSession() as session:
-        await all_ready(session, cluster.nodes)
-        assert await register(session, cluster.nodes[0], "acknowledged")
-        await converged(session, cluster.nodes)
-        keeper = 2
-        for node in cluster.nodes:
-            node.kill()
-        for lost in (0, 1):
-            shutil.rmtree(cluster.nodes[lost].data_dir)
+        keeper = await _two_disks_lost(session, cluster)
         # The keeper first, then the emptied ones one at a time: the first hears the keeper
-        # campaign (once it has someone to campaign to) before the second can vote for it.
-        # Started together, the two can elect each other first: see the docstring of
-        # replication/incarnation.py, "What this cannot see".
+        # (its hello, or its campaign) before the second can vote for it. Started together
+        # while the keeper is slow: the next test.
         cluster.start(keeper)
         cluster.start(0)
         await until(lambda: _status_is(session, cluster.nodes[0], first_contact=False), 20)
@@ -128,12 +142,7 @@ async def test_two_members_that_lost_their_disks_do_not_elect_a_leader_of_their_
 
         await steadily(no_leader, 8)
         assert not await register(session, cluster.nodes[1], "on-an-empty-leader")
-    # The acknowledged write is still in the log of the member that kept its disk (its view
-    # applies it once a leader says it is committed, which nobody can now).
-    cluster.nodes[keeper].stop()
-    journal = LmdbJournal(str(cluster.nodes[keeper].data_dir / "raft"))
-    assert any(b"acknowledged" in bytes(command) for command, _, _ in journal[:])
-    journal._destroy()
+    _assert_the_keeper_holds_the_write(cluster.nodes[keeper])
 
 
 async def test_two_emptied_members_wait_for_a_slow_keeper_before_a_first_election(
@@ -146,16 +155,8 @@ async def test_two_emptied_members_wait_for_a_slow_keeper_before_a_first_electio
     their first contact, and the cluster stalls instead of losing the write
     (replication/incarnation.py)."""
     cluster = Cluster(tmp_path, registries)
-    cluster.start_all()
     async with aiohttp.ClientSession() as session:
-        await all_ready(session, cluster.nodes)
-        assert await register(session, cluster.nodes[0], "acknowledged")
-        await converged(session, cluster.nodes)
-        keeper = 2
-        for node in cluster.nodes:
-            node.kill()
-        for lost in (0, 1):
-            shutil.rmtree(cluster.nodes[lost].data_dir)
+        keeper = await _two_disks_lost(session, cluster)
         cluster.start(keeper)
         await until(lambda: _status_is(session, cluster.nodes[keeper], first_contact=False), 20)
         cluster.nodes[keeper].pause()
@@ -178,10 +179,7 @@ async def test_two_emptied_members_wait_for_a_slow_keeper_before_a_first_electio
         await until(lambda: _status_is(session, cluster.nodes[0], first_contact=False), 20)
         await until(lambda: _status_is(session, cluster.nodes[1], first_contact=False), 20)
         await steadily(lambda: no_leader(cluster.nodes), 8)
-    cluster.nodes[keeper].stop()
-    journal = LmdbJournal(str(cluster.nodes[keeper].data_dir / "raft"))
-    assert any(b"acknowledged" in bytes(command) for command, _, _ in journal[:])
-    journal._destroy()
+    _assert_the_keeper_holds_the_write(cluster.nodes[keeper])
 
 
 async def _status_is(session: aiohttp.ClientSession, node: Registry, **want: object) -> bool:
