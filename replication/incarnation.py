@@ -144,6 +144,27 @@ class Incarnations:
             self.heard_fresh.add(member)
         self.vote_requested(fresh)
 
+    def restore_mismatch(self, theirs: object, fresh: object) -> bool:
+        """Whether a member's hello, saying it was restored from ``theirs`` ("" for none) and
+        whether it is at first contact, shows this node's restore does not match the cluster.
+
+        A member restored from a backup on its own, started while every other member was
+        down, finds no cluster to compare with at its start (RaftProposer.start), and once it
+        has followed the running cluster its log no longer looks restored: that cluster would
+        replace the backup's view with its own, the operator believing it restored. So while
+        a restored node is at first contact, a hello from a member of a running cluster (past
+        first contact) or of another restore, not restored from the same backup, is a
+        mismatch. A new, empty member at first contact is not (it will take the restored
+        log), nor a peer that does not say (an older version)."""
+        ours = self.journal.restored_from
+        return (
+            bool(ours)
+            and self.first_contact
+            and isinstance(theirs, str)
+            and theirs != ours
+            and (fresh is False or bool(theirs))
+        )
+
     def settled(self, others: Iterable[str], waited: bool) -> bool:
         """Whether this node may stand for election and grant votes: past first contact, or
         at it and it heard a fresh hello from every other member, or ``waited`` (the settling

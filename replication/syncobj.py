@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -103,6 +105,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         secret: wire.Secret,
         on_storage_failure: Callable[[StorageFailure], None],
         nonces: wire.Nonces | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         if not _installed:
             # pysyncobj's own connections unpickle what peers send, and its journal is a file.
@@ -113,6 +116,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.wire_nonces = nonces if nonces is not None else wire.Nonces()
         self.journal = journal
         self._on_storage_failure = on_storage_failure
+        self._on_refused = on_refused or _exit_refused
+        # Set when this node found it must not take part (a restore that does not match the
+        # running cluster's): it then ignores every message until the process is gone.
+        self.refused = False
         # Set when a dump failed to load: nothing is acknowledged after it (the node stops).
         self.dump_failed = False
         self.transport: DurableTransport | None = None
@@ -146,7 +153,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self.journal.sync()
             if self.transport is not None:
                 self.transport.flush_acks()
-            if not self.incarnations.recognised:
+            if self.refused or not self.incarnations.recognised:
                 # The cluster knows this address by another incarnation: this node lost its
                 # disk and has not caught up. Its vote for itself would count like any other,
                 # so it does not stand for election (replication/incarnation.py).
@@ -245,6 +252,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         answered 200, then gone). Such chunks now carry this node's own commit index; the
         snapshot, once complete, brings the right state.
         """
+        if self.refused:
+            return
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "request_vote":
             self.incarnations.vote_requested(message.get("fresh"))
@@ -287,7 +296,29 @@ class RaftNode(SyncObj):  # type: ignore[misc]
 
     def hello(self) -> dict[str, Any]:
         """The first message this node sends on every connection to a member."""
-        return {"type": HELLO_MESSAGE, "fresh": self.incarnations.first_contact}
+        return {
+            "type": HELLO_MESSAGE,
+            "fresh": self.incarnations.first_contact,
+            "restored_from": self.journal.restored_from,
+        }
+
+    def on_hello(self, member: str, message: dict[str, Any]) -> None:
+        """A member's hello: first checked against this node's restore
+        (Incarnations.restore_mismatch), which stops this node with exit 2 before the hello
+        could end its first contact; then taken (Incarnations.hello)."""
+        if self.refused:
+            return
+        fresh = message.get("fresh")
+        if self.incarnations.restore_mismatch(message.get("restored_from"), fresh):
+            self.refused = True
+            self._on_refused(
+                f"this data directory was restored from a backup, but {member} was not "
+                "restored from the same backup: to restore the cluster, scale it to 0 and "
+                "restore every member from one file; to rejoin the running cluster, empty "
+                "this directory"
+            )
+            return
+        self.incarnations.hello(member, fresh)
 
     def _acknowledged(self, node: Any, message: dict[str, Any]) -> None:
         """Leader: take a follower's acknowledgement of this term (see :meth:`stamp`), counting
@@ -552,6 +583,14 @@ class RaftNode(SyncObj):  # type: ignore[misc]
     def receive_liveness(self, agent_ids: list[str]) -> None:
         if self._isLeader():
             self._on_liveness([a for a in agent_ids if isinstance(a, str)])
+
+
+def _exit_refused(line: str) -> None:
+    """Stop the process with exit 2 and one line, from the tick thread that found it must not
+    take part: nothing it would do next (a vote, an acknowledgement) may leave it."""
+    log.critical("%s; stopping", line)
+    print(f"mcp-mesh-registry: {line}", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def membership(status: dict[str, Any]) -> list[str]:

@@ -30,7 +30,8 @@ LIVENESS_PERIOD = 1.0
 """Seconds between a follower's liveness batches to the leader."""
 HELLO_MESSAGE = "mesh_hello"
 """The first message either side sends on a connection between members: whether its sender
-is at first contact (replication/incarnation.py)."""
+is at first contact (replication/incarnation.py) and the backup its log was restored from
+(RaftNode.on_hello)."""
 
 
 class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is untyped
@@ -173,7 +174,7 @@ class DurableTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj is unty
         if kind == LIVENESS_MESSAGE:
             self._syncObj.receive_liveness(message.get("agents") or [])
         elif kind == HELLO_MESSAGE:
-            self._syncObj.incarnations.hello(node.id, message.get("fresh"))
+            self._syncObj.on_hello(node.id, message)
         elif kind in read_index.MESSAGES:
             self._syncObj.read_index.on_message(node, message)
         elif isinstance(kind, str):

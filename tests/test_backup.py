@@ -23,6 +23,8 @@ from tests.test_cluster import (
     leader_of,
     register,
 )
+from tests.test_raft_in_process import wait_for
+from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -232,3 +234,33 @@ async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[R
             "after-restore",
             "one-member-down",
         }
+
+    # The same member restored on its own from a file the cluster was not restored from,
+    # started while every other member is down: nobody answers its start's check, so it
+    # starts. The members' hellos, once they are back, stop it before it follows them (their
+    # log would replace the backup's view), and it is refused again at the next start; the
+    # two others go on without it.
+    for node in fresh.nodes:
+        node.stop()
+    shutil.rmtree(member.data_dir)
+    assert (
+        cli("restore", "--from", str(second_file), "--data-dir", str(member.data_dir)).returncode
+        == 0
+    )
+    lone = fresh.start(down)
+    wait_for(lambda: (member.data_dir / "raft" / "dump.bin").exists(), 20, "the lone start")
+    others = [i for i in range(3) if i != down]
+    for i in others:
+        fresh.start(i)
+    assert lone.proc is not None
+    assert lone.proc.wait(timeout=scaled(30)) == 2, lone.log()[-2000:]
+    assert "was not restored from the same backup" in lone.log()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        await all_ready(session, [fresh.nodes[i] for i in others])
+        assert await agent_ids(session, fresh.nodes[others[0]]) == expected | {
+            "after-restore",
+            "one-member-down",
+        }
+    again = subprocess.run(command, env=member.env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert "was not restored from the same backup" in again.stderr

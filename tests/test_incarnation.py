@@ -206,3 +206,22 @@ def test_a_leader_of_an_older_version_ends_first_contact_too(tmp_path: Path) -> 
     _, rules = _open(tmp_path)
     rules.adopt(None)
     assert not rules.first_contact
+
+
+def test_a_restored_node_at_first_contact_tells_a_hello_from_another_restore(
+    tmp_path: Path,
+) -> None:
+    """Which hellos show a lone restore does not match the cluster (the process test is the
+    end of tests/test_backup.py::test_cluster_restore_on_three_nodes)."""
+    journal, rules = _open(tmp_path / "restored")
+    journal.set_restored_from("backup-a")
+    assert rules.restore_mismatch("", fresh=False)  # a running cluster, never restored
+    assert rules.restore_mismatch("backup-b", fresh=False)  # restored from another file
+    assert rules.restore_mismatch("backup-b", fresh=True)  # another restore, starting too
+    assert not rules.restore_mismatch("backup-a", fresh=False)  # the same backup
+    assert not rules.restore_mismatch("", fresh=True)  # a new, empty member
+    assert not rules.restore_mismatch(None, fresh=False)  # an older version says nothing
+    rules.vote_requested(fresh=False)  # past first contact: the restore was taken
+    assert not rules.restore_mismatch("backup-b", fresh=False)
+    _, plain = _open(tmp_path / "not-restored")
+    assert not plain.restore_mismatch("backup-b", fresh=False)
