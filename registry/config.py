@@ -105,6 +105,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLUSTER_DOMAIN", "cluster.local", "cluster DNS domain"),
     Setting("HEADLESS_SERVICE", "mcp-mesh-registry-headless", "headless Service for peers"),
     Setting("RAFT_PORT", "4321", "Raft peer port"),
+    Setting(
+        "RAFT_FIRST_CONTACT_WAIT",
+        "(from the Lease settings: 11.6s)",
+        "how long a member with no cluster yet waits for every member before a first election "
+        "without them (raise it where a member's process or DNS takes longer to appear)",
+    ),
     Setting("REGISTRY_PEERS", "(unset)", "explicit host:port,... Raft peers, this node included"),
     Setting("REGISTRY_REPLICAS", "1", "StatefulSet replicas: peers are ordinals 0..N-1"),
     Setting("WRITE_TIMEOUT", "5s", "longest a write waits to commit before a 503"),
@@ -256,6 +262,7 @@ class Config:
     cluster_domain: str = "cluster.local"
     headless_service: str = "mcp-mesh-registry-headless"
     raft_port: int = 4321
+    first_contact_wait: float | None = None
     peers: tuple[str, ...] = ()
     replicas: int = 1
     write_timeout: float = 5.0
@@ -342,6 +349,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         cluster_domain=env.get("CLUSTER_DOMAIN") or "cluster.local",
         headless_service=env.get("HEADLESS_SERVICE") or "mcp-mesh-registry-headless",
         raft_port=get("RAFT_PORT", _port, 4321, "a port number 0-65535"),
+        first_contact_wait=get("RAFT_FIRST_CONTACT_WAIT", _positive_duration, None, duration_form),
         peers=get("REGISTRY_PEERS", _peer_list, (), "a comma-separated list of host:port"),
         replicas=get("REGISTRY_REPLICAS", _positive_int, 1, "a positive integer"),
         write_timeout=get("WRITE_TIMEOUT", _positive_duration, 5.0, duration_form),

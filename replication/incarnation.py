@@ -43,12 +43,13 @@ keeps, durably, the incarnation it knows for every member. The rules:
   election nor grants a vote until it has heard a hello from every other member, each at
   first contact too (a new cluster, all up: at once), or a settling time has passed since it
   started (a new cluster with a member missing) that is long enough for a member that is up,
-  reachable and named by a current DNS answer to connect to it: its cached answers expire,
-  stalled connects are dropped and tried again (``first_contact_wait``). Cluster DNS that
-  still hands out a moved pod's old address, or a keeper whose process takes longer than that
-  to start, is not covered. The member that kept every acknowledged write speaks first
-  on every connection, so two emptied members no longer elect each other while it is merely
-  slow: after a move with its DNS answers cached, or when the three start together.
+  reachable and named by DNS to connect to it: cluster DNS's and its own cached answers
+  expire, stalled connects are dropped and tried again (``first_contact_wait``, or
+  RAFT_FIRST_CONTACT_WAIT). A keeper whose process takes longer than that to start, or
+  cluster DNS keeping a moved pod's old address longer than its default TTL, is not
+  covered. The member that kept every acknowledged write speaks first on every connection,
+  so two emptied members no longer elect each other while it is merely slow: after a move
+  with its DNS answers cached, or when the three start together.
 
 What this cannot see: a wiped member that no surviving node ever heard from (the leader that
 first learned it died before telling anyone), and two members of three whose disks were lost

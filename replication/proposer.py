@@ -162,6 +162,7 @@ class RaftProposer:
             self.secret,
             halt,
             nonces=self.nonces,
+            settle=self.config.first_contact_wait,
         )
         if join_via is not None:
             self._join_task = asyncio.create_task(self._join(join_via), name="raft-join")

@@ -106,6 +106,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         on_storage_failure: Callable[[StorageFailure], None],
         nonces: wire.Nonces | None = None,
         on_refused: Callable[[str], None] | None = None,
+        settle: float | None = None,
     ) -> None:
         if not _installed:
             # pysyncobj's own connections unpickle what peers send, and its journal is a file.
@@ -136,7 +137,8 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._saved_members = journal.members()
         self.read_index = ReadIndex(self)
         self.incarnations = Incarnations(journal, peers.self_address)
-        self._settles_at = monotonic() + first_contact_wait(conf)
+        # RAFT_FIRST_CONTACT_WAIT, or derived from the timing (first_contact_wait).
+        self._settles_at = monotonic() + (first_contact_wait(conf) if settle is None else settle)
         # Leader: the real match index of members whose acknowledgements do not count yet.
         self._uncounted_match: dict[str, int] = {}
         conf.journalFile = journal
@@ -599,16 +601,23 @@ def membership(status: dict[str, Any]) -> list[str]:
     return sorted([str(status["self"]), *partners])
 
 
+CLUSTER_DNS_TTL = 5.0
+"""Seconds cluster DNS may keep handing out a moved pod's old address: the TTL of CoreDNS's
+kubernetes plugin (5 s unless its ``ttl`` option says otherwise)."""
+
+
 def first_contact_wait(conf: SyncObjConf) -> float:
     """Seconds a node at first contact waits for its members' hellos before it takes part in
-    an election without them (replication/incarnation.py): time enough for a member that is
-    up and reachable to connect to it even with a stale answer in its own DNS cache: the
-    answer expires, a connect to the old address is dropped after connectionTimeout and the
+    an election without them (replication/incarnation.py), unless RAFT_FIRST_CONTACT_WAIT
+    says: time enough for a member that is up and reachable to connect to it even with stale
+    answers for its name, in cluster DNS (CLUSTER_DNS_TTL) and then in its own cache: the
+    answers expire, a connect to the old address is dropped after connectionTimeout and the
     next one, after connectionRetryTime, can itself take a connectionTimeout; then one
-    election timeout. It does not cover cluster DNS still serving the old address (CoreDNS
-    caches answers too) or slow lookups: the hole that is left needs two disks lost at once."""
+    election timeout. It does not cover a member whose process takes longer than that to
+    start, or cluster DNS with a longer TTL (raise RAFT_FIRST_CONTACT_WAIT for those): the
+    hole that is left needs two disks lost at once."""
     connect = conf.connectionTimeout + conf.connectionRetryTime
-    return float(conf.dnsCacheTime + 2 * connect + conf.raftMaxTimeout)
+    return float(CLUSTER_DNS_TTL + conf.dnsCacheTime + 2 * connect + conf.raftMaxTimeout)
 
 
 def _conf(config: Config, timing: RaftTiming, dumps: Any) -> SyncObjConf:

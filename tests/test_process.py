@@ -237,6 +237,7 @@ def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
         ("DATABASE_TYPE", "mysql"),
         ("DATABASE_TYPE", "postgresql"),
         ("REGISTRY_PEERS", "no-port-here"),
+        ("RAFT_FIRST_CONTACT_WAIT", "soon"),
         ("LMDB_MAP_SIZE", "8GB"),
         ("LMDB_MAP_SIZE", "1Ki"),
         ("MCP_MESH_PROXY_TIMEOUT", "0"),

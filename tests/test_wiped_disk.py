@@ -168,7 +168,7 @@ async def test_two_emptied_members_wait_for_a_slow_keeper_before_a_first_electio
 
         await until(lambda: _status_is(session, cluster.nodes[1], first_contact=True), 20)
         # The keeper stays silent for 3 s more: a fault's length, not a deadline, so not
-        # scaled (it must stay below the settling time, 6.6 s here). Each election timeout
+        # scaled (it must stay below the settling time, 11.6 s here). Each election timeout
         # is at most 1.2 s: the two emptied members, connected to each other, have rounds
         # enough to elect one of themselves meanwhile.
         silent_until = time.monotonic() + 3.0
