@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from replication.syncobj import membership
-
 if TYPE_CHECKING:
     from replication.proposer import RaftProposer
 
@@ -22,22 +20,24 @@ class RaftCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         node = self.proposer.node
-        status = node.status_snapshot if node is not None else {}
+        status = node.status_snapshot if node is not None else None
         yield GaugeMetricFamily(
-            "mcp_registry_raft_term", "Raft term", value=status.get("raft_term", 0)
+            "mcp_registry_raft_term", "Raft term", value=status.term if status else 0
         )
         yield GaugeMetricFamily(
             "mcp_registry_raft_is_leader",
             "1 on the leader",
-            value=1 if status.get("state") == 2 else 0,
+            value=1 if status is not None and status.leading else 0,
         )
         yield GaugeMetricFamily(
-            "mcp_registry_raft_commit_index", "Raft commit index", value=status.get("commit_idx", 0)
+            "mcp_registry_raft_commit_index",
+            "Raft commit index",
+            value=status.commit_index if status else 0,
         )
         yield GaugeMetricFamily(
             "mcp_registry_raft_applied_index",
             "Raft last applied index",
-            value=status.get("last_applied", 0),
+            value=status.last_applied if status else 0,
         )
         yield CounterMetricFamily(
             "mcp_registry_raft_leader_changes",
@@ -47,5 +47,5 @@ class RaftCollector(Collector):
         yield GaugeMetricFamily(
             "mcp_registry_raft_peers",
             "Cluster members including self",
-            value=len(membership(status)) if status else 0,
+            value=len(status.members) if status else 0,
         )

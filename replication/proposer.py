@@ -47,7 +47,8 @@ from replication import legacy, read_index, utility, wire
 from replication.dumps import Dumps, dump_path, write_dump
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
-from replication.syncobj import _NO_OP, _PARTNER, RaftNode, _Applied, _conf, install, membership
+from replication.status import RaftStatus
+from replication.syncobj import _NO_OP, RaftNode, _Applied, _conf, install
 from replication.transport import LIVENESS_PERIOD
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,16 @@ class _Refused(Unavailable):
 
 class _Denied(Unavailable):
     """The leader refused the command (a membership change while another is pending)."""
+
+
+def _peer_status(answer: object) -> RaftStatus | None:
+    """A peer's answer to the utility ``status`` command, if it is one."""
+    if not isinstance(answer, dict) or "self" not in answer:
+        return None
+    try:
+        return RaftStatus.parse(answer)
+    except (TypeError, ValueError):
+        return None
 
 
 def halt(failure: StorageFailure) -> NoReturn:
@@ -243,11 +254,10 @@ class RaftProposer:
         Blocking (utility connections); asked of the configured peers at first start only.
         """
         for peer in self.peers.others:
-            status = utility.ask(peer, ["status"], self.secret, nonces=self.nonces)
-            if isinstance(status, dict) and "self" in status:
+            status = _peer_status(utility.ask(peer, ["status"], self.secret, nonces=self.nonces))
+            if status is not None:
                 # None from a version that does not say (it cannot tell us; not refused).
-                restored = status.get("restored_from")
-                return peer, membership(status), None if restored is None else str(restored)
+                return peer, list(status.members), status.restored_from
         return None
 
     async def _watch_for_cluster(self) -> None:
@@ -255,7 +265,8 @@ class RaftProposer:
         while True:
             await asyncio.sleep(2.0)
             node = self.node
-            if node is not None and node.status_snapshot.get("leader_reachable"):
+            status = node.status_snapshot if node is not None else None
+            if status is not None and status.leader_reachable:
                 return
             found = await loop.run_in_executor(None, self._existing_cluster)
             if found is not None and self.peers.self_address not in found[1]:
@@ -271,43 +282,41 @@ class RaftProposer:
             await loop.run_in_executor(
                 None, utility.ask, peer, ["add", me], self.secret, 5.0, self.nonces
             )
-            status = await loop.run_in_executor(
-                None, utility.ask, peer, ["status"], self.secret, 1.0, self.nonces
+            status = _peer_status(
+                await loop.run_in_executor(
+                    None, utility.ask, peer, ["status"], self.secret, 1.0, self.nonces
+                )
             )
-            if isinstance(status, dict) and "self" in status and me in membership(status):
-                log.info("joined the cluster", extra={"members": membership(status)})
+            if status is not None and me in status.members:
+                log.info("joined the cluster", extra={"members": list(status.members)})
                 return
             await asyncio.sleep(1.0)
 
     async def remove_member(self, member: str) -> None:
         """Remove ``member`` from the cluster, refusing when that would leave no quorum."""
         node = self.node
-        if node is None or not node.status_snapshot:
+        status = node.status_snapshot if node is not None else None
+        if node is None or status is None:
             raise Unavailable("raft is not running")
-        status = node.status_snapshot
-        members = membership(status)
-        if member not in members:
+        if member not in status.members:
             # A follower's membership can lag the leader's (a member that joined while it was
             # down): "no such member" is said only by a node holding every committed change.
             # The chaos harness's scale-down took a lagging follower's 404 as done and left a
             # stopped pod in a 4-member cluster, which then needed every other member.
             await self.barrier()
             status = await self._next_status(node)
-            members = membership(status)
-            if member not in members:
+            if member not in status.members:
                 raise KeyError(member)
         if member == self.peers.self_address:
             raise ValueError("a node cannot remove itself: run this against another member")
-        if member == str(status.get("leader")):
+        if member == status.leader:
             # pysyncobj's leader denies removing itself, which read as "a change pending".
             raise ValueError(
                 "that member is the leader: stop it first (the others elect a new leader), "
                 "then remove it"
             )
-        remaining = [m for m in members if m != member]
-        reachable = 1 + sum(
-            1 for m in remaining if status.get(f"{_PARTNER}{m}") == 2
-        )  # self + connected partners
+        remaining = [m for m in status.members if m != member]
+        reachable = 1 + sum(1 for m in remaining if m in status.connected)  # self + connected
         if reachable < len(remaining) // 2 + 1:
             raise ValueError(
                 f"removing {member} would leave {reachable} reachable of {len(remaining)} "
@@ -331,11 +340,11 @@ class RaftProposer:
                     ) from None
                 await asyncio.sleep(0.2)
 
-    async def _next_status(self, node: RaftNode) -> dict[str, Any]:
+    async def _next_status(self, node: RaftNode) -> RaftStatus:
         """The first status snapshot taken after now (the tick thread makes one each tick)."""
         seen = node.status_snapshot
         deadline = time.monotonic() + self.config.write_timeout
-        while node.status_snapshot is seen:
+        while node.status_snapshot is seen or node.status_snapshot is None:
             if time.monotonic() > deadline:
                 raise Unavailable("the raft tick thread made no status in time")
             await asyncio.sleep(0.01)
@@ -413,7 +422,8 @@ class RaftProposer:
         node = self.node
         if node is None:
             raise Unavailable("raft is not running")
-        if node._getLeader() is None or not node.status_snapshot.get("leader_reachable"):
+        status = node.status_snapshot
+        if node._getLeader() is None or status is None or not status.leader_reachable:
             raise Unavailable("no reachable leader (this node cannot reach a majority)")
         return node
 
@@ -483,14 +493,14 @@ class RaftProposer:
 
     def ready(self) -> tuple[bool, str]:
         node = self.node
-        status = node.status_snapshot if node is not None else {}
-        if not status:
+        status = node.status_snapshot if node is not None else None
+        if node is None or status is None:
             return False, "raft not started"
-        if status.get("leader") is None or not status.get("leader_reachable"):
+        if status.leader is None or not status.leader_reachable:
             return False, "no reachable leader (election in progress or cut off from the majority)"
-        if not node or not node.isReady():
+        if not node.isReady():
             return False, "catching up with the leader"
-        if status["last_applied"] < status["commit_idx"] or self._in_flight:
+        if status.last_applied < status.commit_index or self._in_flight:
             return False, "applying committed entries"
         return True, "member of a cluster with a leader, caught up"
 
@@ -498,37 +508,38 @@ class RaftProposer:
         return self.node is not None and bool(self.node._isLeader())
 
     def leader(self) -> str:
-        leader = self.node.status_snapshot.get("leader") if self.node is not None else None
-        return str(leader) if leader is not None else ""
+        status = self.node.status_snapshot if self.node is not None else None
+        return status.leader or "" if status is not None else ""
 
     def status(self) -> dict[str, Any]:
         node = self.node
-        status = dict(node.status_snapshot) if node is not None else {}
-        members = [{"id": self.peers.self_address, "state": "self", "connected": True}]
-        others = [m for m in membership(status) if m != self.peers.self_address] if status else []
-        for other in others:
-            members.append(
-                {
-                    "id": other,
-                    "state": "peer",
-                    "connected": status.get(f"partner_node_status_server_{other}") == 2,
-                    "match_index": status.get(f"match_idx_server_{other}"),
-                    "catching_up": not node.incarnations.counted(other) if node else False,
-                }
-            )
-        role = {0: "follower", 1: "candidate", 2: "leader"}.get(status.get("state", -1), "unknown")
+        status = node.status_snapshot if node is not None else None
+        members: list[dict[str, Any]] = [
+            {"id": self.peers.self_address, "state": "self", "connected": True}
+        ]
+        if status is not None:
+            for other in status.others:
+                members.append(
+                    {
+                        "id": other,
+                        "state": "peer",
+                        "connected": other in status.connected,
+                        "match_index": status.match_index.get(other),
+                        "catching_up": not node.incarnations.counted(other) if node else False,
+                    }
+                )
         return {
             "mode": "raft",
             "node_id": self.peers.self_address,
             "instance_id": self.config.instance_id,
-            "role": role,
-            "term": status.get("raft_term", 0),
+            "role": status.role.label if status is not None else "unknown",
+            "term": status.term if status is not None else 0,
             "leader": self.leader(),
             "members": members,
-            "commit_index": status.get("commit_idx", 0),
+            "commit_index": status.commit_index if status is not None else 0,
             "applied_index": self.machine.view.applied_index,
-            "raft_applied_index": status.get("last_applied", 0),
-            "log_size": status.get("log_len", 0),
+            "raft_applied_index": status.last_applied if status is not None else 0,
+            "log_size": status.log_size if status is not None else 0,
             "leader_changes": node.leader_changes if node is not None else 0,
             # False on a node whose disk was lost until the leader counts it again (it then
             # neither stands for election nor has its vote counted: replication/incarnation.py).
@@ -537,5 +548,5 @@ class RaftProposer:
             # first election, as far as it can tell).
             "first_contact": node.incarnations.first_contact if node is not None else False,
             # The SHA-256 of the backup snapshot this node's log started from ("" if none).
-            "restored_from": status.get("restored_from", ""),
+            "restored_from": status.restored_from or "" if status is not None else "",
         }

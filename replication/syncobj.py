@@ -40,6 +40,7 @@ from replication.incarnation import Incarnations
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
 from replication.read_index import ReadIndex
+from replication.status import RaftStatus
 from replication.transport import (
     HELLO_MESSAGE,
     LIVENESS_MESSAGE,
@@ -77,7 +78,6 @@ def install() -> None:
     _installed = True
 
 
-_PARTNER = "partner_node_status_server_"
 _NO_OP = pysyncobj.syncobj._bchr(pysyncobj.syncobj._COMMAND_TYPE.NO_OP)
 """pysyncobj's no-op journal command (what a new leader appends)."""
 
@@ -128,9 +128,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._on_liveness = on_liveness
         self.outbox: collections.deque[list[str]] = collections.deque()
         self._last_liveness = 0.0
-        self.status_snapshot: dict[str, Any] = {}
+        # The tick thread's latest status (None before its first tick).
+        self.status_snapshot: RaftStatus | None = None
         self.leader_changes = 0
-        self._last_leader: Any = None
+        self._last_leader: str | None = None
         self._members = sorted([peers.self_address, *peers.others])
         # (term, index) of the last membership change this node appended as leader.
         self._membership_change: tuple[int, int] | None = None
@@ -530,19 +531,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self.journal.sync()
         if self.transport is not None:
             self.transport.flush_acks()
-        status = self.getStatus()
-        leader = status.get("leader")
-        # pysyncobj keeps naming a leader it can no longer reach (a follower that lost every
-        # connection never starts an election), so readiness and writes look at this too.
-        if status.get("state") == 2:
-            status["leader_reachable"] = bool(status.get("has_quorum"))
-        else:
-            status["leader_reachable"] = (
-                leader is not None and status.get(f"{_PARTNER}{leader}") == 2
-            )
+        status = RaftStatus.parse(self.getStatus())
         self.status_snapshot = status
         self.read_index.tick()
-        members = membership(status)
+        members = list(status.members)
         changed = members != self._members
         if changed:
             self._members = members
@@ -551,16 +543,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         # (its initial members, or the cluster it joined): a restart then rejoins these members
         # whatever REGISTRY_PEERS or REGISTRY_REPLICAS say, instead of probing peers again. Not
         # before: a pod that found no cluster at its first start must look again at the next.
-        if members != self._saved_members and (changed or status["leader_reachable"]):
+        if members != self._saved_members and (changed or status.leader_reachable):
             self.journal.set_members(members)
             self._saved_members = members
-        if leader != self._last_leader:
-            self._last_leader = leader
+        if status.leader != self._last_leader:
+            self._last_leader = status.leader
             self.leader_changes += 1
-            log.info(
-                "raft leader changed",
-                extra={"leader": str(leader) if leader else None, "term": status.get("raft_term")},
-            )
+            log.info("raft leader changed", extra={"leader": status.leader, "term": status.term})
         now = time.monotonic()
         if now - self._last_liveness < LIVENESS_PERIOD or self.transport is None:
             return
@@ -568,6 +557,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         batch: list[str] = []
         while self.outbox:
             batch.extend(self.outbox.popleft())
+        leader = self._getLeader()  # a node, as the transport wants (status.leader is its id)
         if batch and leader is not None and not self._isLeader():
             self.transport.send(leader, {"type": LIVENESS_MESSAGE, "agents": batch})
 
@@ -593,12 +583,6 @@ def _exit_refused(line: str) -> None:
     log.critical("%s; stopping", line)
     print(f"mcp-mesh-registry: {line}", file=sys.stderr, flush=True)
     os._exit(2)
-
-
-def membership(status: dict[str, Any]) -> list[str]:
-    """The members a pysyncobj status names: itself plus every partner."""
-    partners = [key[len(_PARTNER) :] for key in status if key.startswith(_PARTNER)]
-    return sorted([str(status["self"]), *partners])
 
 
 CLUSTER_DNS_TTL = 5.0

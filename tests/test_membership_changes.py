@@ -20,7 +20,8 @@ from pysyncobj import FAIL_REASON, SyncObjConf
 
 from replication.journal import LmdbJournal
 from replication.peers import Peers
-from replication.syncobj import RaftNode, install, membership
+from replication.status import RaftStatus
+from replication.syncobj import RaftNode, install
 from replication.wire import Secret
 from tests.processes import Registry
 from tests.raft_cluster import unexpected_storage_failure
@@ -118,10 +119,10 @@ def test_a_second_change_is_refused_while_the_first_is_uncommitted(
     answers = Answers()
     # D does not run: {A, D} needs D's acknowledgement, so the first change stays uncommitted.
     leader.addNodeToCluster(d, callback=answers.callback())
-    _until(lambda: d in membership(leader.getStatus()), 5, "D appended")
+    _until(lambda: d in RaftStatus.parse(leader.getStatus()).members, 5, "D appended")
     leader.addNodeToCluster(e, callback=answers.callback())
     assert answers.wait(1, 5) == [FAIL_REASON.REQUEST_DENIED]
-    assert membership(leader.getStatus()) == sorted([a, d])
+    assert RaftStatus.parse(leader.getStatus()).members == tuple(sorted([a, d]))
     changes = [entry for entry in leader.journal[:] if entry[0][:1] == b"\x02"]
     assert len(changes) == 1, "two membership changes in the log at once"
 
@@ -138,8 +139,10 @@ def test_the_next_change_goes_through_once_the_first_is_committed(
     assert answers.wait(1, 10) == [FAIL_REASON.SUCCESS]
     # E is not running: its add is appended (the previous change committed) and stays pending.
     leader.addNodeToCluster(e, callback=answers.callback())
-    _until(lambda: e in membership(leader.getStatus()), 5, "E appended after D committed")
-    assert membership(leader.getStatus()) == sorted([a, d, e])
+    _until(
+        lambda: e in RaftStatus.parse(leader.getStatus()).members, 5, "E appended after D committed"
+    )
+    assert RaftStatus.parse(leader.getStatus()).members == tuple(sorted([a, d, e]))
 
 
 @pytest.mark.slow
