@@ -38,6 +38,8 @@ JOB_EXTEND: Final = "job_extend"
 JOB_POST: Final = "job_post"
 JOB_SWEEP: Final = "job_sweep"
 JOB_PURGE: Final = "job_purge"
+JOB_DRAIN: Final = "job_drain"
+"""Drain mode on or off for the whole cluster (``/admin/drain``): payload ``{"on": bool}``."""
 JOB_KINDS: Final = frozenset(
     {
         JOB_CREATE,
@@ -50,6 +52,7 @@ JOB_KINDS: Final = frozenset(
         JOB_POST,
         JOB_SWEEP,
         JOB_PURGE,
+        JOB_DRAIN,
     }
 )
 TRUST_ENTITY: Final = "trust_entity"

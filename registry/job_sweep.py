@@ -32,13 +32,13 @@ from typing import Any
 from registry import jobs
 from registry.commit import Committed, Unavailable
 from registry.events import Event
+from registry.jobs import LEASE_EXPIRED
 from registry.timefmt import now_ms
 from registry.view import View
 
 log = logging.getLogger(__name__)
 
 ORPHANED = "orphaned: max retries exceeded"
-LEASE_EXPIRED = "lease expired: no completion within lease window"
 DEADLINE_EXCEEDED = "deadline_exceeded"
 
 
@@ -193,8 +193,6 @@ class JobSweeper:
         self.stale_timeout = stale_timeout
         self.retention = retention
         self.job_retention = job_retention
-        self.lease_expiries = 0
-        """Leases this node's sweeps ended (reclaimed or failed), for the metrics."""
 
     async def check(self) -> list[dict[str, Any]]:
         """One sweep; returns the actions it proposed."""
@@ -203,12 +201,7 @@ class JobSweeper:
         wall = now_ms()
         actions = decide(self.view, self.leases.expired(), wall, self.stale_timeout)
         if actions:
-            committed = await self.propose(jobs.sweep(actions, wall))
-            if committed.took_effect:
-                self.lease_expiries += sum(
-                    a.get("end") == "lease_expired" or a.get("error") == LEASE_EXPIRED
-                    for a in actions
-                )
+            await self.propose(jobs.sweep(actions, wall))
             log.info("jobs swept", extra={"actions": [(a["id"], a["op"]) for a in actions]})
         remove, drop_events = decide_purge(self.view, wall, self.retention, self.job_retention)
         if remove or drop_events:

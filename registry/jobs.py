@@ -28,6 +28,7 @@ from registry.events import (
     JOB_CANCEL,
     JOB_CLAIM,
     JOB_CREATE,
+    JOB_DRAIN,
     JOB_EXTEND,
     JOB_KINDS,
     JOB_POST,
@@ -55,6 +56,12 @@ NOT_OWNER: Final = "not_owner"
 ALREADY_TERMINAL: Final = "already_terminal"
 INVALID_STATUS: Final = "invalid_status"
 CLAIM_SUPERSEDED: Final = "claim_superseded"
+
+LEASE_EXPIRED: Final = "lease expired: no completion within lease window"
+"""The error of a job failed by the sweep for an expired lease with no retry left (Go's text)."""
+RECLAIM_CAUSES: Final = ("manual", "lease_expired", "orphaned")
+"""Why a job was taken from its owner and put back in the queue: an operator's reclaim, or the
+sweep (lease run out, owner no longer a healthy agent); the ``cause`` of the reclaim counter."""
 
 
 class Refusal(Exception):
@@ -328,6 +335,11 @@ def sweep(actions: list[dict[str, Any]], ts_ms: int) -> Event:
     return Event(JOB_SWEEP, ts_ms, {"actions": actions})
 
 
+def drain(on: bool, ts_ms: int) -> Event:
+    """Drain mode on (no claim is given, on any replica) or off."""
+    return Event(JOB_DRAIN, ts_ms, {"on": on})
+
+
 def purge(job_ids: list[str], events_of: list[str], ts_ms: int) -> Event:
     """Retention: terminal jobs removed, and terminal jobs whose event channels are dropped."""
     return Event(JOB_PURGE, ts_ms, {"ids": sorted(job_ids), "events_of": sorted(events_of)})
@@ -344,6 +356,8 @@ def touched(event: Event) -> list[str]:
         return [a["id"] for a in p["actions"]]
     if event.kind == JOB_PURGE:
         return [*p["ids"], *p["events_of"]]
+    if event.kind == JOB_DRAIN:
+        return []
     if event.kind in JOB_KINDS:
         return [p["id"]]
     return []
@@ -356,11 +370,29 @@ def _rev(job: Job | None) -> int | None:
 # -- the job view --------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class Counts:
+    """What the applied job events did, counted by apply (so equal on every replica, and kept
+    by snapshots): the monotonic figures behind the job counters in registry/metrics.py."""
+
+    claims: int = 0
+    lease_expiries: int = 0
+    """Leases the sweep ended: the job back in the queue, or failed with no retry left."""
+    reclaims: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECLAIM_CAUSES, 0))
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class JobsState:
-    """All jobs, with the queue of claimable jobs per capability derived from them."""
+    """All jobs, with the queue of claimable jobs per capability derived from them, the
+    cluster's drain mode, and the counts of what job events did."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
+        self.draining = False
+        """Drain mode (``/admin/drain``): while on, apply refuses every claim."""
+        self.counts = Counts()
         # Derived (rebuilt on load, never stored): claimable job ids per capability.
         self._queued: dict[str, set[str]] = {}
 
@@ -393,16 +425,32 @@ class JobsState:
     def live(self) -> Iterator[Job]:
         return (job for job in self.jobs.values() if not job.terminal)
 
+    def live_claims(self) -> int:
+        """Live jobs with an owner: what an operator waits to reach 0 while draining."""
+        return sum(job.owner is not None for job in self.live())
+
     def to_state(self) -> list[dict[str, Any]]:
         return [job.to_state() for job in self.jobs.values()]
 
+    def mode_state(self) -> dict[str, Any]:
+        """Drain mode and counts, for the view's snapshot next to :meth:`to_state`."""
+        return {"draining": self.draining, "counts": self.counts.to_state()}
+
     @classmethod
-    def from_state(cls, state: list[dict[str, Any]]) -> JobsState:
+    def from_state(
+        cls, state: list[dict[str, Any]], mode: dict[str, Any] | None = None
+    ) -> JobsState:
         jobs = cls()
         for item in state:
             job = Job.from_state(item)
             jobs.jobs[job.id] = job
             jobs._reindex(job)
+        # Snapshots written before drain mode and counts have no mode.
+        if mode is not None:
+            jobs.draining = mode["draining"]
+            counts = mode["counts"]
+            reclaims = {**dict.fromkeys(RECLAIM_CAUSES, 0), **counts["reclaims"]}
+            jobs.counts = Counts(counts["claims"], counts["lease_expiries"], reclaims)
         return jobs
 
 
@@ -464,6 +512,10 @@ def apply_event(jobs: JobsState, index: int, event: Event) -> bool:
         return _apply_sweep(jobs, ts, p["actions"])
     if kind == JOB_PURGE:
         return _apply_purge(jobs, p)
+    if kind == JOB_DRAIN:
+        flipped = jobs.draining != bool(p["on"])
+        jobs.draining = bool(p["on"])
+        return flipped
     job = jobs.get(p["id"])
     if job is None:
         return False
@@ -475,9 +527,12 @@ def apply_event(jobs: JobsState, index: int, event: Event) -> bool:
     if job.rev != p["rev"]:
         return False
     if kind == JOB_CLAIM:
-        if not job.claimable:
+        # A claim decided before a drain it committed after is refused too: once a drain is
+        # acknowledged, no replica gives out work.
+        if not job.claimable or jobs.draining:
             return False
         _claim(job, ts, p["instance_id"])
+        jobs.counts.claims += 1
     elif kind == JOB_RELEASE:
         if job.terminal or job.owner != p["instance_id"]:
             return False
@@ -489,6 +544,8 @@ def apply_event(jobs: JobsState, index: int, event: Event) -> bool:
     elif kind == JOB_RECLAIM:
         if job.terminal:
             return False
+        if job.owner is not None:
+            jobs.counts.reclaims["manual"] += 1
         _reset(job, ts, "reclaimed")
     elif kind == JOB_EXTEND:
         if job.terminal or job.owner is None:
@@ -510,8 +567,12 @@ def _apply_sweep(jobs: JobsState, ts: int, actions: list[dict[str, Any]]) -> boo
             continue
         if action["op"] == "reset":
             _reset(job, ts, action["end"])
+            reclaims = jobs.counts.reclaims
+            reclaims[action["end"]] = reclaims.get(action["end"], 0) + 1
+            jobs.counts.lease_expiries += action["end"] == "lease_expired"
         else:
             _fail_clearing(job, ts, action["error"])
+            jobs.counts.lease_expiries += action["error"] == LEASE_EXPIRED
             if action.get("event") is not None:
                 _append_event(job, ts, action["event"])
         job.rev += 1

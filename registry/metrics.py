@@ -1,8 +1,9 @@
 """Prometheus metrics, one registry per application (no process globals).
 
 Request metrics are updated by the HTTP middleware; everything about state (agents by
-status, log and snapshot indexes, events applied) is read from the state machine at scrape
-time by a collector, so the write path does no metrics work at all.
+status, log and snapshot indexes, events applied, MeshJobs and what their events did) is read
+from the state machine at scrape time by a collector, so the write path does no metrics work at
+all.
 """
 
 from __future__ import annotations
@@ -51,6 +52,29 @@ class _StateCollector(Collector):
         for status in STATUSES:
             jobs_by_status.add_metric([status], job_counts.get(status, 0))
         yield jobs_by_status
+        # Counted by apply, so every replica reports the same figures, and a restart keeps them.
+        done = view.jobs.counts
+        yield CounterMetricFamily(
+            "mcp_registry_job_claims", "MeshJob claims given (committed)", value=done.claims
+        )
+        yield CounterMetricFamily(
+            "mcp_registry_job_lease_expiries",
+            "MeshJob leases the sweep ended (job requeued, or failed with no retry left)",
+            value=done.lease_expiries,
+        )
+        reclaims = CounterMetricFamily(
+            "mcp_registry_job_reclaims",
+            "MeshJobs taken from their owner and queued again, by cause",
+            labels=["cause"],
+        )
+        for cause, n in sorted(done.reclaims.items()):
+            reclaims.add_metric([cause], n)
+        yield reclaims
+        yield GaugeMetricFamily(
+            "mcp_registry_jobs_draining",
+            "1 while the registry is draining (no new job claims, cluster-wide)",
+            value=int(view.jobs.draining),
+        )
         yield GaugeMetricFamily(
             "mcp_registry_log_index",
             "Newest log index applied to this node's view",

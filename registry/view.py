@@ -222,6 +222,7 @@ class View:
             "agents": [agent.to_state() for agent in self.agents.values()],
             "history": list(self.history),
             "jobs": self.jobs.to_state(),
+            "jobs_mode": self.jobs.mode_state(),
             "schemas": self.schemas.to_state(),
             "entities": dict(self.entities),  # entries are replaced, never mutated
         }
@@ -252,7 +253,7 @@ class View:
         view.schemas.prune()
         view.history.extend(state["history"])
         # Snapshots written before MeshJobs have no "jobs".
-        view.jobs = jobs.JobsState.from_state(state.get("jobs", []))
+        view.jobs = jobs.JobsState.from_state(state.get("jobs", []), state.get("jobs_mode"))
         view.entities = dict(state.get("entities", {}))  # absent in older snapshots
         return view
 

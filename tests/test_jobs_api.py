@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from registry.api.jobs import render
-from tests.conftest import Api, agent_body, eventually
+from tests.conftest import Api, agent_body, eventually, steadily
 
 NEW_JOB = {"capability": "render", "submitted_by": "consumer", "submitted_payload": {"n": 1}}
 
@@ -210,3 +210,58 @@ async def test_metrics_count_jobs_by_status(api: Api) -> None:
     text = await (await api.client.get("/metrics")).text()
     assert 'mcp_registry_jobs_total{status="working"} 2.0' in text
     assert 'mcp_registry_jobs_total{status="completed"} 0.0' in text
+
+
+async def test_only_the_owners_event_reads_extend_its_lease(
+    start_api: Callable[..., Awaitable[Api]],
+) -> None:
+    """As in the Go registry, ``GET /jobs/{id}/events`` with the owner's instance_id and
+    claim_epoch (an executor read) extends the lease; ``GET /jobs/{id}`` and observer reads of
+    the events do not, so a handler that only reads its job loses it when the lease runs out."""
+    api = await start_api(sweep_interval=0.1)
+    await call(api, "POST", "/heartbeat", 200, json=agent_body("p1", "render"))
+    job_id = await create(api, max_duration=2)
+    await call(api, "POST", "/jobs/claim", 200, json={"capability": "render", "instance_id": "p1"})
+
+    async def polled_and_owned() -> bool:
+        await call(api, "GET", f"/jobs/{job_id}/events?instance_id=p1&claim_epoch=1", 200)
+        await asyncio.sleep(0.2)
+        return api.node.view.jobs.jobs[job_id].owner == "p1"
+
+    await steadily(polled_and_owned, duration=5)  # 2.5 lease windows
+    index = api.log_index
+
+    async def observed() -> bool:
+        await call(api, "GET", f"/jobs/{job_id}", 200)
+        await call(api, "GET", f"/jobs/{job_id}/events", 200)
+        return api.node.view.jobs.jobs[job_id].owner is None
+
+    await eventually(observed, timeout=10)
+    job = api.node.view.jobs.jobs[job_id]
+    assert (job.status, job.attempts[-1]["end"]) == ("working", "lease_expired")
+    assert api.log_index == index + 1  # only the sweep's entry: the reads wrote nothing
+
+
+async def test_the_claim_gate_keeps_a_job_from_a_claimer_missing_a_required_dependency(
+    api: Api,
+) -> None:
+    required = {"capability": "db", "required": True}
+    worker = agent_body("w1", "render", deps=[required])
+    await call(api, "POST", "/heartbeat", 200, json=worker)
+    relaxed = agent_body("w2", "render", deps=[{"capability": "cache"}], port=9001)
+    await call(api, "POST", "/heartbeat", 200, json=relaxed)
+    job_id = await create(api)
+    index = api.log_index
+    claim = {"capability": "render", "instance_id": "w1"}
+    assert await call(api, "POST", "/jobs/claim", 200, json=claim) == {"claimed": []}
+    job = api.node.view.jobs.jobs[job_id]
+    assert (job.owner, job.attempt_count, api.log_index) == (None, 0, index)  # no attempt burnt
+    await call(api, "POST", "/heartbeat", 200, json=agent_body("db1", "db", port=9002))
+    [claimed] = (await call(api, "POST", "/jobs/claim", 200, json=claim))["claimed"]
+    assert claimed["id"] == job_id
+    # an unresolved dependency that is not required does not gate
+    other = await create(api)
+    answer = await call(
+        api, "POST", "/jobs/claim", 200, json={"capability": "render", "instance_id": "w2"}
+    )
+    assert [c["id"] for c in answer["claimed"]] == [other]

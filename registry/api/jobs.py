@@ -390,7 +390,8 @@ def _claim_gate_open(view: View, instance_id: str, capability: str) -> bool:
 
 
 async def claim_jobs(request: web.Request) -> web.Response:
-    """POST /jobs/claim: the oldest claimable job of the capability, or ``claimed: []``."""
+    """POST /jobs/claim: the oldest claimable job of the capability, or ``claimed: []`` (none
+    queued, the claim gate closed, or the registry draining)."""
     node = request.app[NODE]
     body = await _body(request)
     capability = _typed(body, "capability", str, "a string")
@@ -403,7 +404,9 @@ async def claim_jobs(request: web.Request) -> web.Response:
     if not _claim_gate_open(view, instance_id, capability):
         return json_response({"claimed": []})
     for _ in range(ATTEMPTS):
-        job = view.jobs.next_claimable(capability)
+        # Drained (registry/api/drain.py): no work, the job stays queued and no attempt is
+        # burnt; apply refuses a claim committed after the drain, so the next round stops.
+        job = None if view.jobs.draining else view.jobs.next_claimable(capability)
         if job is None:
             return json_response({"claimed": []})
         ts = now_ms()
