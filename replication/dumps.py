@@ -21,6 +21,7 @@ from pysyncobj.node import TCPNode
 from registry.config import Config
 from registry.events import CorruptRecord
 from replication import commands, legacy
+from replication.journal import sync_directory
 
 if TYPE_CHECKING:
     from replication.proposer import RaftProposer
@@ -76,7 +77,12 @@ class Dumps:
         would log the error and carry on without the dump)."""
         with open(path, "rb") as dump:
             raw = dump.read()
-            os.fsync(dump.fileno())  # a received dump was written without a sync
+            # A received dump was written and renamed into place without a sync, and pysyncobj
+            # clears the journal and acknowledges the install right after this: both the data
+            # and the rename must be on disk first, or a power loss leaves this node without
+            # the entries the leader now counts it as holding (review finding 12).
+            os.fsync(dump.fileno())
+        sync_directory(os.path.dirname(path) or ".")
         body = raw[4:]
         if len(raw) < 5 or zlib.crc32(body).to_bytes(4, "big") != raw[:4]:
             raise CorruptRecord(0, f"raft dump {path} checksum mismatch")

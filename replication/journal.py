@@ -43,6 +43,15 @@ def _key(index: int) -> bytes:
     return index.to_bytes(8, "big")
 
 
+def sync_directory(path: str) -> None:
+    """fsync a directory: a rename into it (pysyncobj's dump files) is durable only then."""
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
     """pysyncobj's Journal interface over an LMDB environment at ``path``."""
 
@@ -144,11 +153,7 @@ class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
         # pysyncobj trims after renaming its new dump into this directory without a sync:
         # make the rename durable before the entries it replaces go.
         try:
-            directory = os.open(self._path, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            sync_directory(self._path)
         except OSError as exc:
             with self._lock:
                 raise self._failed(self._first + entryTo, exc) from exc
