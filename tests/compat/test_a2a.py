@@ -22,7 +22,7 @@ import pytest
 from tests.compat.test_llm import Target, our_urls  # noqa: F401 (fixture)
 from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401 (fixtures)
 from tests.processes import Registry
-from tests.test_cluster import all_ready, until
+from tests.test_cluster import all_ready
 from tests.timing import scaled
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
@@ -108,14 +108,6 @@ async def test_a2a_surfaces_match_the_go_registry(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await all_ready(session, registries)
 
-        async def go_up() -> bool:
-            try:
-                async with session.get(f"{go_registry}/health") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await until(go_up)
         theirs = await scenario(Target(session, [go_registry], ours=False))
         ours = await scenario(Target(session, our_urls, ours=True))
     known = {"second turns plain", "delete second"}

@@ -15,7 +15,6 @@ import pytest
 
 from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401  (fixtures)
 from tests.conftest import Api
-from tests.test_cluster import until
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
@@ -145,15 +144,6 @@ async def run(session: aiohttp.ClientSession, base: str) -> list[tuple[int, Any]
 async def test_job_sequences_answer_as_the_go_registry_does(api: Api, go_registry: str) -> None:  # noqa: F811
     ours = str(api.client.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as session:
-
-        async def go_up() -> bool:
-            try:
-                async with session.get(f"{go_registry}/health") as answer:
-                    return answer.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await until(go_up, timeout=30)
         theirs = await run(session, go_registry)
         mine = await run(session, ours)
     for step, (expected, got) in enumerate(zip(theirs, mine, strict=True)):

@@ -319,14 +319,6 @@ async def test_llm_tools_and_providers_match_the_go_registry(
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await all_ready(session, registries)
 
-        async def go_up() -> bool:
-            try:
-                async with session.get(f"{go_registry}/health") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await until(go_up)
         theirs, go_heads, go_listed = await scenario(Target(session, [go_registry], ours=False))
         ours, our_heads, our_listed = await scenario(Target(session, our_urls, ours=True))
 

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,8 @@ import pytest
 
 from benchmarks.go_registry import ensure_go_registry
 from tests.processes import Registry, free_port
-from tests.test_cluster import Cluster, all_ready, until
+from tests.test_cluster import Cluster, all_ready
+from tests.timing import scaled
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
@@ -71,11 +74,29 @@ def go_registry(mesh_cli: Path, tmp_path: Path) -> Iterator[str]:
         proc = subprocess.Popen(
             [str(mesh_cli / "mcp-mesh-registry")], env=env, stdout=log, stderr=log
         )
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        _wait_for_health(url, proc)
+        yield url
     finally:
         proc.kill()
         proc.wait()
+
+
+def _wait_for_health(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the Go registry answers /health (each test used to wait for it on its own)."""
+    deadline = time.monotonic() + scaled(30)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the Go registry exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"the Go registry at {url} did not answer /health")
 
 
 def provider_body(agent_id: str, version: str, tags: list[str], port: int) -> dict[str, Any]:
@@ -145,14 +166,6 @@ async def test_resolution_and_meshctl_match_the_go_registry(
     async with aiohttp.ClientSession() as session:
         await all_ready(session, cluster.nodes)
 
-        async def go_up() -> bool:
-            try:
-                async with session.get(f"{go_registry}/health") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await until(go_up)
         ours = await register_all(session, cluster.nodes[1].url)
         theirs = await register_all(session, go_registry)
     expected = [want for _, want in CASES]

@@ -103,14 +103,6 @@ async def session(http: aiohttp.ClientSession, mesh_cli: Path, url: str) -> list
     return steps
 
 
-async def go_up(http: aiohttp.ClientSession, url: str) -> bool:
-    try:
-        async with http.get(f"{url}/health") as answer:
-            return answer.status == 200
-    except aiohttp.ClientError:
-        return False
-
-
 async def test_meshctl_job_and_registry_commands_answer_as_with_the_go_registry(
     api: Api,
     go_registry: str,  # noqa: F811
@@ -118,7 +110,6 @@ async def test_meshctl_job_and_registry_commands_answer_as_with_the_go_registry(
 ) -> None:
     ours = str(api.client.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as http:
-        await until(lambda: go_up(http, go_registry), timeout=30)
         theirs = await session(http, mesh_cli, go_registry)
         mine = await session(http, mesh_cli, ours)
     # the session covers what it means to: outputs of both kinds, errors, a drained claim
