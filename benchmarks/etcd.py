@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks.systems import System
-from tests.processes import free_port
+from tests.ports import free_port
 
 ETCD = "etcd"
 VERSION = "3.4."

@@ -29,7 +29,8 @@ import aiohttp
 from benchmarks.cpu import Meter, cpu_seconds
 from benchmarks.go_registry import ensure_go_registry
 from registry.config import Config
-from tests.processes import Registry, free_port
+from tests.ports import free_port
+from tests.processes import Registry
 from tests.test_cluster import Cluster
 
 OURS = "ours"

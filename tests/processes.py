@@ -10,16 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+from tests.ports import free_port
 from tests.timing import scaled
 
 CLUSTER_KEY = "cluster-test-key-0123456789abcdef"
 """The ENCRYPTION_KEY of the test clusters (cluster mode needs at least 32 bytes)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _stopped(task: Path) -> bool:

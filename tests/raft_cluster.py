@@ -21,7 +21,6 @@ disk right then.
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from replication.journal import LmdbJournal, _key
 from replication.peers import Peers, RaftTiming
 from replication.syncobj import RaftNode, _Applied, _conf, install
 from replication.wire import Secret
+from tests.ports import free_port
 from tests.timing import scaled
 
 T = TypeVar("T")
@@ -59,12 +59,6 @@ def unexpected_storage_failure(failure: StorageFailure) -> None:
     """A RaftNode's ``on_storage_failure`` where no journal write is expected to fail (in
     production :func:`replication.proposer.halt` ends the process)."""
     raise AssertionError(f"unexpected storage failure: {failure}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def on_disk(journal: LmdbJournal, index: int) -> bool:

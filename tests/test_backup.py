@@ -13,7 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.processes import CLUSTER_KEY, Registry, free_port
+from tests.ports import free_port
+from tests.processes import CLUSTER_KEY, Registry
 from tests.test_cluster import (
     Cluster,
     agent_ids,

@@ -16,7 +16,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import agent_body, eventually, steadily
-from tests.processes import CLUSTER_KEY, Registry, free_port
+from tests.ports import free_port
+from tests.processes import CLUSTER_KEY, Registry
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow

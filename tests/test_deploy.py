@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,6 +37,7 @@ import pytest
 
 from registry import config
 from replication import peers
+from tests.ports import free_port
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install pyyaml)")
 
@@ -696,12 +696,6 @@ def test_chart_dashboard_is_the_monitoring_dashboard() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # a real registry with the manifests' environment
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http(

@@ -32,7 +32,8 @@ from jepsen_like.history import (
     operations,
     read_events,
 )
-from tests.processes import Registry, free_port
+from tests.ports import free_port
+from tests.processes import Registry
 from tests.timing import scaled
 
 

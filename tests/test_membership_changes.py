@@ -7,7 +7,6 @@ leader must refuse the second change until the first is committed.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from replication.peers import Peers
 from replication.status import RaftStatus
 from replication.syncobj import RaftNode, install
 from replication.wire import Secret
+from tests.ports import free_port
 from tests.processes import Registry
 from tests.raft_cluster import unexpected_storage_failure
 from tests.test_cluster import (
@@ -37,12 +37,6 @@ from tests.test_cluster import (
 from tests.timing import scaled
 
 SECRET = Secret.from_key("membership-test-key-0123456789abcd")
-
-
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Answers:
@@ -112,8 +106,8 @@ def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
 def test_a_second_change_is_refused_while_the_first_is_uncommitted(
     start_node: Callable[[str, list[str]], RaftNode],
 ) -> None:
-    a = f"127.0.0.1:{_port()}"
-    d, e = f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}"
+    a = f"127.0.0.1:{free_port()}"
+    d, e = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     leader = start_node(a, [])
     _until(lambda: leader._isLeader() and leader.raftCommitIndex >= 1, 10, "a leader")
     answers = Answers()
@@ -130,7 +124,7 @@ def test_a_second_change_is_refused_while_the_first_is_uncommitted(
 def test_the_next_change_goes_through_once_the_first_is_committed(
     start_node: Callable[[str, list[str]], RaftNode],
 ) -> None:
-    a, d, e = (f"127.0.0.1:{_port()}" for _ in range(3))
+    a, d, e = (f"127.0.0.1:{free_port()}" for _ in range(3))
     leader = start_node(a, [])
     _until(lambda: leader._isLeader() and leader.raftCommitIndex >= 1, 10, "a leader")
     start_node(d, [a])

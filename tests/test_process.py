@@ -19,7 +19,8 @@ import pytest
 from registry import events
 from registry.store import Store, index_key
 from tests.conftest import agent_body, eventually
-from tests.processes import CLUSTER_KEY, Registry, free_port
+from tests.ports import free_port
+from tests.processes import CLUSTER_KEY, Registry
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow

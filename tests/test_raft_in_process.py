@@ -24,7 +24,7 @@ from replication import syncobj
 from replication.journal import LmdbJournal
 from replication.peers import Peers
 from replication.syncobj import RaftNode, _Applied, install
-from tests.processes import free_port
+from tests.ports import free_port
 from tests.raft_cluster import SECRET
 from tests.timing import scaled
 

@@ -31,7 +31,8 @@ from replication.peers import Peers
 from replication.proposer import RaftProposer
 from replication.read_index import GIVE_UP_AFTER, PROBE, PROBE_ACK, REFUSED, REPLY, REQUEST
 from replication.syncobj import RaftNode
-from tests.raft_cluster import Cluster, address, free_port, running
+from tests.ports import free_port
+from tests.raft_cluster import Cluster, address, running
 from tests.timing import scaled
 
 

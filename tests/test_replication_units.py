@@ -21,7 +21,8 @@ from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
 from replication.syncobj import RaftNode, install
 from replication.wire import Secret
-from tests.raft_cluster import address, free_port, running, unexpected_storage_failure
+from tests.ports import free_port
+from tests.raft_cluster import address, running, unexpected_storage_failure
 
 
 def test_journal_survives_reopen_only_what_was_synced(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from registry import events
 from registry.registration import from_heartbeat
 from registry.timefmt import now_ms
 from tests.conftest import Api, agent_body, eventually
-from tests.processes import free_port
+from tests.ports import free_port
 
 
 async def test_removal_followed_by_a_write_in_the_same_batch_reports_removed(

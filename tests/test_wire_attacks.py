@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from replication import codec, wire
-from tests.processes import CLUSTER_KEY, Registry, free_port
+from tests.ports import free_port
+from tests.processes import CLUSTER_KEY, Registry
 from tests.test_cluster import Cluster
 from tests.timing import scaled
 
@@ -301,7 +302,7 @@ def test_a_reflected_hello_is_refused(tmp_path: Path, registries: list[Registry]
     expects, and the client's FINISH what the server expects, so the node would talk to itself
     through them. Its server refuses a HELLO carrying a nonce its own clients sent."""
     fake = socket.socket()
-    fake.bind(("127.0.0.1", 0))
+    fake.bind(("127.0.0.1", free_port()))
     fake.listen()
     fake_address = f"127.0.0.1:{fake.getsockname()[1]}"
     port = free_port()

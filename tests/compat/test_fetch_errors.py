@@ -21,7 +21,7 @@ import pytest
 
 from benchmarks import go_registry
 from tests.compat.fetch_errors import registry_unreachable
-from tests.processes import free_port
+from tests.ports import free_port
 
 RETRY = (
     "WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) "

@@ -21,7 +21,8 @@ import aiohttp
 import pytest
 
 from benchmarks.go_registry import ensure_go_registry
-from tests.processes import Registry, free_port
+from tests.ports import free_port
+from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready
 from tests.timing import scaled
 

@@ -24,7 +24,8 @@ import pytest
 from registry.api.proxy import TIMEOUT_MARKER
 from tests.compat.test_llm import Target, our_urls  # noqa: F401 (fixture)
 from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401 (fixtures)
-from tests.processes import Registry, free_port
+from tests.ports import free_port
+from tests.processes import Registry
 from tests.test_cluster import all_ready, until
 from tests.timing import scaled
 

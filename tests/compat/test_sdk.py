@@ -25,7 +25,8 @@ import pytest
 from registry.timefmt import iso_ms, now_ms
 from tests.compat.fetch_errors import registry_unreachable
 from tests.conftest import eventually
-from tests.processes import Registry, free_port
+from tests.ports import free_port
+from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready, get_json, leader_of
 from tests.timing import scaled
 

@@ -25,7 +25,8 @@ from tests.certs import CA
 from tests.compat.test_meshctl_and_go import mesh_cli
 from tests.compat.test_sdk import CONSUMER, PROVIDER, Agent, agents, sdk_python
 from tests.conftest import agent_body, eventually
-from tests.processes import Registry, free_port
+from tests.ports import free_port
+from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready
 from tests.test_trust import Pki, call
 from tests.timing import scaled
