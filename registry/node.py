@@ -151,6 +151,7 @@ class Node:
             and known.registration == agent
             and known.status == HEALTHY
             and not self.view.resolution_changed(agent["agent_id"])
+            and not self.view.audit_due(agent["agent_id"])
         )
 
     async def register(self, agent: dict[str, Any], client: str) -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 
 import nodesemver
 
-from registry.schemas import Expected, admits
+from registry.schemas import Expected, refusal
 
 UNRESOLVED = "unresolved"
 AVAILABLE = "available"
@@ -206,37 +206,134 @@ def compare_semver(a: str, b: str) -> int | None:
     return (key_a > key_b) - (key_a < key_b)
 
 
+Stages = list[dict[str, Any]]
+"""The audit's account of one resolution: a dict per stage, as the Go registry records it."""
+
+TIEBREAKER = "HighestScoreThenVersion"
+"""The Go registry's name for the winner rule, recorded in the audit's last stage."""
+
+
+def candidate_id(provider: Provider) -> str:
+    return f"{provider.agent_id}:{provider.function_name}"
+
+
+def _stage(
+    stages: Stages | None,
+    name: str,
+    kept: Iterable[Provider],
+    evicted: list[dict[str, Any]],
+) -> None:
+    if stages is None:
+        return
+    stage: dict[str, Any] = {"stage": name, "kept": [candidate_id(p) for p in kept]}
+    if evicted:
+        stage["evicted"] = evicted
+    stages.append(stage)
+
+
+def _evicted(provider: Provider, reason: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": candidate_id(provider), "reason": reason}
+    if details:
+        item["details"] = details
+    return item
+
+
+def tag_refusal(tags: frozenset[str], dep: Dependency) -> tuple[str, dict[str, Any] | None]:
+    """Why ``tags`` fail ``dep`` (for a provider :func:`tag_score` refuses), as the Go
+    registry's audit names it: an excluded tag present, else the required tags missing, else
+    the first OR group with nothing present."""
+    missing = []
+    for tag in dep.required_tags:
+        if tag.startswith("-"):
+            if tag[1:] and tag[1:] in tags:
+                return "ExtraTagDisallowed", {"disallowed": [tag[1:]]}
+        elif tag and not tag.startswith("+") and tag not in tags:
+            missing.append(tag)
+    if missing:
+        return "MissingTag", {"missing": missing}
+    for group in dep.alternatives:
+        present = False
+        for alt in group:
+            if alt.startswith("-"):
+                if alt[1:] and alt[1:] in tags:
+                    return "ExtraTagDisallowed", {"disallowed": [alt[1:]]}
+            elif alt and alt.removeprefix("+") in tags:
+                present = True
+        if not present:
+            return "MissingTag", {"missing_one_of": list(group)}
+    return "MissingTag", None
+
+
 def choose(
-    dep: Dependency, candidates: Iterable[Provider], is_healthy: Any, consumer_id: str
+    dep: Dependency,
+    candidates: Iterable[Provider],
+    is_healthy: Any,
+    consumer_id: str,
+    stages: Stages | None = None,
 ) -> Provider | None:
     """The provider ``dep`` resolves to among ``candidates`` (all offering its capability).
 
     ``is_healthy(agent_id) -> bool`` reports the current health. The consumer's own tools are
-    used only when no other agent qualifies.
+    used only when no other agent qualifies. Given ``stages``, the audit's account of each step
+    is appended to it, in the Go registry's stage order (health, capability_match, tags,
+    version, schema, tiebreaker; a stage that keeps nobody is the last), so one function
+    decides both the answer and its explanation.
     """
-    best: tuple[Any, ...] = ()
-    winner: Provider | None = None
-    for provider in candidates:
-        if provider.namespace != dep.namespace or not is_healthy(provider.agent_id):
-            continue
+    pool = [p for p in candidates if p.namespace == dep.namespace]
+    healthy = [p for p in pool if is_healthy(p.agent_id)]
+    if stages is not None:
+        down = {"status": "unhealthy"}
+        gone = [_evicted(p, "Unhealthy", down) for p in pool if not is_healthy(p.agent_id)]
+        _stage(stages, "health", healthy, gone)
+        if healthy:
+            _stage(stages, "capability_match", healthy, [])
+    if not healthy:
+        return None
+    scored: list[tuple[Provider, int]] = []
+    refused: list[dict[str, Any]] = []
+    for provider in healthy:
         score = tag_score(provider.tags, dep)
-        if score is None or not version_matches(provider.version, dep.version):
-            continue
-        if not admits(dep.schema, provider.tool):
-            continue
-        # Larger is better (someone else, more tags matched, higher version); on a tie the
-        # smallest (agent id, function name) wins.
-        rank = (provider.agent_id != consumer_id, score, _version_key(provider.version))
-        if (
-            winner is None
-            or rank > best
-            or (
-                rank == best
-                and (provider.agent_id, provider.function_name)
-                < (winner.agent_id, winner.function_name)
+        if score is not None:
+            scored.append((provider, score))
+        elif stages is not None:
+            refused.append(_evicted(provider, *tag_refusal(provider.tags, dep)))
+    _stage(stages, "tags", (p for p, _ in scored), refused)
+    passed = [(p, score) for p, score in scored if version_matches(p.version, dep.version)]
+    if stages is not None and scored:
+        refused = [
+            _evicted(
+                p,
+                "VersionConstraintFailed",
+                {"version": p.version, "constraint": dep.version},
             )
-        ):
-            best, winner = rank, provider
+            for p, _ in scored
+            if not version_matches(p.version, dep.version)
+        ]
+        _stage(stages, "version", (p for p, _ in passed), refused)
+    fitting = []
+    refused = []
+    for provider, score in passed:
+        why = refusal(dep.schema, provider.tool)
+        if why is None:
+            fitting.append((provider, score))
+        else:
+            refused.append(_evicted(provider, "SchemaIncompatible", why))
+    if passed:
+        _stage(stages, "schema", (p for p, _ in fitting), refused)
+    if not fitting:
+        return None
+    # Larger is better (someone else, more tags matched, higher version); on a tie the
+    # smallest (agent id, function name) wins: sorted by the tie rule first, then stably by
+    # rank (a reversed sort keeps equal items in order).
+    ranked = sorted(fitting, key=lambda ps: (ps[0].agent_id, ps[0].function_name))
+    ranked.sort(
+        key=lambda ps: (ps[0].agent_id != consumer_id, ps[1], _version_key(ps[0].version)),
+        reverse=True,
+    )
+    winner = ranked[0][0]
+    if stages is not None:
+        _stage(stages, "tiebreaker", (p for p, _ in ranked), [])
+        stages[-1].update(chosen=candidate_id(winner), reason=TIEBREAKER)
     return winner
 
 

@@ -77,16 +77,33 @@ def published(tool: dict[str, Any], side: str) -> tuple[str, dict[str, Any]] | N
 
 def admits(expected: Expected | None, tool: dict[str, Any]) -> bool:
     """Whether a provider ``tool`` passes the schema check of a dependency (module docstring)."""
+    return refusal(expected, tool) is None
+
+
+def refusal(expected: Expected | None, tool: dict[str, Any]) -> dict[str, Any] | None:
+    """Why a provider ``tool`` fails the schema check, as the Go registry's audit details it
+    (``mode``, both hashes, and ``reasons`` where there are some); None when it passes."""
     if expected is None:
-        return True
+        return None
     output = published(tool, "output")
     if output is None:
-        return expected.mode != STRICT
+        if expected.mode != STRICT:
+            return None
+        return {
+            "mode": STRICT,
+            "consumer_hash": expected.hash,
+            "producer_hash": "",
+            "reasons": [{"kind": "no_published_hash"}],
+        }
     if expected.hash and expected.hash == output[0]:
-        return True
+        return None
+    details = {"mode": expected.mode, "consumer_hash": expected.hash, "producer_hash": output[0]}
     if expected.mode == STRICT:
-        return False
-    return expected.canonical is None or not incompatibilities("", expected.canonical, output[1])
+        return details
+    if expected.canonical is None:
+        return None
+    reasons = incompatibilities("", expected.canonical, output[1])
+    return {**details, "mode": SUBSET, "reasons": reasons} if reasons else None
 
 
 def incompatibilities(

@@ -21,10 +21,10 @@ from typing import Any
 
 import msgpack
 
-from registry import events, jobs, llm, trust
+from registry import audit, events, jobs, llm, trust
 from registry.events import Event
 from registry.registration import endpoint
-from registry.resolve import Dependency, Provider, choose, entry
+from registry.resolve import Dependency, Provider, Stages, choose, entry
 from registry.schemas import SchemaStore
 
 HEALTHY = "healthy"
@@ -112,13 +112,22 @@ class View:
         self.schemas = SchemaStore()
         self.entities: dict[str, dict[str, Any]] = {}
         """Trusted entity CAs by name (registry/trust.py)."""
+        self.audits: dict[str, dict[tuple[str, int], audit.Slot]] = {}
+        """Per consumer, what was last recorded in the audit of each (function, dependency
+        index): what the next resolution's audit event is decided against."""
         # Derived state (rebuilt on load, never stored).
         self._providers: dict[str, dict[tuple[str, str], Provider]] = {}
         self._dependencies: dict[str, list[tuple[str, list[Dependency]]]] = {}
         self._epoch = 0
+        self._provider_order: dict[str, int] = {}
+        """When each agent's providers last changed (a counter): the order candidates are
+        listed in (the audit shows it, as the Go registry lists the newest rows last), which a
+        snapshot keeps so that a restored replica lists them as every other replica does."""
         self._capability_epoch: dict[str, int] = {}
         self._resolved: dict[str, tuple[int, Resolution]] = {}
         self._llm_answers: dict[str, tuple[int, llm.Answer]] = {}
+        self._audit_clean: dict[str, int] = {}
+        """Per consumer, the epoch as of which an upsert of it would record no audit event."""
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -145,15 +154,70 @@ class View:
             cached[0], (dep.capability for _, specs in deps for dep in specs)
         ):
             return cached[1]
-        result = {
-            function_name: [
-                entry(dep, choose(dep, self.providers(dep.capability), self.is_healthy, agent_id))
-                for dep in specs
-            ]
-            for function_name, specs in deps
-        }
+        return self._resolve(agent_id, deps, None)
+
+    def audit_due(self, agent_id: str) -> bool:
+        """Whether applying an upsert of ``agent_id`` now would record an audit event (so an
+        unchanged full heartbeat is still worth a log entry, as the Go registry records one at
+        every full heartbeat whose trace is new). Cached until a provider it sees changes."""
+        deps = self._dependencies.get(agent_id)
+        if not deps:
+            return False
+        clean = self._audit_clean.get(agent_id)
+        if clean is not None and self._unchanged_since(
+            clean, (dep.capability for _, specs in deps for dep in specs)
+        ):
+            return False
+        slots = self.audits.get(agent_id, {})
+        for function_name, specs in deps:
+            for dep_index, dep in enumerate(specs):
+                stages: Stages = []
+                winner = choose(
+                    dep, self.providers(dep.capability), self.is_healthy, agent_id, stages
+                )
+                traced = audit.trace(agent_id, dep_index, dep, stages, winner)
+                if audit.decide(traced, slots.get((function_name, dep_index)))[0] is not None:
+                    return True
+        self._audit_clean[agent_id] = self._epoch
+        return False
+
+    def _resolve(
+        self,
+        agent_id: str,
+        deps: list[tuple[str, list[Dependency]]],
+        audited: tuple[int, Event] | None,
+    ) -> Resolution:
+        """Resolve and cache; with the log position ``audited`` (index, event) of the consumer's
+        own upsert, also record the audit events its resolutions warrant (registry/audit.py)."""
+        result: Resolution = {}
+        for function_name, specs in deps:
+            entries = []
+            for dep_index, dep in enumerate(specs):
+                stages: Stages | None = [] if audited is not None else None
+                winner = choose(
+                    dep, self.providers(dep.capability), self.is_healthy, agent_id, stages
+                )
+                entries.append(entry(dep, winner))
+                if audited is not None and stages is not None:
+                    traced = audit.trace(agent_id, dep_index, dep, stages, winner)
+                    self._audit(audited, agent_id, function_name, traced)
+            result[function_name] = entries
         self._resolved[agent_id] = (self._epoch, result)
+        if audited is not None:  # what it recorded is now the last trace of each dependency
+            self._audit_clean[agent_id] = self._epoch
         return result
+
+    def _audit(
+        self, audited: tuple[int, Event], agent_id: str, function_name: str, traced: dict[str, Any]
+    ) -> None:
+        slots = self.audits.setdefault(agent_id, {})
+        key = (function_name, traced["dep_index"])
+        event_type, slot = audit.decide(traced, slots.get(key))
+        if event_type is None or slot is None:
+            return
+        slots[key] = slot
+        index, event = audited
+        _record(self, index, event, event_type, agent_id, traced, function_name)
 
     def llm_answer(self, agent_id: str) -> llm.Answer:
         """What ``agent_id``'s LLM functions get now (cached until a provider they see changes)."""
@@ -204,8 +268,12 @@ class View:
                     (agent_id, provider.function_name)
                 ] = provider
             self._touch([p.capability for p in old] + [p.capability for p in new])
+            self._provider_order.pop(agent_id, None)
+            if new:
+                self._provider_order[agent_id] = self._epoch
         self._resolved.pop(agent_id, None)
         self._llm_answers.pop(agent_id, None)
+        self._audit_clean.pop(agent_id, None)
         if registration is None:
             self._dependencies.pop(agent_id, None)
         else:
@@ -220,11 +288,17 @@ class View:
             "applied_index": self.applied_index,
             "history_limit": self.history.maxlen,
             "agents": [agent.to_state() for agent in self.agents.values()],
+            "provider_order": sorted(self._provider_order, key=self._provider_order.__getitem__),
             "history": list(self.history),
             "jobs": self.jobs.to_state(),
             "jobs_mode": self.jobs.mode_state(),
             "schemas": self.schemas.to_state(),
             "entities": dict(self.entities),  # entries are replaced, never mutated
+            "audits": sorted(  # sorted: the slots' insertion order is not part of the state
+                [agent_id, function_name, dep_index, *slot.to_state()]
+                for agent_id, slots in self.audits.items()
+                for (function_name, dep_index), slot in slots.items()
+            ),
         }
 
     def replace(self, other: View) -> None:
@@ -246,32 +320,47 @@ class View:
         # Snapshots written before schemas were kept have none: each schema then counts from
         # its agent's registration.
         view.schemas.restore(state.get("schemas", []))
-        for item in state["agents"]:
-            agent = Agent.from_state(item)
-            view._index(agent.agent_id, agent.registration, agent.created_ms)
+        agents = [Agent.from_state(item) for item in state["agents"]]
+        by_id = {agent.agent_id: agent for agent in agents}
+        # Providers in the order kept (snapshots written before it was: the agents' order),
+        # then the agents that provide nothing.
+        ordered = state.get("provider_order", [])
+        kept = set(ordered)
+        for agent_id in [*ordered, *(a for a in by_id if a not in kept)]:
+            view._index(agent_id, by_id[agent_id].registration, by_id[agent_id].created_ms)
+        for agent in agents:
             view.agents[agent.agent_id] = agent
         view.schemas.prune()
         view.history.extend(state["history"])
         # Snapshots written before MeshJobs have no "jobs".
         view.jobs = jobs.JobsState.from_state(state.get("jobs", []), state.get("jobs_mode"))
         view.entities = dict(state.get("entities", {}))  # absent in older snapshots
+        for agent_id, function_name, dep_index, *slot in state.get("audits", []):
+            view.audits.setdefault(agent_id, {})[(function_name, dep_index)] = audit.Slot(*slot)
         return view
 
 
 def _record(
-    view: View, index: int, event: Event, event_type: str, agent_id: str, data: dict[str, Any]
+    view: View,
+    index: int,
+    event: Event,
+    event_type: str,
+    agent_id: str,
+    data: dict[str, Any],
+    function_name: str | None = None,
 ) -> None:
     agent = view.agents.get(agent_id)
-    view.history.append(
-        {
-            "index": index,
-            "event_type": event_type,
-            "agent_id": agent_id,
-            "agent_name": agent.registration.get("name", agent_id) if agent else agent_id,
-            "timestamp_ms": event.ts_ms,
-            "data": data,
-        }
-    )
+    item = {
+        "index": index,
+        "event_type": event_type,
+        "agent_id": agent_id,
+        "agent_name": agent.registration.get("name", agent_id) if agent else agent_id,
+        "timestamp_ms": event.ts_ms,
+        "data": data,
+    }
+    if function_name is not None:
+        item["function_name"] = function_name
+    view.history.append(item)
 
 
 def apply(view: View, index: int, event: Event) -> bool:
@@ -326,9 +415,9 @@ def _apply_upsert(view: View, index: int, event: Event) -> None:
             agent.status, agent.status_ms = HEALTHY, event.ts_ms
         agent.registration = registration
         agent.updated_ms = event.ts_ms
-    agent.delivered = view.resolution(agent_id)
-    agent.llm_delivered = view.llm_answer(agent_id).digest
     _record(view, index, event, event_type, agent_id, data)
+    agent.delivered = view._resolve(agent_id, view.dependencies(agent_id), (index, event))
+    agent.llm_delivered = view.llm_answer(agent_id).digest
 
 
 def _capabilities(registration: dict[str, Any]) -> list[str]:
@@ -346,6 +435,7 @@ def _apply_remove(view: View, index: int, event: Event) -> bool:
     _record(view, index, event, event_type, agent_id, {"reason": reason})
     view._index(agent_id, None, event.ts_ms)
     del view.agents[agent_id]
+    view.audits.pop(agent_id, None)
     return True
 
 

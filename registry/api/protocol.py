@@ -161,15 +161,16 @@ async def list_events(request: web.Request) -> web.Response:
             continue
         if function_name is not None and item.get("function_name") != function_name:
             continue
-        selected.append(
-            {
-                "event_type": item["event_type"],
-                "agent_id": item["agent_id"],
-                "agent_name": item["agent_name"],
-                "timestamp": iso_ms(item["timestamp_ms"]),
-                "data": {**item["data"], "log_index": item["index"]},
-            }
-        )
+        shown = {
+            "event_type": item["event_type"],
+            "agent_id": item["agent_id"],
+            "agent_name": item["agent_name"],
+            "timestamp": iso_ms(item["timestamp_ms"]),
+            "data": {**item["data"], "log_index": item["index"]},
+        }
+        if "function_name" in item:  # the audit's events name the consumer's function
+            shown["function_name"] = item["function_name"]
+        selected.append(shown)
         if len(selected) >= limit:
             break
     return json_response({"events": selected, "count": len(selected)})

@@ -1,0 +1,162 @@
+"""The dependency-resolution audit (registry/audit.py): which resolutions are recorded, in the
+pure view, and that an unchanged full heartbeat whose audit is due still reaches the log.
+
+The traces themselves are compared with the Go registry's in tests/compat/test_audit.py; these
+tests pin each recording rule on its own, so that dropping one fails here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from registry import audit
+from registry.events import health, remove, upsert
+from registry.registration import from_heartbeat
+from registry.view import View, apply
+from tests.conftest import Api, agent_body
+
+CONSUMER = "c-1"
+
+
+class Mesh:
+    """A view fed with events, and the audit events the consumer has had recorded."""
+
+    def __init__(self) -> None:
+        self.view = View()
+        self.index = 0
+
+    def post(self, body: dict[str, Any]) -> None:
+        self.index += 1
+        apply(self.view, self.index, upsert(from_heartbeat(body), 1000 * self.index))
+
+    def provider(
+        self, agent_id: str, version: str = "1.0.0", tags: list[str] | None = None
+    ) -> None:
+        self.post(agent_body(agent_id, "svc", version=version, tags=tags))
+
+    def consumer(self, **spec: Any) -> None:
+        self.post(agent_body(CONSUMER, "use", deps=[{"capability": "svc", **spec}]))
+
+    def leave(self, agent_id: str) -> None:
+        self.index += 1
+        apply(self.view, self.index, remove(agent_id, 1000 * self.index))
+
+    def health(self, status: str, agent_id: str) -> None:
+        self.index += 1
+        apply(self.view, self.index, health(status, [agent_id], 1000 * self.index))
+
+    def recorded(self) -> list[tuple[str, str | None, str | None]]:
+        """(type, chosen agent, prior_chosen) of each audit event, oldest first."""
+        return [
+            (
+                item["event_type"],
+                item["data"].get("chosen", {}).get("agent_id"),
+                item["data"].get("prior_chosen"),
+            )
+            for item in self.view.history
+            if item["event_type"] in (audit.RESOLVED, audit.UNRESOLVED)
+        ]
+
+
+def test_a_real_choice_is_recorded_once_while_nothing_changes() -> None:
+    mesh = Mesh()
+    mesh.provider("p-a", "1.0.0")
+    mesh.provider("p-b", "2.0.0")
+    mesh.consumer()
+    mesh.consumer()  # the same trace again: not recorded twice
+    assert mesh.recorded() == [(audit.RESOLVED, "p-b", None)]
+    (item,) = [i for i in mesh.view.history if i["event_type"] == audit.RESOLVED]
+    assert item["function_name"] == "use_fn"
+    assert item["data"]["stages"][-1] == {
+        "stage": "tiebreaker",
+        "kept": ["p-b:svc_fn", "p-a:svc_fn"],
+        "chosen": "p-b:svc_fn",
+        "reason": "HighestScoreThenVersion",
+    }
+
+
+def test_a_forced_choice_is_not_recorded_but_its_flip_is() -> None:
+    mesh = Mesh()
+    mesh.provider("p-a")
+    mesh.consumer()
+    assert mesh.recorded() == []  # one candidate, no earlier choice: noise
+    mesh.leave("p-a")
+    mesh.provider("p-b")
+    mesh.consumer()  # still one candidate, but not the one chosen last: a flip...
+    assert mesh.recorded() == []  # ...only once a choice was recorded
+    mesh.provider("p-c")
+    mesh.consumer()  # two candidates: recorded
+    mesh.leave("p-b")
+    mesh.consumer()  # one candidate left, and it is another one: the flip is recorded
+    assert mesh.recorded() == [(audit.RESOLVED, "p-b", None), (audit.RESOLVED, "p-c", "p-b")]
+
+
+def test_failures_are_recorded_when_a_candidate_was_evicted_or_something_was_chosen_before():
+    mesh = Mesh()
+    mesh.consumer()
+    assert mesh.recorded() == []  # no candidate at all: nothing to explain
+    mesh.provider("p-a", "1.0.0")
+    mesh.consumer(version=">=2.0.0")  # its only candidate evicted: "why is it not wired"
+    assert mesh.recorded() == [(audit.UNRESOLVED, None, None)]
+    mesh.provider("p-b", "2.0.0")
+    mesh.consumer(version=">=2.0.0")  # one candidate after a failure: recorded
+    mesh.leave("p-b")
+    mesh.leave("p-a")
+    mesh.consumer(version=">=2.0.0")  # nobody at all, but p-b was chosen before
+    assert mesh.recorded() == [
+        (audit.UNRESOLVED, None, None),
+        (audit.RESOLVED, "p-b", None),
+        (audit.UNRESOLVED, None, "p-b"),
+    ]
+
+
+def test_a_provider_losing_its_health_is_evicted_in_the_health_stage() -> None:
+    mesh = Mesh()
+    mesh.provider("p-a")
+    mesh.provider("p-b", "2.0.0")
+    mesh.consumer()
+    mesh.health("unhealthy", "p-b")
+    mesh.consumer()
+    latest = [i for i in mesh.view.history if i["event_type"] == audit.RESOLVED][-1]
+    assert latest["data"]["stages"][0] == {
+        "stage": "health",
+        "kept": ["p-a:svc_fn"],
+        "evicted": [
+            {"id": "p-b:svc_fn", "reason": "Unhealthy", "details": {"status": "unhealthy"}}
+        ],
+    }
+    assert latest["data"]["prior_chosen"] == "p-b"
+
+
+def test_a_consumer_that_leaves_takes_its_audit_memory_with_it() -> None:
+    mesh = Mesh()
+    mesh.provider("p-a")
+    mesh.provider("p-b")
+    mesh.consumer()
+    assert CONSUMER in mesh.view.audits
+    mesh.leave(CONSUMER)
+    assert CONSUMER not in mesh.view.audits
+    mesh.consumer()  # back: its first trace is recorded again, with no prior choice
+    assert mesh.recorded()[-1] == (audit.RESOLVED, "p-a", None)
+
+
+async def test_an_unchanged_full_heartbeat_whose_audit_is_due_is_logged(api: Api) -> None:
+    consumer = agent_body(CONSUMER, "use", deps=[{"capability": "svc", "tags": ["x"]}])
+    await api.client.post("/heartbeat", json=agent_body("p-a", "svc", tags=["x"]))
+    await api.client.post("/heartbeat", json=consumer)
+    before = api.log_index
+    await api.client.post("/heartbeat", json=consumer)
+    assert api.log_index == before  # nothing to record: no entry
+    # A second candidate that the tags refuse: the answer stays p-a, the trace changes.
+    await api.client.post("/heartbeat", json=agent_body("p-b", "svc", port=9001))
+    assert (await api.client.head(f"/heartbeat/{CONSUMER}")).status == 200
+    await api.client.post("/heartbeat", json=consumer)
+    resp = await api.client.get("/events", params={"type": audit.UNRESOLVED})
+    assert (await resp.json())["count"] == 0
+    resp = await api.client.get("/events", params={"type": audit.RESOLVED})
+    (event,) = (await resp.json())["events"]
+    assert event["function_name"] == "use_fn" and event["agent_id"] == CONSUMER
+    assert event["data"]["stages"][2]["evicted"][0]["reason"] == "MissingTag"
+    logged = api.log_index
+    await api.client.post("/heartbeat", json=consumer)
+    assert api.log_index == logged  # recorded: not due any more
