@@ -157,21 +157,32 @@ def agents() -> Iterator[list[Agent]]:
         agent.stop(signal.SIGKILL)
 
 
-async def call_greet(session: aiohttp.ClientSession, consumer: Agent) -> str:
+async def call_tool(
+    session: aiohttp.ClientSession,
+    agent: Agent,
+    tool: str,
+    arguments: dict[str, object],
+    timeout: aiohttp.ClientTimeout | None = None,
+) -> str:
+    """The agent's raw MCP answer to one ``tools/call`` ("" if it could not be reached)."""
     request = {
         "jsonrpc": "2.0",
         "id": 1,
         "method": "tools/call",
-        "params": {"name": "greet", "arguments": {"name": "Ada"}},
+        "params": {"name": tool, "arguments": arguments},
     }
     headers = {"Accept": "application/json, text/event-stream"}
+    url = f"http://127.0.0.1:{agent.port}/mcp"
+    options = {} if timeout is None else {"timeout": timeout}  # None: the session's own
     try:
-        async with session.post(
-            f"http://127.0.0.1:{consumer.port}/mcp", json=request, headers=headers
-        ) as resp:
+        async with session.post(url, json=request, headers=headers, **options) as resp:
             return await resp.text()
     except aiohttp.ClientError:
         return ""
+
+
+async def call_greet(session: aiohttp.ClientSession, consumer: Agent) -> str:
+    return await call_tool(session, consumer, "greet", {"name": "Ada"})
 
 
 async def eventually_says(
