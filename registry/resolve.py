@@ -217,6 +217,12 @@ def candidate_id(provider: Provider) -> str:
     return f"{provider.agent_id}:{provider.function_name}"
 
 
+STAGE_LIST_LIMIT = 64
+"""Candidates an audit stage lists as kept, and as evicted, at most: a capability with
+thousands of providers would otherwise make every recorded trace (kept in every replica's
+history and snapshots) hundreds of kilobytes. The Go registry lists them all."""
+
+
 def _stage(
     stages: Stages | None,
     name: str,
@@ -225,9 +231,10 @@ def _stage(
 ) -> None:
     if stages is None:
         return
-    stage: dict[str, Any] = {"stage": name, "kept": [candidate_id(p) for p in kept]}
+    listed = [candidate_id(p) for p in itertools.islice(kept, STAGE_LIST_LIMIT)]
+    stage: dict[str, Any] = {"stage": name, "kept": listed}
     if evicted:
-        stage["evicted"] = evicted
+        stage["evicted"] = evicted[:STAGE_LIST_LIMIT]
     stages.append(stage)
 
 
@@ -323,15 +330,30 @@ def choose(
     if not fitting:
         return None
     # Larger is better (someone else, more tags matched, higher version); on a tie the
-    # smallest (agent id, function name) wins: sorted by the tie rule first, then stably by
-    # rank (a reversed sort keeps equal items in order).
-    ranked = sorted(fitting, key=lambda ps: (ps[0].agent_id, ps[0].function_name))
-    ranked.sort(
-        key=lambda ps: (ps[0].agent_id != consumer_id, ps[1], _version_key(ps[0].version)),
-        reverse=True,
-    )
-    winner = ranked[0][0]
+    # smallest (agent id, function name) wins. One pass: this runs for every resolution.
+    best: tuple[Any, ...] = ()
+    winner: Provider | None = None
+    for provider, score in fitting:
+        rank = (provider.agent_id != consumer_id, score, _version_key(provider.version))
+        if (
+            winner is None
+            or rank > best
+            or (
+                rank == best
+                and (provider.agent_id, provider.function_name)
+                < (winner.agent_id, winner.function_name)
+            )
+        ):
+            best, winner = rank, provider
+    assert winner is not None
     if stages is not None:
+        # The same order listed: by the tie rule, then stably by rank (a reversed sort keeps
+        # equal items in order), so the winner comes first.
+        ranked = sorted(fitting, key=lambda ps: (ps[0].agent_id, ps[0].function_name))
+        ranked.sort(
+            key=lambda ps: (ps[0].agent_id != consumer_id, ps[1], _version_key(ps[0].version)),
+            reverse=True,
+        )
         _stage(stages, "tiebreaker", (p for p, _ in ranked), [])
         stages[-1].update(chosen=candidate_id(winner), reason=TIEBREAKER)
     return winner

@@ -12,6 +12,7 @@ from typing import Any
 from registry import audit
 from registry.events import health, remove, upsert
 from registry.registration import from_heartbeat
+from registry.resolve import STAGE_LIST_LIMIT
 from registry.view import View, apply
 from tests.conftest import Api, agent_body
 
@@ -160,3 +161,16 @@ async def test_an_unchanged_full_heartbeat_whose_audit_is_due_is_logged(api: Api
     logged = api.log_index
     await api.client.post("/heartbeat", json=consumer)
     assert api.log_index == logged  # recorded: not due any more
+
+
+def test_a_stage_lists_a_bounded_number_of_candidates() -> None:
+    mesh = Mesh()
+    many = STAGE_LIST_LIMIT + 6
+    for n in range(many):
+        mesh.provider(f"p-{n:03d}", f"1.0.{n}")
+    mesh.consumer()
+    (item,) = [i for i in mesh.view.history if i["event_type"] == audit.RESOLVED]
+    assert [len(stage["kept"]) for stage in item["data"]["stages"]] == [STAGE_LIST_LIMIT] * 6
+    winner = f"p-{many - 1:03d}"  # the highest version, wherever it is listed
+    assert item["data"]["chosen"]["agent_id"] == winner
+    assert item["data"]["stages"][-1]["kept"][0] == f"{winner}:svc_fn"
