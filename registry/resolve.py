@@ -329,31 +329,32 @@ def choose(
         _stage(stages, "schema", (p for p, _ in fitting), refused)
     if not fitting:
         return None
+
     # Larger is better (someone else, more tags matched, higher version); on a tie the
     # smallest (agent id, function name) wins. One pass: this runs for every resolution.
+    def rank(provider: Provider, score: int) -> tuple[Any, ...]:
+        return (provider.agent_id != consumer_id, score, _version_key(provider.version))
+
     best: tuple[Any, ...] = ()
     winner: Provider | None = None
     for provider, score in fitting:
-        rank = (provider.agent_id != consumer_id, score, _version_key(provider.version))
+        rank_now = rank(provider, score)
         if (
             winner is None
-            or rank > best
+            or rank_now > best
             or (
-                rank == best
+                rank_now == best
                 and (provider.agent_id, provider.function_name)
                 < (winner.agent_id, winner.function_name)
             )
         ):
-            best, winner = rank, provider
+            best, winner = rank_now, provider
     assert winner is not None
     if stages is not None:
         # The same order listed: by the tie rule, then stably by rank (a reversed sort keeps
         # equal items in order), so the winner comes first.
         ranked = sorted(fitting, key=lambda ps: (ps[0].agent_id, ps[0].function_name))
-        ranked.sort(
-            key=lambda ps: (ps[0].agent_id != consumer_id, ps[1], _version_key(ps[0].version)),
-            reverse=True,
-        )
+        ranked.sort(key=lambda ps: rank(*ps), reverse=True)
         _stage(stages, "tiebreaker", (p for p, _ in ranked), [])
         stages[-1].update(chosen=candidate_id(winner), reason=TIEBREAKER)
     return winner

@@ -171,11 +171,7 @@ class View:
         slots = self.audits.get(agent_id, {})
         for function_name, specs in deps:
             for dep_index, dep in enumerate(specs):
-                stages: Stages = []
-                winner = choose(
-                    dep, self.providers(dep.capability), self.is_healthy, agent_id, stages
-                )
-                traced = audit.trace(agent_id, dep_index, dep, stages, winner)
+                traced = self._traced(agent_id, dep_index, dep)[1]
                 if audit.decide(traced, slots.get((function_name, dep_index)))[0] is not None:
                     return True
         self._audit_clean[agent_id] = self._epoch
@@ -193,19 +189,25 @@ class View:
         for function_name, specs in deps:
             entries = []
             for dep_index, dep in enumerate(specs):
-                stages: Stages | None = [] if audited is not None else None
-                winner = choose(
-                    dep, self.providers(dep.capability), self.is_healthy, agent_id, stages
-                )
-                entries.append(entry(dep, winner))
-                if audited is not None and stages is not None:
-                    traced = audit.trace(agent_id, dep_index, dep, stages, winner)
+                if audited is None:
+                    winner = choose(dep, self.providers(dep.capability), self.is_healthy, agent_id)
+                else:
+                    winner, traced = self._traced(agent_id, dep_index, dep)
                     self._audit(audited, agent_id, function_name, traced)
+                entries.append(entry(dep, winner))
             result[function_name] = entries
         self._resolved[agent_id] = (self._epoch, result)
         if audited is not None:  # what it recorded is now the last trace of each dependency
             self._audit_clean[agent_id] = self._epoch
         return result
+
+    def _traced(
+        self, agent_id: str, dep_index: int, dep: Dependency
+    ) -> tuple[Provider | None, dict[str, Any]]:
+        """What one dependency resolves to now, and the audit's trace of that resolution."""
+        stages: Stages = []
+        winner = choose(dep, self.providers(dep.capability), self.is_healthy, agent_id, stages)
+        return winner, audit.trace(agent_id, dep_index, dep, stages, winner)
 
     def _audit(
         self, audited: tuple[int, Event], agent_id: str, function_name: str, traced: dict[str, Any]
