@@ -25,7 +25,7 @@ from registry import __version__, backup, config, logs, tls
 from registry.api.app import build_admin_app, build_app, build_metrics_app
 from registry.events import CorruptRecord
 from registry.node import Node
-from registry.sqlite_projection import COLUMNS, agent_row
+from registry.sqlite_projection import AGENT_COLUMNS, agent_rows
 from registry.store import StorageFailure
 
 log = logging.getLogger("registry")
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "inspect",
         help="list the agents of a running node or of a backup file",
         description="One row per agent, the columns of the guide's "
-        '`sqlite3 registry.db "SELECT * FROM agents;"` (without the raw registration).',
+        '`sqlite3 registry.db "SELECT * FROM agents;"` (the Go registry\'s agents table).',
     )
     inspect.add_argument("--from", dest="source", type=Path, metavar="FILE", help="a backup")
     inspect.add_argument("--url", help=_URL_HELP)
@@ -182,14 +182,16 @@ def restore_command(cfg: config.Config, source: Path, data_dir: Path | None) -> 
 def inspect_command(cfg: config.Config, source: Path | None, url: str | None, as_json: bool) -> int:
     made = _read_backup(source) if source is not None else _fetch_backup(cfg, url)
     view = made.view()
-    columns = COLUMNS[:-1]  # the raw registration is what the other columns summarize
-    rows = [row[:-1] for agent_id in sorted(view.agents) if (row := agent_row(view, agent_id))]
+    rows = [
+        found.agent for agent_id in sorted(view.agents) if (found := agent_rows(view, agent_id))
+    ]
     if as_json:
         for row in rows:
-            print(json.dumps(dict(zip(columns, row, strict=True))))
+            print(json.dumps(dict(zip(AGENT_COLUMNS, row, strict=True))))
         return 0
-    widths = [max([len(c), *(len(str(r[i])) for r in rows)]) for i, c in enumerate(columns)]
-    for line in [columns, *rows]:
+    shown = [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in shown)]) for i, c in enumerate(AGENT_COLUMNS)]
+    for line in [AGENT_COLUMNS, *shown]:
         print("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
     print(f"({len(rows)} agents at applied index {made.applied_index})", file=sys.stderr)
     return 0

@@ -66,10 +66,10 @@ async def test_single_node_backup_inspect_restore_and_continue(
         table = cli("inspect", "--from", str(backup_file))
         assert table.returncode == 0, table.stderr
         header, *rows = table.stdout.splitlines()
-        assert header.split()[:3] == ["id", "name", "namespace"]
+        assert header.split()[:3] == ["agent_id", "agent_type", "runtime"]
         assert sorted(row.split()[0] for row in rows) == sorted(f"agent-{i}" for i in range(20))
         live = cli("inspect", "--json", "--url", node.url)
-        assert {json.loads(line)["id"] for line in live.stdout.splitlines()} == {
+        assert {json.loads(line)["agent_id"] for line in live.stdout.splitlines()} == {
             f"agent-{i}" for i in range(20)
         }
 

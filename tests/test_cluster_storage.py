@@ -129,8 +129,8 @@ async def test_a_corrupt_dump_stops_the_node(tmp_path: Path, registries: list[Re
 def projected(node: Registry) -> dict[str, tuple[str, str]]:
     """``node``'s SQLite projection as the guide's ``SELECT * FROM agents`` shows it."""
     with sqlite3.connect(node.data_dir / "registry.db") as db:
-        rows = db.execute("SELECT id, status, endpoint FROM agents").fetchall()
-    return {agent_id: (status, endpoint) for agent_id, status, endpoint in rows}
+        rows = db.execute("SELECT agent_id, status, http_host, http_port FROM agents").fetchall()
+    return {agent_id: (status, f"http://{host}:{port}") for agent_id, status, host, port in rows}
 
 
 async def listed(session: aiohttp.ClientSession, node: Registry) -> dict[str, tuple[str, str]]:

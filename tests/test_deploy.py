@@ -946,7 +946,7 @@ def test_the_guides_sqlite_query(live: Live) -> None:
             contextlib.suppress(sqlite3.OperationalError),
             contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db,
         ):
-            ids = {row[0] for row in db.execute("SELECT id FROM agents")}
+            ids = {row[0] for row in db.execute("SELECT agent_id FROM agents")}
         if "sqlite-probe" in ids or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -66,7 +66,7 @@ async def test_guide_load_test_and_sqlite_projection(
     if shutil.which("sqlite3") is None:
         pytest.skip("sqlite3 CLI not installed (.ci/run installs it): the guide's query untested")
     query = subprocess.run(
-        ["sqlite3", str(database), "SELECT id, status FROM agents ORDER BY id;"],
+        ["sqlite3", str(database), "SELECT agent_id, status FROM agents ORDER BY agent_id;"],
         capture_output=True,
         text=True,
         check=True,

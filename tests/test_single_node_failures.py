@@ -55,7 +55,7 @@ def projected(path: str) -> set[str] | None:
     there is no ``agents`` table yet."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         try:
-            return {row[0] for row in conn.execute("SELECT id FROM agents")}
+            return {row[0] for row in conn.execute("SELECT agent_id FROM agents")}
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return None
