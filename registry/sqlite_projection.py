@@ -4,8 +4,8 @@ With ``DATABASE_TYPE=sqlite`` the guide expects ``sqlite3 /data/registry.db "SEL
 agents;"`` to work, and ``meshui`` (MCP Mesh's dashboard) reads its event history and its live
 agent diff straight from the registry's database (``DATABASE_URL``), not over HTTP. Both get
 what the Go registry's database would give them: the tables of ``registry.ent_schema``, with
-the agents, their capabilities, their dependency and LLM resolutions and the registry events
-of the view's history window.
+the agents, their capabilities, their dependency and LLM resolutions, the canonical schemas
+they carry and the registry events of the view's history window.
 
 The event log stays the source of truth in LMDB; this is a projection. It is rebuilt at
 startup (and when a snapshot replaces the view) and then updated in small batches after events
@@ -19,8 +19,8 @@ FLUSH_INTERVAL until it succeeds, so the tables catch up without waiting for ano
 Where it differs from the Go registry's database: a removed agent's rows and its events are
 gone at once (the Go registry keeps it as ``unhealthy`` until its purge, which then deletes the
 same rows), ``registry_events`` holds only the view's history window (HISTORY_LIMIT events),
-and the ``jobs``, ``job_events`` and ``schema_entries`` tables exist but stay empty (jobs and
-schemas are served over HTTP).
+and the ``jobs`` and ``job_events`` tables exist but stay empty (meshui reads jobs over
+HTTP).
 """
 
 from __future__ import annotations
@@ -193,7 +193,11 @@ def agent_rows(view: View, agent_id: str) -> AgentRows | None:
                 _json(tool.get("llm_provider")),
                 _json(tool.get("tags") or []),
                 _json(tool.get("kwargs")),
-                _json(tool.get("dependencies")),
+                _json(
+                    [_stored_dependency(d) for d in deps]
+                    if (deps := tool.get("dependencies"))
+                    else None
+                ),
                 created,
                 updated,
                 agent_id,
@@ -238,6 +242,30 @@ def agent_rows(view: View, agent_id: str) -> AgentRows | None:
     return rows
 
 
+_DEPENDENCY_KEYS = (
+    ("capability", "capability"),
+    ("required", "required"),
+    ("namespace", "namespace"),
+    ("tags", "tags"),
+    ("version", "version"),
+    ("matchMode", "match_mode"),
+    ("expectedSchemaHash", "expected_schema_hash"),
+    ("expectedSchemaCanonical", "expected_schema_canonical"),
+)
+"""A declared dependency's fields, and the names the Go registry stores them under."""
+
+
+def _stored_dependency(dep: dict[str, Any]) -> dict[str, Any]:
+    """A dependency as the Go registry keeps it in ``capabilities.dependencies`` (meshui's
+    Schemas page finds a schema's consumers by ``expected_schema_hash`` there): the fields
+    given, in its names; the empty ones our normalization filled in are left out."""
+    return {
+        stored: dep[ours]
+        for ours, stored in _DEPENDENCY_KEYS
+        if dep.get(ours) not in (None, "", [])
+    }
+
+
 def _host_and_port(reg: dict[str, Any]) -> tuple[str | None, int | None]:
     """Where the agent listens, as the Go registry's two columns. An agent registered through
     the guide's API names a URL instead (``endpoint``); its host and port are taken from it, so
@@ -270,6 +298,8 @@ class _Batch:
     events: list[Row]
     cut: int
     """Events of this log index and lower are no longer (all) in the view's history window."""
+    schemas: list[Row] | None
+    """Every ``schema_entries`` row, when the set of schemas changed (None: it did not)."""
 
 
 class SqliteProjection:
@@ -288,6 +318,8 @@ class SqliteProjection:
         """Per agent, the resolution and LLM answer digest its rows were written from."""
         self._events_upto = 0
         """The log index of the newest history entry written."""
+        self._schema_hashes: tuple[str, ...] = ()
+        """The schemas last written, in arrival order."""
 
     def on_applied(self, _index: int, event: Event) -> None:
         """State-machine listener: remember which agents to rewrite."""
@@ -374,7 +406,20 @@ class SqliteProjection:
         ]
         if history:
             self._events_upto = max(self._events_upto, history[-1]["index"])
-        return _Batch(full, agents, events, cut)
+        return _Batch(full, agents, events, cut, self._schemas(full))
+
+    def _schemas(self, full: bool) -> list[Row] | None:
+        """The canonical schemas as rows, if they are not the ones last written (they are few,
+        and an entry never changes once made: a change of hashes rewrites the table)."""
+        entries = self.view.schemas.entries
+        hashes = tuple(entries)
+        if not full and hashes == self._schema_hashes:
+            return None
+        self._schema_hashes = hashes
+        return [
+            (e.hash, _json(e.canonical), e.runtime_origin, db_time(e.created_ms))
+            for e in entries.values()
+        ]
 
     async def _flush(self) -> None:
         """Write what changed since the last flush (everything after a reset); on failure
@@ -434,6 +479,13 @@ class SqliteProjection:
                 "DELETE FROM registry_events WHERE json_extract(data, '$.log_index') <= ?",
                 (batch.cut,),
             )
+            if batch.schemas is not None:
+                conn.execute("DELETE FROM schema_entries")
+                conn.executemany(
+                    "INSERT INTO schema_entries (hash, canonical, runtime_origin, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    batch.schemas,
+                )
 
     def _close(self) -> None:
         if self._conn is not None:

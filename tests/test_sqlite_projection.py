@@ -32,6 +32,7 @@ TABLES = {
     "llm_provider_resolutions": "consumer_function_name, required_capability, status, "
     "consumer_agent_id, provider_agent_id",
     "registry_events": "event_type, function_name, timestamp, data, agent_events",
+    "schema_entries": "hash, canonical, runtime_origin, created_at",
 }
 """What each table is compared on: every column but the row ids (a rebuild numbers anew)."""
 
@@ -152,3 +153,31 @@ def test_a_projection_file_of_another_shape_is_replaced(tmp_path: Path) -> None:
         ]
         first_capability = db.execute("SELECT id FROM capabilities").fetchone()[0]
         assert first_capability == (1 << 32) + 1  # Ent's range for its second type
+
+
+def test_schema_entries_follow_the_schemas_agents_carry(tmp_path: Path) -> None:
+    """A canonical schema an agent registers is a ``schema_entries`` row (meshui's Schemas
+    page reads them there) until no agent carries it any more."""
+    canonical = {"properties": {"id": {"type": "string"}}, "required": ["id"], "type": "object"}
+    schema_hash = "sha256:" + "9" * 64
+    body = agent_body("prov-1", "date")
+    body["tools"][0] |= {"outputSchemaHash": schema_hash, "outputSchemaCanonical": canonical}
+    view = View()
+    path = tmp_path / "registry.db"
+    project(view, path, [[events.upsert(from_heartbeat(body), 1000)]])
+    with sqlite3.connect(path) as db:
+        assert db.execute(
+            "SELECT hash, canonical, runtime_origin FROM schema_entries"
+        ).fetchall() == [
+            (
+                schema_hash,
+                '{"properties":{"id":{"type":"string"}},"required":["id"],"type":"object"}',
+                "python",
+            )
+        ]
+        assert db.execute("SELECT output_schema_hash FROM capabilities").fetchall() == [
+            (schema_hash,)
+        ]
+    project(view, path, [[events.remove("prov-1", 2000)]], start=1)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM schema_entries").fetchone() == (0,)

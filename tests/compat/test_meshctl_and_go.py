@@ -7,6 +7,7 @@ shows must be the same.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -64,6 +65,14 @@ def mesh_cli() -> Path:
 
 @pytest.fixture
 def go_registry(mesh_cli: Path, tmp_path: Path) -> Iterator[str]:
+    with go_registry_process(mesh_cli, tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def go_registry_process(mesh_cli: Path, tmp_path: Path) -> Iterator[str]:
+    """The Go registry on 127.0.0.1 with its SQLite file at ``tmp_path/go-registry.db``;
+    its URL once it answers /health."""
     port = free_port()
     env = {
         **os.environ,
