@@ -112,6 +112,8 @@ class View:
         self.schemas = SchemaStore()
         self.entities: dict[str, dict[str, Any]] = {}
         """Trusted entity CAs by name (registry/trust.py)."""
+        self.revoked_entities: dict[str, str] = {}
+        """Fingerprints of entity CAs revoked or replaced, with their name (registry/trust.py)."""
         self.audits: dict[str, dict[tuple[str, int], audit.Slot]] = {}
         """Per consumer, what was last recorded in the audit of each (function, dependency
         index): what the next resolution's audit event is decided against."""
@@ -296,6 +298,7 @@ class View:
             "jobs_mode": self.jobs.mode_state(),
             "schemas": self.schemas.to_state(),
             "entities": dict(self.entities),  # entries are replaced, never mutated
+            "revoked_entities": dict(self.revoked_entities),
             "audits": sorted(  # sorted: the slots' insertion order is not part of the state
                 [agent_id, function_name, dep_index, *slot.to_state()]
                 for agent_id, slots in self.audits.items()
@@ -337,6 +340,7 @@ class View:
         # Snapshots written before MeshJobs have no "jobs".
         view.jobs = jobs.JobsState.from_state(state.get("jobs", []), state.get("jobs_mode"))
         view.entities = dict(state.get("entities", {}))  # absent in older snapshots
+        view.revoked_entities = dict(state.get("revoked_entities", {}))  # and this too
         for agent_id, function_name, dep_index, *slot in state.get("audits", []):
             view.audits.setdefault(agent_id, {})[(function_name, dep_index)] = audit.Slot(*slot)
         return view
@@ -388,9 +392,9 @@ def apply(view: View, index: int, event: Event) -> bool:
     if event.kind in events.JOB_KINDS:
         return jobs.apply_event(view.jobs, index, event)
     if event.kind == events.TRUST_ENTITY:
-        return trust.apply_trust(view.entities, event.payload)
+        return trust.apply_trust(view.entities, view.revoked_entities, event.payload)
     if event.kind == events.REVOKE_ENTITY:
-        return trust.apply_revoke(view.entities, event.payload)
+        return trust.apply_revoke(view.entities, view.revoked_entities, event.payload)
     return False
 
 

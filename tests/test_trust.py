@@ -5,7 +5,7 @@ client certificate, entity CAs in the log, certificate reload. Certificates are 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,9 @@ import aiohttp
 import pytest
 
 from registry import events, trust
+from registry.commit import Committed
 from registry.timefmt import now_ms
+from registry.tls import TrustDirImport
 from registry.view import View, apply
 from tests.certs import CA, TRUST_DOMAIN, Leaf
 from tests.conftest import agent_body, eventually
@@ -86,6 +88,56 @@ def test_entity_events_apply_purely_and_survive_a_snapshot() -> None:
     assert view.entities == {} and view.digest() != restored.digest()
     encoded = events.decode(events.encode(events.trust_entity(rec_a, 6)), 6)
     assert encoded.kind == events.TRUST_ENTITY and encoded.payload == rec_a
+
+
+def test_a_revoked_or_replaced_certificate_is_trusted_again_only_unconditionally() -> None:
+    """A trust directory file found at start (``if_not_revoked``) cannot undo a revocation or a
+    replacement; an explicit registration can, and then a later conditional trust is a no-op
+    only because the entity is already trusted as is."""
+    a, b = CA.make("org-a"), CA.make("org-b")
+    rec_a = trust.entity_record("org", a.pem.decode(), now_ms())
+    rec_b = trust.entity_record("org", b.pem.decode(), now_ms())
+    view = View()
+    assert apply(view, 1, events.trust_entity(rec_a, 1, if_not_revoked=True))  # never revoked
+    assert view.entities == {"org": rec_a}  # the flag is not stored
+    assert apply(view, 2, events.revoke_entity("org", rec_a["fingerprint"], 2))
+    assert not apply(view, 3, events.trust_entity(rec_a, 3, if_not_revoked=True))
+    assert view.entities == {}
+    restored = View.from_state(view.to_state())
+    assert not apply(restored, 4, events.trust_entity(rec_a, 4, if_not_revoked=True))
+    assert apply(view, 4, events.trust_entity(rec_a, 4))  # POST /admin/entities
+    assert view.revoked_entities == {}
+    assert apply(view, 5, events.trust_entity(rec_b, 5))  # replaced with force
+    assert view.revoked_entities == {rec_a["fingerprint"]: "org"}
+    assert not apply(view, 6, events.trust_entity(rec_a, 6, if_not_revoked=True))
+    assert view.entities == {"org": rec_b}
+
+
+async def test_trust_dir_files_found_at_start_do_not_undo_a_revocation(tmp_path: Path) -> None:
+    """A file left in the directory after its entity was revoked is not trusted again by the
+    import of a restarted process; the same file written anew while it runs is."""
+    view = View()
+
+    async def propose(event: events.Event) -> Committed:
+        index = view.applied_index + 1
+        return Committed(index, apply(view, index, event))
+
+    org_b = CA.make("org-b")
+    org_b.write(tmp_path / "org-b.pem")
+    await TrustDirImport(tmp_path, view, propose).scan()
+    assert list(view.entities) == ["org-b"]
+    await propose(events.revoke_entity("org-b", view.entities["org-b"]["fingerprint"], now_ms()))
+
+    restarted = TrustDirImport(tmp_path, view, propose)
+    await restarted.scan()
+    await restarted.scan()
+    assert view.entities == {}
+    (tmp_path / "org-b.pem").unlink()
+    await restarted.scan()
+    assert view.entities == {}  # nothing to revoke: it was not trusted
+    org_b.write(tmp_path / "org-b.pem")
+    await restarted.scan()
+    assert list(view.entities) == ["org-b"]
 
 
 # -- real processes ------------------------------------------------------------------------------
@@ -269,6 +321,58 @@ async def test_an_untrusted_ca_is_trusted_after_registering_it_and_refused_after
         return (await call(as_b, "GET", f"{strict.url}/agents"))[0] == 0
 
     await eventually(partner_refused, timeout=scaled(10))
+
+
+@pytest.mark.slow
+async def test_an_entity_revoked_through_the_api_stays_revoked_across_a_restart(
+    tmp_path: Path, pki: Pki, registries: list[Registry]
+) -> None:
+    """The trust directory still holds the revoked CA's file (meshctl wrote it; the operator
+    revoked through the admin API): a restart does not trust it again, and the handshake of
+    its agents stays refused. org-c, written while the registry was down and never revoked, is
+    imported by the same first scan (files are proposed in name order), so seeing it trusted
+    means org-b's file was looked at."""
+    entities_dir = tmp_path / "trust" / "entities"
+    entities_dir.mkdir(parents=True)
+    pki.org_b.write(entities_dir / "org-b.pem")
+    node = tls_registry(
+        tmp_path, registries, pki.env("strict", MCP_MESH_TRUST_DIR=str(tmp_path / "trust"))
+    )
+    admin = pki.client(pki.org_a.agent("operator"), "operator")
+    as_b = pki.client(pki.org_b.agent("partner"), "partner")
+    entities = f"{node.url}/admin/entities"
+
+    async def listed() -> list[str]:
+        status, body = await call(admin, "GET", entities)
+        assert status == 200, body
+        return [e["name"] for e in body["entities"]]
+
+    await eventually(lambda: _has(listed(), "org-b"), timeout=scaled(10))
+
+    async def partner_served() -> bool:
+        return (await call(as_b, "GET", f"{node.url}/agents"))[0] == 200
+
+    await eventually(partner_served, timeout=scaled(10))  # the context follows the view
+    assert (await call(admin, "DELETE", f"{entities}/org-b"))[0] == 200
+
+    assert node.stop() == 0
+    org_c = CA.make("org-c")
+    org_c.write(entities_dir / "org-c.pem")
+    node.start()
+    await eventually(lambda: _has(listed(), "org-c"), timeout=scaled(10))
+    assert await listed() == ["org-c"]
+    assert (await call(as_b, "GET", f"{node.url}/agents"))[0] == 0  # refused at the handshake
+    assert "org-b.pem not imported: its certificate was revoked" in node.log()
+    # An explicit registration trusts it again.
+    status, _ = await call(
+        admin, "POST", entities, {"name": "org-b", "ca_cert": pki.org_b.pem.decode()}
+    )
+    assert status == 201
+    await eventually(lambda: _has(listed(), "org-b"), timeout=scaled(10))
+
+
+async def _has(names: Awaitable[list[str]], name: str) -> bool:
+    return name in await names
 
 
 @pytest.mark.slow
