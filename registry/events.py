@@ -66,7 +66,11 @@ left on one replica's disk cannot undo an operator's revocation at its next rest
 explicit registration (the admin API, a file written while the replica runs) has no flag."""
 REVOKE_ENTITY: Final = "revoke_entity"
 """An entity no longer trusted: payload ``{"name": str, "fingerprint": str}``."""
-KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH, TRUST_ENTITY, REVOKE_ENTITY}) | JOB_KINDS
+ROTATE: Final = "rotate"
+"""``POST /admin/rotate`` (``meshctl entity rotate``): every healthy agent of entity
+``{"entity_id": str}`` (of any entity for ``""``), chosen at apply, is asked for a full
+heartbeat (HEAD 202) so that it registers again with its current certificate."""
+KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH, TRUST_ENTITY, REVOKE_ENTITY, ROTATE}) | JOB_KINDS
 
 
 class CorruptRecord(Exception):
@@ -108,6 +112,10 @@ def trust_entity(entity: dict[str, Any], ts_ms: int, *, if_not_revoked: bool = F
 
 def revoke_entity(name: str, fingerprint: str, ts_ms: int) -> Event:
     return Event(REVOKE_ENTITY, ts_ms, {"name": name, "fingerprint": fingerprint})
+
+
+def rotate(entity_id: str, ts_ms: int) -> Event:
+    return Event(ROTATE, ts_ms, {"entity_id": entity_id})
 
 
 def encode(event: Event) -> bytes:

@@ -21,6 +21,7 @@ from registry.view import View, apply
 from tests.certs import CA, TRUST_DOMAIN, Leaf
 from tests.conftest import agent_body, eventually
 from tests.processes import Registry
+from tests.test_cluster import Cluster, all_ready, converged
 from tests.timing import scaled
 
 # -- identity and the pure state -----------------------------------------------------------------
@@ -138,6 +139,43 @@ async def test_trust_dir_files_found_at_start_do_not_undo_a_revocation(tmp_path:
     org_b.write(tmp_path / "org-b.pem")
     await restarted.scan()
     assert list(view.entities) == ["org-b"]
+
+
+def test_a_rotation_asks_the_healthy_agents_of_its_entity_for_a_full_heartbeat() -> None:
+    """Chosen at apply (so every replica marks the same agents), kept in snapshots, recorded
+    as ``rotate`` events; the agent's next full heartbeat (an upsert) clears it."""
+    view = View()
+    for index, (agent_id, entity) in enumerate(
+        [("a-1", "org-a"), ("a-2", "org-a"), ("b-1", "org-b"), ("plain", None)], start=1
+    ):
+        body = agent_body(agent_id)
+        if entity:
+            body["entity_id"] = entity
+        apply(view, index, events.upsert(body, index))
+    apply(view, 5, events.health("unhealthy", ["a-2"], 5))
+    assert not any(view.needs_full_heartbeat(a) for a in view.agents)
+    assert view.rotation_targets("org-a") == ["a-1"]  # a-2 is unhealthy
+
+    assert apply(view, 6, events.rotate("org-a", 6))
+    assert [a for a in view.agents if view.needs_full_heartbeat(a)] == ["a-1"]
+    rotated = [e for e in view.history if e["event_type"] == "rotate"]
+    assert [(e["agent_id"], e["index"], e["data"]) for e in rotated] == [
+        (
+            "a-1",
+            6,
+            {"agent_id": "a-1", "name": "a", "entity_id": "org-a", "reason": "cert_rotation"},
+        )
+    ]
+    restored = View.from_state(view.to_state())
+    assert restored.needs_full_heartbeat("a-1") and restored.digest() == view.digest()
+    assert not apply(view, 7, events.rotate("org-c", 7))  # nobody: no change
+
+    assert apply(view, 8, events.rotate("", 8))  # every healthy agent
+    assert sorted(a for a in view.agents if view.needs_full_heartbeat(a)) == ["a-1", "b-1", "plain"]
+    body = agent_body("a-1")
+    body["entity_id"] = "org-a"
+    apply(view, 9, events.upsert(body, 9))
+    assert not view.needs_full_heartbeat("a-1") and view.needs_full_heartbeat("b-1")
 
 
 # -- real processes ------------------------------------------------------------------------------
@@ -369,6 +407,100 @@ async def test_an_entity_revoked_through_the_api_stays_revoked_across_a_restart(
     )
     assert status == 201
     await eventually(lambda: _has(listed(), "org-b"), timeout=scaled(10))
+
+
+@pytest.mark.slow
+async def test_admin_rotate_sends_the_agents_of_an_entity_to_register_again(
+    tmp_path: Path, pki: Pki, registries: list[Registry]
+) -> None:
+    """``POST /admin/rotate[?entity_id=]`` as ``meshctl entity rotate`` sends it: the Go
+    registry's answer, HEAD 202 for the chosen agents only until their next full heartbeat,
+    a ``rotate`` event each; no match or bad input appends nothing."""
+    node = tls_registry(tmp_path, registries, pki.env("auto"))
+    as_a = pki.client(pki.org_a.agent("greeter"), "greeter")
+    plain = pki.client(None)
+    greeter, other = agent_body("greeter-0a1b2c3d"), agent_body("other-0a1b2c3d")
+    assert (await call(as_a, "POST", f"{node.url}/heartbeat", greeter))[0] == 200
+    assert (await call(plain, "POST", f"{node.url}/heartbeat", other))[0] == 200
+
+    async def head(context: ssl.SSLContext, agent_id: str) -> int:
+        return (await call(context, "HEAD", f"{node.url}/heartbeat/{agent_id}"))[0]
+
+    async def index() -> int:
+        return int((await call(plain, "GET", f"{node.url}/api/v1/cluster"))[1]["applied_index"])
+
+    rotate = f"{node.url}/admin/rotate"
+    before = await index()
+    for query, why in [("?entity_id=" + "x" * 256, "at most 255")]:
+        status, body = await call(plain, "POST", rotate + query)
+        assert status == 400 and why in body["error"], body
+    assert await call(plain, "POST", rotate + "?entity_id=nobody") == (
+        200,
+        {
+            "message": "Rotation triggered for entity 'nobody'",
+            "affected_agents": 0,
+            "entity_id": "nobody",
+        },
+    )
+    assert await index() == before  # nothing appended
+
+    assert await call(plain, "POST", rotate + "?entity_id=org-a", {"ignored": True}) == (
+        200,
+        {
+            "message": "Rotation triggered for entity 'org-a'",
+            "affected_agents": 1,
+            "entity_id": "org-a",
+        },
+    )
+    assert (await head(as_a, "greeter-0a1b2c3d"), await head(plain, "other-0a1b2c3d")) == (202, 200)
+    assert await head(as_a, "greeter-0a1b2c3d") == 202  # until it sends a full heartbeat
+    status, listed = await call(plain, "GET", f"{node.url}/events?type=rotate")
+    assert [
+        (e["agent_id"], e["data"]["entity_id"], e["data"]["reason"]) for e in listed["events"]
+    ] == [("greeter-0a1b2c3d", "org-a", "cert_rotation")]
+    assert (await call(as_a, "POST", f"{node.url}/heartbeat", greeter))[0] == 200
+    assert await head(as_a, "greeter-0a1b2c3d") == 200
+
+    status, body = await call(plain, "POST", rotate)
+    assert (status, body["affected_agents"], body["message"]) == (
+        200,
+        2,
+        "Rotation triggered for all agents",
+    )
+    assert (await head(as_a, "greeter-0a1b2c3d"), await head(plain, "other-0a1b2c3d")) == (202, 202)
+
+
+@pytest.mark.slow
+async def test_a_rotation_through_one_replica_reaches_the_others(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """The rotation is a log entry: asked through one replica, the agent heartbeating against
+    another gets 202 there, and a full heartbeat through a third clears it everywhere."""
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    a, b, c = cluster.nodes
+    timeout = aiohttp.ClientTimeout(total=scaled(10))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await all_ready(session, cluster.nodes)
+        body = agent_body("greeter-0a1b2c3d")
+        async with session.post(f"{a.url}/heartbeat", json=body) as resp:
+            assert resp.status == 200
+        async with session.post(f"{b.url}/admin/rotate") as resp:
+            assert (resp.status, (await resp.json())["affected_agents"]) == (200, 1)
+
+        async def head(node: Registry) -> int:
+            async with session.head(f"{node.url}/heartbeat/greeter-0a1b2c3d") as resp:
+                return resp.status
+
+        await eventually(lambda: _is(head(c), 202), timeout=scaled(10))
+        async with session.post(f"{c.url}/heartbeat", json=body) as resp:
+            assert resp.status == 200
+        await converged(session, cluster.nodes)
+        assert [await head(n) for n in cluster.nodes] == [200, 200, 200]
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
 
 
 async def _has(names: Awaitable[list[str]], name: str) -> bool:
