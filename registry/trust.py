@@ -128,8 +128,8 @@ def apply_trust(
     ``revoked`` maps the fingerprints of certificates that stopped being trusted (revoked, or
     replaced under their name) to that name. A conditional trust (:data:`IF_NOT_REVOKED`) of
     one of them is refused; an unconditional one takes it out (an operator's explicit
-    registration trusts it again). Decided here, in log order,
-    because the importing replica's view may be behind the revocation when it proposes.
+    registration trusts it again). Decided here, in log order, because the importing
+    replica's view may be behind the revocation when it proposes.
     """
     record = {k: v for k, v in payload.items() if k != IF_NOT_REVOKED}
     name, fingerprint = record["name"], record["fingerprint"]
