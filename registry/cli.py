@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from registry import __version__, backup, config, logs, tls
+from registry import __version__, backup, config, logs, tls, trust
 from registry.api.app import build_admin_app, build_app, build_metrics_app
 from registry.events import CorruptRecord
 from registry.node import Node
@@ -96,27 +96,39 @@ _URL_HELP = "a running node's HTTP address (default: this node, 127.0.0.1:REGIST
 
 
 def _admin_call(cfg: config.Config, method: str, url: str | None, path: str) -> tuple[int, bytes]:
-    """One request to a running node with the AUTH_TOKEN (over HTTPS with the node's own
-    certificate as the client's when TLS is on); aiohttp.ClientError if unreachable."""
+    """One request to a running node with the AUTH_TOKEN; aiohttp.ClientError if unreachable
+    (or its certificate cannot be verified)."""
     scheme = "https" if cfg.trust.tls else "http"
-    base = url or f"{scheme}://127.0.0.1:{cfg.port}"
+    base = (url or f"{scheme}://127.0.0.1:{cfg.port}").rstrip("/")
     headers = {"Authorization": f"Bearer {cfg.auth_token}"} if cfg.auth_token else {}
-    context: ssl.SSLContext | bool = True
-    if cfg.trust.tls:
-        context = ssl.create_default_context(cafile=cfg.trust.ca or None)
-        context.check_hostname = False  # 127.0.0.1 or a pod IP: the CA is what is checked
-        if not cfg.trust.ca:
-            context.verify_mode = ssl.CERT_NONE
-        context.load_cert_chain(cfg.trust.cert, cfg.trust.key)
+    context = _client_tls(cfg.trust, own_node=url is None) if base.startswith("https:") else None
 
     async def call() -> tuple[int, bytes]:
         async with (
             aiohttp.ClientSession(headers=headers) as session,
-            session.request(method, f"{base}{path}", ssl=context) as resp,
+            session.request(method, f"{base}{path}", ssl=context or True) as resp,
         ):
             return resp.status, await resp.read()
 
     return asyncio.run(call())
+
+
+def _client_tls(settings: trust.TrustSettings, own_node: bool) -> ssl.SSLContext:
+    """The CLI's HTTPS context, with the variables the SDK reads as a client: the server is
+    verified against MCP_MESH_TLS_CA (else the system's CAs), MCP_MESH_TLS_CERT/_KEY are the
+    client certificate (in the pod: the registry's own, which its Certificate issues for
+    client auth too), needed in strict mode.
+
+    Host names are not checked: the node is reached at 127.0.0.1 or a pod IP, which its
+    certificate does not name; the CA is what vouches for it. Nothing is verified only for
+    this pod's own node without a CA (no --url, no MCP_MESH_TLS_CA): it is the loopback."""
+    context = ssl.create_default_context(cafile=settings.ca or None)
+    context.check_hostname = False
+    if own_node and not settings.ca:
+        context.verify_mode = ssl.CERT_NONE
+    if settings.cert and settings.key:
+        context.load_cert_chain(settings.cert, settings.key)
+    return context
 
 
 def _fail(message: str) -> int:

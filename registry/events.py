@@ -57,10 +57,20 @@ JOB_KINDS: Final = frozenset(
 )
 TRUST_ENTITY: Final = "trust_entity"
 """A CA trusted for client certificates (registry/trust.py): payload ``{"name", "ca_pem",
-"fingerprint", "subject", "expires"}``."""
+"fingerprint", "subject", "expires"}``, and ``"if_not_revoked": true`` when imported from a
+trust directory file found at start."""
+IF_NOT_REVOKED: Final = "if_not_revoked"
+"""A trust event's flag: not applied if the certificate was revoked or replaced before. Set by
+the trust directory import for files already there when the process started, so a stale file
+left on one replica's disk cannot undo an operator's revocation at its next restart; an
+explicit registration (the admin API, a file written while the replica runs) has no flag."""
 REVOKE_ENTITY: Final = "revoke_entity"
 """An entity no longer trusted: payload ``{"name": str, "fingerprint": str}``."""
-KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH, TRUST_ENTITY, REVOKE_ENTITY}) | JOB_KINDS
+ROTATE: Final = "rotate"
+"""``POST /admin/rotate`` (``meshctl entity rotate``): every healthy agent of entity
+``{"entity_id": str}`` (of any entity for ``""``), chosen at apply, is asked for a full
+heartbeat (HEAD 202) so that it registers again with its current certificate."""
+KINDS: Final = frozenset({UPSERT, REMOVE, HEALTH, TRUST_ENTITY, REVOKE_ENTITY, ROTATE}) | JOB_KINDS
 
 
 class CorruptRecord(Exception):
@@ -93,12 +103,19 @@ def health(status: str, agent_ids: list[str], ts_ms: int) -> Event:
     return Event(HEALTH, ts_ms, {"status": status, "agent_ids": sorted(agent_ids)})
 
 
-def trust_entity(entity: dict[str, Any], ts_ms: int) -> Event:
-    return Event(TRUST_ENTITY, ts_ms, entity)
+def trust_entity(entity: dict[str, Any], ts_ms: int, *, if_not_revoked: bool = False) -> Event:
+    """Trust ``entity`` (a registry/trust.py record); ``if_not_revoked``: unless its certificate
+    was revoked or replaced before (registry/trust.py, ``IF_NOT_REVOKED``)."""
+    payload = {**entity, IF_NOT_REVOKED: True} if if_not_revoked else entity
+    return Event(TRUST_ENTITY, ts_ms, payload)
 
 
 def revoke_entity(name: str, fingerprint: str, ts_ms: int) -> Event:
     return Event(REVOKE_ENTITY, ts_ms, {"name": name, "fingerprint": fingerprint})
+
+
+def rotate(entity_id: str, ts_ms: int) -> Event:
+    return Event(ROTATE, ts_ms, {"entity_id": entity_id})
 
 
 def encode(event: Event) -> bytes:

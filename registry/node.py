@@ -150,7 +150,7 @@ class Node:
             known is not None
             and known.registration == agent
             and known.status == HEALTHY
-            and not self.view.resolution_changed(agent["agent_id"])
+            and not self.view.needs_full_heartbeat(agent["agent_id"])
             and not self.view.audit_due(agent["agent_id"])
         )
 

@@ -33,6 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from registry import events, trust
+from registry.commit import Committed
 from registry.config import ConfigError
 from registry.timefmt import now_ms
 from registry.view import View
@@ -133,16 +134,28 @@ class ServerTLS:
 class TrustDirImport:
     """Entities from ``MCP_MESH_TRUST_DIR/entities/*.pem`` (where meshctl writes them) into the
     log. Only changes this process saw are proposed: a replica whose directory is empty at
-    start revokes nothing; a file that goes away revokes the entity it had added."""
+    start revokes nothing; a file that goes away revokes the entity it had added.
+
+    A file already there at start is imported only if its certificate was never revoked or
+    replaced (``if_not_revoked``, decided by the log's apply): it may be a copy left behind on
+    this replica's disk after an operator revoked the entity through the admin API or on
+    another replica, and a restart must not trust it again. A file that appears or changes
+    while the process runs is an operator's act (``meshctl entity register``) and is trusted
+    as written."""
 
     def __init__(
-        self, directory: Path, view: View, propose: Callable[[events.Event], Awaitable[Any]]
+        self,
+        directory: Path,
+        view: View,
+        propose: Callable[[events.Event], Awaitable[Committed]],
     ) -> None:
         self.directory = directory
         self.view = view
         self.propose = propose
         self._seen: dict[str, str] = {}
         self._fingerprints: dict[str, str] = {}
+        self._at_start: dict[str, str] | None = None
+        """The files' texts at the first scan (until each changes or goes)."""
 
     def _files(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -153,6 +166,8 @@ class TrustDirImport:
 
     async def scan(self) -> None:
         found = self._files()
+        if self._at_start is None:
+            self._at_start = dict(found)
         for name, text in found.items():
             if self._seen.get(name) == text:
                 continue
@@ -163,10 +178,21 @@ class TrustDirImport:
                 self._seen[name] = text
                 continue
             if self.view.entities.get(name) != record:
-                await self.propose(events.trust_entity(record, now_ms()))
-                log.info("entity trusted from the trust directory", extra={"entity": name})
+                stale = self._at_start.get(name) == text
+                event = events.trust_entity(record, now_ms(), if_not_revoked=stale)
+                if (await self.propose(event)).took_effect:
+                    log.info("entity trusted from the trust directory", extra={"entity": name})
+                else:
+                    log.warning(
+                        "trust directory file %s.pem not imported: its certificate was revoked "
+                        "or replaced; POST /admin/entities, or writing the file anew while "
+                        "the registry runs, trusts it again",
+                        name,
+                    )
             self._seen[name] = text
             self._fingerprints[name] = record["fingerprint"]
+        for name in [n for n in self._at_start if found.get(n) != self._at_start[n]]:
+            del self._at_start[name]
         for name in [n for n in self._seen if n not in found]:
             fingerprint = self._fingerprints.get(name)
             current = self.view.entities.get(name)

@@ -35,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from registry.events import IF_NOT_REVOKED
+
 MODES = ("off", "auto", "strict")
 DEFAULT_TRUST_DOMAIN = "mcp-mesh.local"
 ENTITY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
@@ -118,18 +120,37 @@ def _text(value: str | bytes) -> str:
 # -- the replicated state (pure) -----------------------------------------------------------------
 
 
-def apply_trust(entities: dict[str, dict[str, Any]], payload: dict[str, Any]) -> bool:
-    """Trust (or replace) the entity in ``payload``; whether anything changed."""
-    name = payload["name"]
-    if entities.get(name) == payload:
+def apply_trust(
+    entities: dict[str, dict[str, Any]], revoked: dict[str, str], payload: dict[str, Any]
+) -> bool:
+    """Trust (or replace) the entity in ``payload``; whether anything changed.
+
+    ``revoked`` maps the fingerprints of certificates that stopped being trusted (revoked, or
+    replaced under their name) to that name. A conditional trust (:data:`IF_NOT_REVOKED`) of
+    one of them is refused; an unconditional one takes it out (an operator's explicit
+    registration trusts it again). Decided here, in log order, because the importing
+    replica's view may be behind the revocation when it proposes.
+    """
+    record = {k: v for k, v in payload.items() if k != IF_NOT_REVOKED}
+    name, fingerprint = record["name"], record["fingerprint"]
+    if payload.get(IF_NOT_REVOKED) and fingerprint in revoked:
         return False
-    entities[name] = dict(payload)
+    current = entities.get(name)
+    if current == record:
+        return False
+    if current is not None and current["fingerprint"] != fingerprint:
+        revoked[current["fingerprint"]] = name
+    revoked.pop(fingerprint, None)
+    entities[name] = record
     return True
 
 
-def apply_revoke(entities: dict[str, dict[str, Any]], payload: dict[str, Any]) -> bool:
+def apply_revoke(
+    entities: dict[str, dict[str, Any]], revoked: dict[str, str], payload: dict[str, Any]
+) -> bool:
     """Stop trusting the named entity (only the one with this fingerprint, when given: a
-    revocation that raced a replacement leaves the replacement); whether it took effect."""
+    revocation that raced a replacement leaves the replacement) and remember its certificate
+    as revoked (see :func:`apply_trust`); whether it took effect."""
     current = entities.get(payload["name"])
     if current is None:
         return False
@@ -137,6 +158,7 @@ def apply_revoke(entities: dict[str, dict[str, Any]], payload: dict[str, Any]) -
     if fingerprint is not None and current["fingerprint"] != fingerprint:
         return False
     del entities[payload["name"]]
+    revoked[current["fingerprint"]] = payload["name"]
     return True
 
 

@@ -48,6 +48,9 @@ class Agent:
     """The resolution last sent to this agent (what HEAD /heartbeat compares against)."""
     llm_delivered: str = ""
     """The digest of the LLM tools and providers last sent to it (see registry.llm.Answer)."""
+    rotation_index: int = 0
+    """The log index of a rotation (``POST /admin/rotate``) that asked it for a full heartbeat
+    it has not sent yet; 0 when none is pending."""
 
     @property
     def agent_id(self) -> str:
@@ -62,11 +65,12 @@ class Agent:
             self.status_ms,
             self.delivered,
             self.llm_delivered,
+            self.rotation_index,
         ]
 
     @classmethod
     def from_state(cls, state: list[Any]) -> Agent:
-        # Snapshots written before LLM answers were recorded hold six fields.
+        # Snapshots written before LLM answers (rotations) were recorded hold six (seven) fields.
         return cls(*state)
 
 
@@ -112,6 +116,8 @@ class View:
         self.schemas = SchemaStore()
         self.entities: dict[str, dict[str, Any]] = {}
         """Trusted entity CAs by name (registry/trust.py)."""
+        self.revoked_entities: dict[str, str] = {}
+        """Fingerprints of entity CAs revoked or replaced, with their name (registry/trust.py)."""
         self.audits: dict[str, dict[tuple[str, int], audit.Slot]] = {}
         """Per consumer, what was last recorded in the audit of each (function, dependency
         index): what the next resolution's audit event is decided against."""
@@ -246,6 +252,22 @@ class View:
             or self.llm_answer(agent_id).digest != agent.llm_delivered
         )
 
+    def needs_full_heartbeat(self, agent_id: str) -> bool:
+        """Whether HEAD /heartbeat answers 202 (and the next full heartbeat is logged): the
+        agent's answer changed, or a rotation asked it to register again."""
+        return bool(self.agents[agent_id].rotation_index) or self.resolution_changed(agent_id)
+
+    def rotation_targets(self, entity_id: str) -> list[str]:
+        """The agents a rotation of ``entity_id`` (every entity for ``""``) asks to register
+        again: the healthy ones registered with a certificate of that entity, as the Go
+        registry selects them."""
+        return [
+            agent_id
+            for agent_id, agent in self.agents.items()
+            if agent.status == HEALTHY
+            and (not entity_id or agent.registration.get("entity_id") == entity_id)
+        ]
+
     # -- derived-index maintenance ------------------------------------------------------------
 
     def _touch(self, capabilities: list[str]) -> None:
@@ -296,6 +318,7 @@ class View:
             "jobs_mode": self.jobs.mode_state(),
             "schemas": self.schemas.to_state(),
             "entities": dict(self.entities),  # entries are replaced, never mutated
+            "revoked_entities": dict(self.revoked_entities),
             "audits": sorted(  # sorted: the slots' insertion order is not part of the state
                 [agent_id, function_name, dep_index, *slot.to_state()]
                 for agent_id, slots in self.audits.items()
@@ -337,6 +360,7 @@ class View:
         # Snapshots written before MeshJobs have no "jobs".
         view.jobs = jobs.JobsState.from_state(state.get("jobs", []), state.get("jobs_mode"))
         view.entities = dict(state.get("entities", {}))  # absent in older snapshots
+        view.revoked_entities = dict(state.get("revoked_entities", {}))  # and this too
         for agent_id, function_name, dep_index, *slot in state.get("audits", []):
             view.audits.setdefault(agent_id, {})[(function_name, dep_index)] = audit.Slot(*slot)
         return view
@@ -388,9 +412,11 @@ def apply(view: View, index: int, event: Event) -> bool:
     if event.kind in events.JOB_KINDS:
         return jobs.apply_event(view.jobs, index, event)
     if event.kind == events.TRUST_ENTITY:
-        return trust.apply_trust(view.entities, event.payload)
+        return trust.apply_trust(view.entities, view.revoked_entities, event.payload)
     if event.kind == events.REVOKE_ENTITY:
-        return trust.apply_revoke(view.entities, event.payload)
+        return trust.apply_revoke(view.entities, view.revoked_entities, event.payload)
+    if event.kind == events.ROTATE:
+        return _apply_rotate(view, index, event)
     return False
 
 
@@ -420,6 +446,25 @@ def _apply_upsert(view: View, index: int, event: Event) -> None:
     _record(view, index, event, event_type, agent_id, data)
     agent.delivered = view._resolve(agent_id, view.dependencies(agent_id), (index, event))
     agent.llm_delivered = view.llm_answer(agent_id).digest
+    agent.rotation_index = 0
+
+
+def _apply_rotate(view: View, index: int, event: Event) -> bool:
+    """Mark the agents the rotation targets now (in log order, so every replica marks the
+    same ones) and record a ``rotate`` event for each, with the data the Go registry gives."""
+    entity_id = event.payload["entity_id"]
+    targets = view.rotation_targets(entity_id)
+    for agent_id in targets:
+        agent = view.agents[agent_id]
+        agent.rotation_index = index
+        data = {
+            "agent_id": agent_id,
+            "name": agent.registration.get("name", agent_id),
+            "entity_id": agent.registration.get("entity_id", ""),
+            "reason": "cert_rotation",
+        }
+        _record(view, index, event, "rotate", agent_id, data)
+    return bool(targets)
 
 
 def _capabilities(registration: dict[str, Any]) -> list[str]:

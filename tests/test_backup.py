@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.conftest import agent_body
 from tests.ports import free_port
 from tests.processes import CLUSTER_KEY, Registry
 from tests.test_cluster import (
@@ -25,6 +26,7 @@ from tests.test_cluster import (
     register,
 )
 from tests.test_raft_in_process import wait_for
+from tests.test_trust import Pki, call, tls_registry
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
@@ -137,6 +139,70 @@ def test_backup_needs_the_token_when_auth_is_on(tmp_path: Path, registries: list
     assert not (tmp_path / "x").exists()
     allowed = cli("backup", "--out", str(tmp_path / "x"), "--url", node.url, AUTH_TOKEN="s3cret")
     assert allowed.returncode == 0, allowed.stderr
+
+
+@pytest.mark.parametrize("mode", ["auto", "strict"])
+async def test_backup_and_inspect_over_tls(
+    tmp_path: Path, registries: list[Registry], mode: str
+) -> None:
+    """With TLS on the registry port the CLI speaks HTTPS with MCP_MESH_TLS_CERT/_KEY as its
+    client certificate and MCP_MESH_TLS_CA for the server's: in the pod (`kubectl exec`, the
+    registry's own environment and certificate, issued by the mesh CA as cert-manager does)
+    and from an operator's machine (their own certificate, --url). What cannot be verified is
+    one line and no file."""
+    pki = Pki.make(tmp_path / "pki")
+    mesh_cert, mesh_key = pki.org_a.issue("registry").write(pki.root, "mesh-server")
+    node = tls_registry(
+        tmp_path,
+        registries,
+        pki.env(mode, MCP_MESH_TLS_CERT=str(mesh_cert), MCP_MESH_TLS_KEY=str(mesh_key)),
+    )
+    greeter = pki.client(pki.org_a.agent("greeter"), "greeter")
+    greeter.load_verify_locations(cadata=pki.org_a.pem.decode())  # the mesh CA serves here
+    status, answer = await call(greeter, "POST", f"{node.url}/heartbeat", agent_body("greeter"))
+    assert status == 200, answer
+
+    in_pod = {k: v for k, v in node.env.items() if k.startswith(("MCP_MESH_", "REGISTRY_"))}
+    out = tmp_path / "in-pod.backup"
+    made = cli("backup", "--out", str(out), **in_pod)
+    assert made.returncode == 0, made.stderr
+    assert "(1 agents" in made.stdout
+    shown = cli("inspect", "--json", **in_pod)
+    assert shown.returncode == 0, shown.stderr
+    assert [json.loads(line)["id"] for line in shown.stdout.splitlines()] == ["greeter"]
+
+    operator_cert, operator_key = pki.org_a.agent("operator").write(pki.root, "operator")
+    operator = {
+        "MCP_MESH_TLS_MODE": "auto",
+        "MCP_MESH_TLS_CERT": str(operator_cert),
+        "MCP_MESH_TLS_KEY": str(operator_key),
+        "MCP_MESH_TLS_CA": str(pki.org_a.write(pki.root / "mesh-ca.pem")),
+    }
+    remote = tmp_path / "remote.backup"
+    made = cli("backup", "--out", str(remote), "--url", node.url, **operator)
+    assert made.returncode == 0, made.stderr
+    assert backup_agents(remote) == backup_agents(out) == ["greeter"]
+
+    # A server certificate the CA does not vouch for, or no CA given for another node (the
+    # system's CAs do not know the mesh CA), and (strict) no client certificate.
+    refused = [
+        ({**operator, "MCP_MESH_TLS_CA": str(pki.root / "server-ca.pem")}, "verify failed"),
+        ({**operator, "MCP_MESH_TLS_CA": ""}, "verify failed"),
+    ]
+    if mode == "strict":
+        anonymous = {"MCP_MESH_TLS_CA": operator["MCP_MESH_TLS_CA"]}
+        refused.append((anonymous, "client certificate required"))
+    for env, why in refused:
+        failed = cli("backup", "--out", str(tmp_path / "no.backup"), "--url", node.url, **env)
+        assert failed.returncode == 1 and why in failed.stderr, failed.stderr
+        assert len(failed.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "no.backup").exists()
+
+
+def backup_agents(path: Path) -> list[str]:
+    shown = cli("inspect", "--json", "--from", str(path))
+    assert shown.returncode == 0, shown.stderr
+    return [json.loads(line)["id"] for line in shown.stdout.splitlines()]
 
 
 async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[Registry]) -> None:

@@ -1,6 +1,6 @@
 """Offline checks of the deployment files: Dockerfile, k8s/ (kustomize), the Helm chart, scripts.
 
-No cluster exists here, so everything that can be checked without one is: every manifest, both
+No cluster exists here, so everything that can be checked without one is: every manifest, the
 kustomize overlays and the rendered chart validate against a current Kubernetes schema; the
 environment they give a pod is exactly what the registry reads (and loads without error); Service
 ports resolve to container ports; probe paths and ports, the image's HEALTHCHECK and every metric
@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ import pytest
 
 from registry import config
 from replication import peers
+from tests.certs import CA, client_context
 from tests.ports import free_port
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install pyyaml)")
@@ -50,6 +52,7 @@ SCRIPTS = K8S / "scripts"
 VENV_BIN = Path(sys.executable).parent
 SETTING_NAMES = {s.name for s in config.SETTINGS}
 CRD_GROUP = "monitoring.coreos.com/"
+CERT_MANAGER = "cert-manager.io/v1"
 
 # Container port name -> the setting that decides the port the registry listens on.
 PORT_SETTINGS = {"http": "REGISTRY_PORT", "metrics": "METRICS_PORT", "raft": "RAFT_PORT"}
@@ -117,6 +120,12 @@ HELM_VALUES: dict[str, dict[str, Any]] = {
             "dashboard": {"enabled": True},
         },
     },
+    # what k8s/overlays/tls renders (ha plus registration trust with a cert-manager Certificate)
+    "tls": {
+        "replicas": 3,
+        "existingSecret": "mcp-registry-secret",
+        "tls": {"mode": "strict", "certManager": {"enabled": True}},
+    },
     "options": {
         "replicas": 5,
         "existingSecret": "my-registry-secret",
@@ -151,6 +160,7 @@ def renderings() -> dict[str, list[dict[str, Any]]]:
         "kustomize:base": kustomize(K8S / "base"),
         "kustomize:dev": kustomize(K8S / "overlays" / "dev"),
         "kustomize:ha": kustomize(K8S / "overlays" / "ha"),
+        "kustomize:tls": kustomize(K8S / "overlays" / "tls"),
         "kustomize:monitoring": kustomize(K8S / "monitoring"),
     }
     with contextlib.suppress(pytest.skip.Exception):  # helm tests skip on their own
@@ -201,6 +211,9 @@ def validate(doc: dict[str, Any]) -> None:
     if doc["apiVersion"].startswith(CRD_GROUP):
         check_monitoring_object(doc)
         return
+    if doc["apiVersion"] == CERT_MANAGER:
+        check_certificate(doc)
+        return
     version = kv.utils.latest_version()
     try:
         kv.validate(doc, version, strict=True)
@@ -234,6 +247,34 @@ def check_monitoring_object(doc: dict[str, Any]) -> None:
         raise AssertionError(f"unexpected kind {doc['kind']}")
 
 
+CERT_MANAGER_USAGES = {
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+    "server auth", "client auth", "code signing", "email protection", "s/mime",
+    "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing",
+    "microsoft sgc", "netscape sgc",
+}  # fmt: skip
+"""cert-manager's KeyUsage enum (cert-manager.io/v1), which its webhook enforces."""
+
+
+def check_certificate(doc: dict[str, Any]) -> None:
+    """cert-manager's Certificate, structurally (no schema for it here): the fields and values
+    its CRD accepts, as far as the manifests use them."""
+    assert doc["kind"] == "Certificate", doc["kind"]
+    spec = doc["spec"]
+    allowed = {"secretName", "duration", "renewBefore", "privateKey", "usages", "dnsNames"}
+    assert set(spec) <= allowed | {"issuerRef", "commonName", "ipAddresses", "uris"}, set(spec)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", spec["secretName"])
+    for field in ("duration", "renewBefore"):
+        assert re.fullmatch(r"\d+h", spec[field]), spec[field]
+    assert int(spec["renewBefore"][:-1]) < int(spec["duration"][:-1])
+    assert set(spec["usages"]) <= CERT_MANAGER_USAGES, spec["usages"]
+    assert spec["privateKey"]["algorithm"] in ("RSA", "ECDSA", "Ed25519")
+    assert spec["privateKey"]["rotationPolicy"] in ("Never", "Always")
+    assert spec["dnsNames"] and spec["issuerRef"]["name"]
+    assert spec["issuerRef"]["kind"] in ("Issuer", "ClusterIssuer")
+
+
 @pytest.mark.parametrize("path", plain_manifests(), ids=lambda p: str(p.relative_to(K8S)))
 def test_every_manifest_file_validates(path: Path) -> None:
     docs = load_docs(path.read_text())
@@ -248,6 +289,7 @@ def test_every_manifest_file_validates(path: Path) -> None:
         "kustomize:base",
         "kustomize:dev",
         "kustomize:ha",
+        "kustomize:tls",
         "kustomize:monitoring",
         *(f"helm:{v}" for v in HELM_VALUES),
     ],
@@ -503,6 +545,7 @@ def test_service_target_ports_are_container_ports(renderings: dict[str, Any]) ->
         headless = services["mcp-mesh-registry-headless"]
         assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {
             "http": 8080,
+            "metrics": 9090,  # what the ServiceMonitor scrapes: plain HTTP in every TLS mode
             "raft": 4321,
         }
 
@@ -529,6 +572,9 @@ def normalize_statefulset(sts: dict[str, Any]) -> dict[str, Any]:
     main = pod["containers"][0]
     main["env"] = {e["name"]: e.get("value", e.get("valueFrom")) for e in main["env"]}
     main["envFrom"] = [sorted(source) for source in main["envFrom"]]
+    # A strategic-merge patch puts added items first; their order means nothing to the kubelet.
+    main["volumeMounts"] = sorted(main["volumeMounts"], key=lambda m: m["mountPath"])
+    pod["volumes"] = sorted(pod["volumes"], key=lambda v: v["name"])
     for claim in spec["volumeClaimTemplates"]:
         claim["metadata"].pop("labels")
     return dict(spec)
@@ -541,7 +587,7 @@ def normalize_service(service: dict[str, Any]) -> dict[str, Any]:
     return dict(spec)
 
 
-@pytest.mark.parametrize(("values", "overlay"), [("dev", "dev"), ("ha", "ha")])
+@pytest.mark.parametrize(("values", "overlay"), [("dev", "dev"), ("ha", "ha"), ("tls", "tls")])
 def test_helm_chart_renders_the_overlays(
     renderings: dict[str, Any], values: str, overlay: str
 ) -> None:
@@ -575,6 +621,8 @@ def test_helm_chart_renders_the_overlays(
         one(chart, "ServiceAccount")["automountServiceAccountToken"]
         == one(kust, "ServiceAccount")["automountServiceAccountToken"]
     )
+    if overlay == "tls":
+        assert one(chart, "Certificate")["spec"] == one(kust, "Certificate")["spec"]
     if overlay == "ha":
         assert one(chart, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
         assert (
@@ -699,7 +747,12 @@ def test_chart_dashboard_is_the_monitoring_dashboard() -> None:
 
 
 def http(
-    url: str, *, method: str = "GET", body: bytes | None = None, token: str = ""
+    url: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    token: str = "",
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, method=method)
     if token:
@@ -707,7 +760,7 @@ def http(
     if body is not None:
         request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -734,9 +787,29 @@ class Live:
             "DATABASE_PATH": str(data_dir / "registry.db"),
             "REGISTRY_PEERS": f"127.0.0.1:{self.local['RAFT_PORT']}",
         }
-        self.url = f"http://127.0.0.1:{self.local['REGISTRY_PORT']}"
+        self.client: ssl.SSLContext | None = None
+        """With TLS on: a client that trusts the registry and presents a mesh certificate."""
+        scheme = "http"
+        if manifest_env.get("MCP_MESH_TLS_MODE", "off") != "off":
+            self.env.update(self._secret(data_dir.parent / "tls"))
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.local['REGISTRY_PORT']}"
         self.log = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _secret(self, root: Path) -> dict[str, str]:
+        """What cert-manager puts in the pod's Secret (the registry's certificate and key, the
+        mesh CA), in files here instead of the manifests' mount path."""
+        root.mkdir(parents=True, exist_ok=True)
+        mesh = CA.make("mesh")
+        cert, key = mesh.issue("mcp-mesh-registry").write(root, "tls")
+        self.client = client_context(mesh, mesh.agent("operator"), root, "operator")
+        self.client.check_hostname = False
+        return {
+            "MCP_MESH_TLS_CERT": str(cert),
+            "MCP_MESH_TLS_KEY": str(key),
+            "MCP_MESH_TLS_CA": str(mesh.write(root / "ca.crt")),
+        }
 
     def __enter__(self) -> Live:
         with self.log.open("ab") as log:
@@ -751,7 +824,7 @@ class Live:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             with contextlib.suppress(OSError):
-                if http(f"{self.url}/ready")[0] == 200:
+                if http(f"{self.url}/ready", context=self.client)[0] == 200:
                     return self
             time.sleep(0.1)
         raise AssertionError(f"registry not ready within 30 s:\n{self.log.read_text()}")
@@ -785,7 +858,16 @@ def live(renderings: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         yield node
 
 
-@pytest.mark.parametrize("name", ["kustomize:dev", "kustomize:ha", "helm:minimal", "helm:ha"])
+KUBELET = ssl.create_default_context()
+"""The kubelet's HTTPS probes: no client certificate, the server's not verified."""
+KUBELET.check_hostname = False
+KUBELET.verify_mode = ssl.CERT_NONE
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["kustomize:dev", "kustomize:ha", "kustomize:tls", "helm:minimal", "helm:ha", "helm:tls"],
+)
 def test_probes_are_answered_by_a_registry_with_the_manifests_env(
     renderings: dict[str, Any], name: str, tmp_path: Path
 ) -> None:
@@ -799,7 +881,8 @@ def test_probes_are_answered_by_a_registry_with_the_manifests_env(
         for probe in ("livenessProbe", "readinessProbe"):
             get = spec[probe]["httpGet"]
             port = node.port_for(sts, get["port"])
-            status, body = http(f"http://127.0.0.1:{port}{get['path']}")
+            scheme = get.get("scheme", "HTTP").lower()
+            status, body = http(f"{scheme}://127.0.0.1:{port}{get['path']}", context=KUBELET)
             assert status == 200, (probe, body)
         assert spec["livenessProbe"]["httpGet"]["path"] == "/health"
         assert spec["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -808,14 +891,17 @@ def test_probes_are_answered_by_a_registry_with_the_manifests_env(
             for sport in service["spec"]["ports"]:
                 if sport["name"] in ("http", "metrics"):
                     port = node.port_for(sts, sport.get("targetPort", sport["port"]))
-                    status, text = http(f"http://127.0.0.1:{port}/metrics")
+                    scheme = (
+                        "https" if node.client and port == node.local["REGISTRY_PORT"] else "http"
+                    )
+                    status, text = http(f"{scheme}://127.0.0.1:{port}/metrics", context=node.client)
                     assert status == 200 and "mcp_registry_agents_total" in text
-        status, body = http(f"{node.url}/api/v1/cluster")
+        status, body = http(f"{node.url}/api/v1/cluster", context=node.client)
         assert status == 200 and json.loads(body)["role"] == "leader"
         # Only the dev overlay runs on the guide's published key, and says so at every start.
         placeholder = env["ENCRYPTION_KEY"] == config.GUIDE_PLACEHOLDER_KEY
         assert placeholder == (name == "kustomize:dev")
-        _, text = http(f"{node.url}/metrics")
+        _, text = http(f"{node.url}/metrics", context=node.client)
         assert f"mcp_registry_insecure_key {1.0 if placeholder else 0.0}" in text
         assert ("deployment guide's published example" in node.log.read_text()) == placeholder
 
@@ -1161,6 +1247,7 @@ def test_k8s_readme_covers_the_guide() -> None:
         "docker build -t mcp-mesh/registry:dev .",
         "kubectl apply -k k8s/overlays/dev",
         "kubectl apply -k k8s/overlays/ha",
+        "kubectl apply -k k8s/overlays/tls",
         "kubectl apply -k k8s/monitoring",
         "kubectl scale statefulset mcp-mesh-registry --replicas=3",
         "GET /api/v1/cluster",
@@ -1215,6 +1302,51 @@ def test_k8s_readme_reasons_are_the_registrys() -> None:
     assert done.stderr.strip() in " ".join(readme.split())
 
 
+def check_tls_workload(objs: list[dict[str, Any]]) -> config.Config:
+    """A TLS rendering's pods mount the Secret its Certificate fills (issued for client auth
+    too: the CLI presents it in the pod), probe over HTTPS, and load the MCP_MESH_TLS_* files
+    from that mount; the pod's configuration."""
+    certificate = one(objs, "Certificate")
+    assert "client auth" in certificate["spec"]["usages"]
+    assert "server auth" in certificate["spec"]["usages"]
+    sts = one(objs, "StatefulSet")
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tls"]["secret"]["secretName"] == certificate["spec"]["secretName"]
+    spec = container(sts)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert spec[probe]["httpGet"]["scheme"] == "HTTPS"
+    cfg = config.load(pod_env(objs))
+    mounts = {m["name"]: m for m in spec["volumeMounts"]}
+    assert mounts["tls"]["readOnly"] is True and "subPath" not in mounts["tls"]  # renewals
+    mounted = mounts["tls"]["mountPath"]
+    for path in (cfg.trust.cert, cfg.trust.key, cfg.trust.ca):
+        assert path.startswith(mounted + "/"), path
+    return cfg
+
+
+def test_tls_overlay_is_ha_with_registration_trust(renderings: dict[str, Any]) -> None:
+    """k8s/overlays/tls: the ha overlay's objects plus the Certificate, strict mode, and the
+    StatefulSet otherwise the ha one (the TLS env, mount, volume and probe scheme aside)."""
+    tls, ha = renderings["kustomize:tls"], renderings["kustomize:ha"]
+    cfg = check_tls_workload(tls)
+    assert (cfg.trust.mode, cfg.trust.admin_port) == ("strict", 0)
+    assert cfg.enable_leader_election
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in tls)
+    assert kinds == sorted(
+        [*((o["kind"], o["metadata"]["name"]) for o in ha), ("Certificate", "mcp-mesh-registry")]
+    )
+    plain = copy.deepcopy(one(tls, "StatefulSet"))
+    main = plain["spec"]["template"]["spec"]["containers"][0]
+    main["env"] = [e for e in main["env"] if not e["name"].startswith("MCP_MESH_T")]
+    main["volumeMounts"] = [m for m in main["volumeMounts"] if m["name"] != "tls"]
+    plain["spec"]["template"]["spec"]["volumes"] = [
+        v for v in plain["spec"]["template"]["spec"]["volumes"] if v["name"] != "tls"
+    ]
+    for probe in ("livenessProbe", "readinessProbe"):
+        del main[probe]["httpGet"]["scheme"]
+    assert normalize_statefulset(plain) == normalize_statefulset(one(ha, "StatefulSet"))
+
+
 def test_helm_tls_option_mounts_the_certificate_and_probes_over_https() -> None:
     """tls.mode=strict with cert-manager: a Certificate whose Secret the pods mount, the env
     the registry loads (MCP_MESH_TLS_*), and HTTPS probes (answered without a client cert)."""
@@ -1223,20 +1355,8 @@ def test_helm_tls_option_mounts_the_certificate_and_probes_over_https() -> None:
         "authToken": "t",
         "tls": {"mode": "strict", "certManager": {"enabled": True}, "adminPort": 9443},
     }
-    objs = helm_render(values)
-    certificate = one(objs, "Certificate")
-    assert "client auth" in certificate["spec"]["usages"]
-    sts = one(objs, "StatefulSet")
-    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["tls"]["secret"]["secretName"] == certificate["spec"]["secretName"]
-    spec = container(sts)
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert spec[probe]["httpGet"]["scheme"] == "HTTPS"
-    env = pod_env(objs)
-    loaded = config.load(env).trust
+    loaded = check_tls_workload(helm_render(values)).trust
     assert (loaded.mode, loaded.admin_port) == ("strict", 9443)
-    mounted = {m["name"]: m["mountPath"] for m in spec["volumeMounts"]}["tls"]
-    assert loaded.cert.startswith(mounted) and loaded.key.startswith(mounted)
     assert not [
         o for o in helm_render({**values, "tls": {"mode": "off"}}) if o["kind"] == "Certificate"
     ]

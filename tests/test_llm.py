@@ -310,7 +310,7 @@ def test_snapshots_keep_what_was_delivered_and_load_older_ones() -> None:
     assert restored.llm_answer("llm") == mesh.view.llm_answer("llm")
     assert not restored.resolution_changed("llm")
     for item in state["agents"]:
-        del item[6]  # the layout before LLM answers were recorded
+        del item[6:]  # the layout before LLM answers (and rotations) were recorded
     older = View.from_state(state)
     assert older.agents["a"].llm_delivered == "" and not older.resolution_changed("a")
     assert older.resolution_changed("llm")  # one 202, then the agent's POST records it

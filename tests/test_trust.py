@@ -5,7 +5,7 @@ client certificate, entity CAs in the log, certificate reload. Certificates are 
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,14 @@ import aiohttp
 import pytest
 
 from registry import events, trust
+from registry.commit import Committed
 from registry.timefmt import now_ms
+from registry.tls import TrustDirImport
 from registry.view import View, apply
 from tests.certs import CA, TRUST_DOMAIN, Leaf
 from tests.conftest import agent_body, eventually
 from tests.processes import Registry
+from tests.test_cluster import Cluster, all_ready, converged
 from tests.timing import scaled
 
 # -- identity and the pure state -----------------------------------------------------------------
@@ -86,6 +89,93 @@ def test_entity_events_apply_purely_and_survive_a_snapshot() -> None:
     assert view.entities == {} and view.digest() != restored.digest()
     encoded = events.decode(events.encode(events.trust_entity(rec_a, 6)), 6)
     assert encoded.kind == events.TRUST_ENTITY and encoded.payload == rec_a
+
+
+def test_a_revoked_or_replaced_certificate_is_trusted_again_only_unconditionally() -> None:
+    """A trust directory file found at start (``if_not_revoked``) cannot undo a revocation or a
+    replacement; an explicit registration can, and then a later conditional trust is a no-op
+    only because the entity is already trusted as is."""
+    a, b = CA.make("org-a"), CA.make("org-b")
+    rec_a = trust.entity_record("org", a.pem.decode(), now_ms())
+    rec_b = trust.entity_record("org", b.pem.decode(), now_ms())
+    view = View()
+    assert apply(view, 1, events.trust_entity(rec_a, 1, if_not_revoked=True))  # never revoked
+    assert view.entities == {"org": rec_a}  # the flag is not stored
+    assert apply(view, 2, events.revoke_entity("org", rec_a["fingerprint"], 2))
+    assert not apply(view, 3, events.trust_entity(rec_a, 3, if_not_revoked=True))
+    assert view.entities == {}
+    restored = View.from_state(view.to_state())
+    assert not apply(restored, 4, events.trust_entity(rec_a, 4, if_not_revoked=True))
+    assert apply(view, 4, events.trust_entity(rec_a, 4))  # POST /admin/entities
+    assert view.revoked_entities == {}
+    assert apply(view, 5, events.trust_entity(rec_b, 5))  # replaced with force
+    assert view.revoked_entities == {rec_a["fingerprint"]: "org"}
+    assert not apply(view, 6, events.trust_entity(rec_a, 6, if_not_revoked=True))
+    assert view.entities == {"org": rec_b}
+
+
+async def test_trust_dir_files_found_at_start_do_not_undo_a_revocation(tmp_path: Path) -> None:
+    """A file left in the directory after its entity was revoked is not trusted again by the
+    import of a restarted process; the same file written anew while it runs is."""
+    view = View()
+
+    async def propose(event: events.Event) -> Committed:
+        index = view.applied_index + 1
+        return Committed(index, apply(view, index, event))
+
+    org_b = CA.make("org-b")
+    org_b.write(tmp_path / "org-b.pem")
+    await TrustDirImport(tmp_path, view, propose).scan()
+    assert list(view.entities) == ["org-b"]
+    await propose(events.revoke_entity("org-b", view.entities["org-b"]["fingerprint"], now_ms()))
+
+    restarted = TrustDirImport(tmp_path, view, propose)
+    await restarted.scan()
+    await restarted.scan()
+    assert view.entities == {}
+    (tmp_path / "org-b.pem").unlink()
+    await restarted.scan()
+    assert view.entities == {}  # nothing to revoke: it was not trusted
+    org_b.write(tmp_path / "org-b.pem")
+    await restarted.scan()
+    assert list(view.entities) == ["org-b"]
+
+
+def test_a_rotation_asks_the_healthy_agents_of_its_entity_for_a_full_heartbeat() -> None:
+    """Chosen at apply (so every replica marks the same agents), kept in snapshots, recorded
+    as ``rotate`` events; the agent's next full heartbeat (an upsert) clears it."""
+    view = View()
+    for index, (agent_id, entity) in enumerate(
+        [("a-1", "org-a"), ("a-2", "org-a"), ("b-1", "org-b"), ("plain", None)], start=1
+    ):
+        body = agent_body(agent_id)
+        if entity:
+            body["entity_id"] = entity
+        apply(view, index, events.upsert(body, index))
+    apply(view, 5, events.health("unhealthy", ["a-2"], 5))
+    assert not any(view.needs_full_heartbeat(a) for a in view.agents)
+    assert view.rotation_targets("org-a") == ["a-1"]  # a-2 is unhealthy
+
+    assert apply(view, 6, events.rotate("org-a", 6))
+    assert [a for a in view.agents if view.needs_full_heartbeat(a)] == ["a-1"]
+    rotated = [e for e in view.history if e["event_type"] == "rotate"]
+    assert [(e["agent_id"], e["index"], e["data"]) for e in rotated] == [
+        (
+            "a-1",
+            6,
+            {"agent_id": "a-1", "name": "a", "entity_id": "org-a", "reason": "cert_rotation"},
+        )
+    ]
+    restored = View.from_state(view.to_state())
+    assert restored.needs_full_heartbeat("a-1") and restored.digest() == view.digest()
+    assert not apply(view, 7, events.rotate("org-c", 7))  # nobody: no change
+
+    assert apply(view, 8, events.rotate("", 8))  # every healthy agent
+    assert sorted(a for a in view.agents if view.needs_full_heartbeat(a)) == ["a-1", "b-1", "plain"]
+    body = agent_body("a-1")
+    body["entity_id"] = "org-a"
+    apply(view, 9, events.upsert(body, 9))
+    assert not view.needs_full_heartbeat("a-1") and view.needs_full_heartbeat("b-1")
 
 
 # -- real processes ------------------------------------------------------------------------------
@@ -269,6 +359,152 @@ async def test_an_untrusted_ca_is_trusted_after_registering_it_and_refused_after
         return (await call(as_b, "GET", f"{strict.url}/agents"))[0] == 0
 
     await eventually(partner_refused, timeout=scaled(10))
+
+
+@pytest.mark.slow
+async def test_an_entity_revoked_through_the_api_stays_revoked_across_a_restart(
+    tmp_path: Path, pki: Pki, registries: list[Registry]
+) -> None:
+    """The trust directory still holds the revoked CA's file (meshctl wrote it; the operator
+    revoked through the admin API): a restart does not trust it again, and the handshake of
+    its agents stays refused. org-c, written while the registry was down and never revoked, is
+    imported by the same first scan (files are proposed in name order), so seeing it trusted
+    means org-b's file was looked at."""
+    entities_dir = tmp_path / "trust" / "entities"
+    entities_dir.mkdir(parents=True)
+    pki.org_b.write(entities_dir / "org-b.pem")
+    node = tls_registry(
+        tmp_path, registries, pki.env("strict", MCP_MESH_TRUST_DIR=str(tmp_path / "trust"))
+    )
+    admin = pki.client(pki.org_a.agent("operator"), "operator")
+    as_b = pki.client(pki.org_b.agent("partner"), "partner")
+    entities = f"{node.url}/admin/entities"
+
+    async def listed() -> list[str]:
+        status, body = await call(admin, "GET", entities)
+        assert status == 200, body
+        return [e["name"] for e in body["entities"]]
+
+    await eventually(lambda: _has(listed(), "org-b"), timeout=scaled(10))
+
+    async def partner_served() -> bool:
+        return (await call(as_b, "GET", f"{node.url}/agents"))[0] == 200
+
+    await eventually(partner_served, timeout=scaled(10))  # the context follows the view
+    assert (await call(admin, "DELETE", f"{entities}/org-b"))[0] == 200
+
+    assert node.stop() == 0
+    org_c = CA.make("org-c")
+    org_c.write(entities_dir / "org-c.pem")
+    node.start()
+    await eventually(lambda: _has(listed(), "org-c"), timeout=scaled(10))
+    assert await listed() == ["org-c"]
+    assert (await call(as_b, "GET", f"{node.url}/agents"))[0] == 0  # refused at the handshake
+    assert "org-b.pem not imported: its certificate was revoked" in node.log()
+    # An explicit registration trusts it again.
+    status, _ = await call(
+        admin, "POST", entities, {"name": "org-b", "ca_cert": pki.org_b.pem.decode()}
+    )
+    assert status == 201
+    await eventually(lambda: _has(listed(), "org-b"), timeout=scaled(10))
+
+
+@pytest.mark.slow
+async def test_admin_rotate_sends_the_agents_of_an_entity_to_register_again(
+    tmp_path: Path, pki: Pki, registries: list[Registry]
+) -> None:
+    """``POST /admin/rotate[?entity_id=]`` as ``meshctl entity rotate`` sends it: the Go
+    registry's answer, HEAD 202 for the chosen agents only until their next full heartbeat,
+    a ``rotate`` event each; no match or bad input appends nothing."""
+    node = tls_registry(tmp_path, registries, pki.env("auto"))
+    as_a = pki.client(pki.org_a.agent("greeter"), "greeter")
+    plain = pki.client(None)
+    greeter, other = agent_body("greeter-0a1b2c3d"), agent_body("other-0a1b2c3d")
+    assert (await call(as_a, "POST", f"{node.url}/heartbeat", greeter))[0] == 200
+    assert (await call(plain, "POST", f"{node.url}/heartbeat", other))[0] == 200
+
+    async def head(context: ssl.SSLContext, agent_id: str) -> int:
+        return (await call(context, "HEAD", f"{node.url}/heartbeat/{agent_id}"))[0]
+
+    async def index() -> int:
+        return int((await call(plain, "GET", f"{node.url}/api/v1/cluster"))[1]["applied_index"])
+
+    rotate = f"{node.url}/admin/rotate"
+    before = await index()
+    for query, why in [("?entity_id=" + "x" * 256, "at most 255")]:
+        status, body = await call(plain, "POST", rotate + query)
+        assert status == 400 and why in body["error"], body
+    assert await call(plain, "POST", rotate + "?entity_id=nobody") == (
+        200,
+        {
+            "message": "Rotation triggered for entity 'nobody'",
+            "affected_agents": 0,
+            "entity_id": "nobody",
+        },
+    )
+    assert await index() == before  # nothing appended
+
+    assert await call(plain, "POST", rotate + "?entity_id=org-a", {"ignored": True}) == (
+        200,
+        {
+            "message": "Rotation triggered for entity 'org-a'",
+            "affected_agents": 1,
+            "entity_id": "org-a",
+        },
+    )
+    assert (await head(as_a, "greeter-0a1b2c3d"), await head(plain, "other-0a1b2c3d")) == (202, 200)
+    assert await head(as_a, "greeter-0a1b2c3d") == 202  # until it sends a full heartbeat
+    status, listed = await call(plain, "GET", f"{node.url}/events?type=rotate")
+    assert [
+        (e["agent_id"], e["data"]["entity_id"], e["data"]["reason"]) for e in listed["events"]
+    ] == [("greeter-0a1b2c3d", "org-a", "cert_rotation")]
+    assert (await call(as_a, "POST", f"{node.url}/heartbeat", greeter))[0] == 200
+    assert await head(as_a, "greeter-0a1b2c3d") == 200
+
+    status, body = await call(plain, "POST", rotate)
+    assert (status, body["affected_agents"], body["message"]) == (
+        200,
+        2,
+        "Rotation triggered for all agents",
+    )
+    assert (await head(as_a, "greeter-0a1b2c3d"), await head(plain, "other-0a1b2c3d")) == (202, 202)
+
+
+@pytest.mark.slow
+async def test_a_rotation_through_one_replica_reaches_the_others(
+    tmp_path: Path, registries: list[Registry]
+) -> None:
+    """The rotation is a log entry: asked through one replica, the agent heartbeating against
+    another gets 202 there, and a full heartbeat through a third clears it everywhere."""
+    cluster = Cluster(tmp_path, registries)
+    cluster.start_all()
+    a, b, c = cluster.nodes
+    timeout = aiohttp.ClientTimeout(total=scaled(10))
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await all_ready(session, cluster.nodes)
+        body = agent_body("greeter-0a1b2c3d")
+        async with session.post(f"{a.url}/heartbeat", json=body) as resp:
+            assert resp.status == 200
+        async with session.post(f"{b.url}/admin/rotate") as resp:
+            assert (resp.status, (await resp.json())["affected_agents"]) == (200, 1)
+
+        async def head(node: Registry) -> int:
+            async with session.head(f"{node.url}/heartbeat/greeter-0a1b2c3d") as resp:
+                return resp.status
+
+        await eventually(lambda: _is(head(c), 202), timeout=scaled(10))
+        async with session.post(f"{c.url}/heartbeat", json=body) as resp:
+            assert resp.status == 200
+        await converged(session, cluster.nodes)
+        assert [await head(n) for n in cluster.nodes] == [200, 200, 200]
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def _has(names: Awaitable[list[str]], name: str) -> bool:
+    return name in await names
 
 
 @pytest.mark.slow

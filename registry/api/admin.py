@@ -1,4 +1,5 @@
-"""``/admin/entities``: the trusted entity CAs, in the replicated log (registry/trust.py).
+"""``/admin/entities``: the trusted entity CAs, in the replicated log (registry/trust.py), and
+``/admin/rotate``, which asks agents to register again (``meshctl entity rotate``).
 
 ``GET`` answers as the Go registry does (``{"entities": [{"name", "subject", "expires"}]}``,
 plus the fingerprint). ``POST`` and ``DELETE`` are ours: the Go registry has no write side
@@ -65,8 +66,40 @@ async def revoke_entity(request: web.Request) -> web.Response:
     return json_response({"revoked": name})
 
 
+ENTITY_ID_MAX = 255
+
+
+async def rotate(request: web.Request) -> web.Response:
+    """``POST /admin/rotate[?entity_id=X]``: every healthy agent of entity X (of any entity
+    without it) gets 202 at its next HEAD /heartbeat, registers again with its current
+    certificate (checked against the entities trusted now), and a ``rotate`` event is
+    recorded for it. Answers as the Go registry: 200 ``{"message", "affected_agents",
+    "entity_id"}``; any body is ignored.
+
+    One ``rotate`` log entry, whose apply picks the agents, so every replica marks the same
+    ones; when none matches (decided after a barrier) nothing is appended."""
+    node = request.app[NODE]
+    entity_id = request.query.get("entity_id", "")
+    if len(entity_id) > ENTITY_ID_MAX:
+        fail(400, f"entity_id must be at most {ENTITY_ID_MAX} characters", entity_id[:64])
+    await node.proposer.barrier()
+    affected = 0
+    if node.view.rotation_targets(entity_id):
+        committed = await node.propose(events.rotate(entity_id, now_ms()))
+        affected = sum(1 for a in node.view.agents.values() if a.rotation_index == committed.index)
+    target = f"entity '{entity_id}'" if entity_id else "all agents"
+    return json_response(
+        {
+            "message": f"Rotation triggered for {target}",
+            "affected_agents": affected,
+            "entity_id": entity_id,
+        }
+    )
+
+
 def routes() -> list[web.RouteDef]:
     return [
+        web.post("/admin/rotate", rotate),
         web.get("/admin/entities", list_entities, allow_head=False),
         web.post("/admin/entities", register_entity),
         web.delete("/admin/entities/{name}", revoke_entity),

@@ -93,7 +93,7 @@ async def heartbeat_check(request: web.Request) -> web.Response:
         return _head(410)
     node.liveness.seen(agent_id)
     pending = pending_jobs(node.view, agent_id)
-    if node.view.resolution_changed(agent_id):
+    if node.view.needs_full_heartbeat(agent_id):
         return _head(202, pending)
     return _head(200, pending)
 

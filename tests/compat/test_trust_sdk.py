@@ -28,7 +28,7 @@ from tests.conftest import agent_body, eventually
 from tests.ports import free_port
 from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready
-from tests.test_trust import Pki, call
+from tests.test_trust import Pki, call, tls_registry
 from tests.timing import scaled
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
@@ -236,3 +236,80 @@ async def test_go_registry_in_strict_mode_answers_as_docs_protocol_says(
     assert (status, body["error"]) == (403, "untrusted certificate")
     assert (await call(as_x, "POST", f"{url}/heartbeat", agent_body("agent-y-0a1b2c3d")))[0] == 200
     assert (await call(as_x, "DELETE", f"{url}/agents/agent-y-0a1b2c3d"))[0] == 204
+
+
+async def test_admin_rotate_answers_as_the_go_registry(
+    go_strict: tuple[str, Pki], mesh_cli: Path, tmp_path: Path, registries: list[Registry]
+) -> None:
+    """``POST /admin/rotate`` and ``meshctl entity rotate`` against the Go registry and ours,
+    both strict, with agent-x of org-a and agent-b of org-b: the same status, body and
+    meshctl output; HEAD 202 for the rotated agent until its full heartbeat in both. The one
+    difference (docs/protocol.md): Go answers 202 to every agent, rotated or not."""
+    go_url, pki = go_strict
+
+    async def up() -> bool:
+        return (await call(pki.client(None), "GET", f"{go_url}/health"))[0] == 403
+
+    await eventually(up, timeout=scaled(20))
+    ours = tls_registry(tmp_path, registries, pki.env("strict"))
+    pki.org_b.write(tmp_path / "go-trust" / "entities" / "org-b.pem")  # Go reloads its directory
+    as_x = pki.client(pki.org_a.agent("agent-x"), "x")
+    as_b = pki.client(pki.org_b.agent("agent-b"), "b")
+    entity = {"name": "org-b", "ca_cert": pki.org_b.pem.decode()}
+    assert (await call(as_x, "POST", f"{ours.url}/admin/entities", entity))[0] == 201
+    x, b = agent_body("agent-x-0a1b2c3d"), agent_body("agent-b-0a1b2c3d")
+    heads: dict[str, list[int]] = {}
+    for url in (go_url, ours.url):
+
+        async def registered(url: str = url) -> bool:
+            return (await call(as_b, "POST", f"{url}/heartbeat", b))[0] == 200
+
+        await eventually(registered, timeout=scaled(15))  # org-b trusted
+        assert (await call(as_x, "POST", f"{url}/heartbeat", x))[0] == 200
+        answers = [
+            await call(as_x, "POST", f"{url}/admin/rotate?entity_id={e}") for e in ("org-a", "nope")
+        ]
+        assert answers == [
+            (
+                200,
+                {
+                    "message": "Rotation triggered for entity 'org-a'",
+                    "affected_agents": 1,
+                    "entity_id": "org-a",
+                },
+            ),
+            (
+                200,
+                {
+                    "message": "Rotation triggered for entity 'nope'",
+                    "affected_agents": 0,
+                    "entity_id": "nope",
+                },
+            ),
+        ], url
+        head = [(await call(as_x, "HEAD", f"{url}/heartbeat/agent-x-0a1b2c3d"))[0]]
+        head.append((await call(as_b, "HEAD", f"{url}/heartbeat/agent-b-0a1b2c3d"))[0])
+        assert (await call(as_x, "POST", f"{url}/heartbeat", x))[0] == 200
+        head.append((await call(as_x, "HEAD", f"{url}/heartbeat/agent-x-0a1b2c3d"))[0])
+        heads[url] = head
+    assert heads == {go_url: [202, 202, 200], ours.url: [202, 200, 200]}
+
+    cert, key = pki.org_a.agent("operator").write(pki.root, "operator")
+    env = {
+        **os.environ,
+        "MCP_MESH_TLS_CERT": str(cert),
+        "MCP_MESH_TLS_KEY": str(key),
+        "MCP_MESH_TLS_CA": str(pki.root / "server-ca.pem"),
+    }
+    said = []
+    for url in (go_url, ours.url):
+        rotated = subprocess.run(
+            [str(mesh_cli / "meshctl"), "entity", "rotate", "org-b", "--registry-url", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        said.append(rotated.stdout)
+    assert said[0] == said[1] and "1 agent(s) will re-register" in said[0], said
