@@ -169,7 +169,7 @@ async def test_backup_and_inspect_over_tls(
     assert "(1 agents" in made.stdout
     shown = cli("inspect", "--json", **in_pod)
     assert shown.returncode == 0, shown.stderr
-    assert [json.loads(line)["id"] for line in shown.stdout.splitlines()] == ["greeter"]
+    assert [json.loads(line)["agent_id"] for line in shown.stdout.splitlines()] == ["greeter"]
 
     operator_cert, operator_key = pki.org_a.agent("operator").write(pki.root, "operator")
     operator = {
@@ -202,7 +202,7 @@ async def test_backup_and_inspect_over_tls(
 def backup_agents(path: Path) -> list[str]:
     shown = cli("inspect", "--json", "--from", str(path))
     assert shown.returncode == 0, shown.stderr
-    return [json.loads(line)["id"] for line in shown.stdout.splitlines()]
+    return [json.loads(line)["agent_id"] for line in shown.stdout.splitlines()]
 
 
 async def test_cluster_restore_on_three_nodes(tmp_path: Path, registries: list[Registry]) -> None:
