@@ -106,7 +106,11 @@ class Replica:
                 self.kill()
 
     def wipe(self) -> None:
-        shutil.rmtree(self.data_dir, ignore_errors=True)  # on a mount: everything inside it
+        """The disk is lost (its PVC deleted): the node comes back to an empty one."""
+        if self.disk is not None:
+            self.disk = self.disk.replaced()
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def mount_disk(self) -> None:
         """Put the data directory on a lazyfs mount (before the first start)."""

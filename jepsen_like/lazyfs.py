@@ -8,10 +8,16 @@ does not. Killing this process (SIGKILL) and unmounting is the power loss: the u
 gone, and the page cache of the mount goes with the unmount. What was synced is in the backing
 directory, and a new mount over it is the machine after the power came back.
 
-The model, in the spirit of Jepsen's lazyfs, is simpler than a real disk: data (and file size)
-is lazy, per file, at page granularity; the namespace (create, rename, unlink, mkdir) is applied
-to the backing directory at once, as if every directory were synced immediately. So it finds a
-missing file or data sync, not a missing directory sync.
+The model, in the spirit of Jepsen's lazyfs, is simpler than a real disk but no kinder than
+POSIX: data (and file size) is lazy, per file, at page granularity, until the file is synced;
+the namespace (create, mkdir, rename, unlink, rmdir) is lazy per directory, until that
+directory is synced (``fsync`` of the directory: a rename is durable once its target's
+directory is). A file created and fsynced in a directory never synced is gone after a power
+loss, as a filesystem is allowed to lose it. Namespace changes go to the backing directory at
+once (so reads and listings see them) and, first, to an undo log beside it (``<backing>.undo``,
+fsynced, with hard links under ``<backing>.stash`` to what an unlink or a rename over a file
+would destroy); syncing a directory drops its entries, and the next mount undoes the rest,
+newest first, before it serves anything.
 
 Run as ``python -m jepsen_like.lazyfs BACKING MOUNTPOINT`` (root, /dev/fuse; in the foreground
 until unmounted or killed). :class:`Mount` does that from a test or a nemesis.
@@ -19,13 +25,17 @@ until unmounted or killed). :class:`Mount` does that from a test or a nemesis.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +56,117 @@ class Unsynced:
     pages: dict[int, bytearray] = field(default_factory=dict)
 
 
+def _parent(path: str) -> str:
+    """The directory whose sync makes a change of ``path``'s entry durable."""
+    return os.path.dirname(path.rstrip("/")) or "/"
+
+
+class UndoLog:
+    """The namespace changes not yet made durable by a sync of their directory, on the real
+    disk beside the backing directory, so a later mount can take them back."""
+
+    def __init__(self, backing: str) -> None:
+        self.path = f"{backing}.undo"
+        self.stash_dir = f"{backing}.stash"
+        self.entries: list[dict[str, Any]] = []
+        self._stashed = 0
+
+    def record(self, entry: dict[str, Any], directory: str) -> None:
+        """Write ``entry`` (durable with ``directory``) before the change it undoes is made."""
+        self.entries.append({**entry, "dir": directory})
+        with open(self.path, "a") as log:
+            log.write(json.dumps(self.entries[-1]) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+
+    @contextlib.contextmanager
+    def change(self, entry: dict[str, Any], directory: str) -> Iterator[None]:
+        """Record ``entry``, then make the change (the ``with`` body); a change that fails
+        (EEXIST, ENOTEMPTY, ...) is taken out of the log again, with what it stashed."""
+        self.record(entry, directory)
+        try:
+            yield
+        except OSError:
+            failed = self.entries.pop()
+            if failed.get("stash"):
+                os.unlink(failed["stash"])
+            self._rewrite()
+            raise
+
+    def stash(self, real: str) -> str:
+        """A hard link to the file at ``real``, which the change about to be made destroys."""
+        os.makedirs(self.stash_dir, exist_ok=True)
+        self._stashed += 1
+        kept = os.path.join(self.stash_dir, str(self._stashed))
+        os.link(real, kept)
+        return kept
+
+    def synced(self, directory: str) -> None:
+        """``directory`` was synced: the changes of its entries are durable now."""
+        kept = [e for e in self.entries if e["dir"] != directory]
+        if len(kept) == len(self.entries):
+            return
+        for entry in self.entries:
+            if entry["dir"] == directory and entry.get("stash"):
+                os.unlink(entry["stash"])
+        self.entries = kept
+        self._rewrite()
+
+    def recover(self, real: Any) -> None:
+        """Take back, newest first, every change a power loss left undurable (``real`` maps a
+        mount path to the backing directory's)."""
+        if os.path.exists(self.path):
+            with open(self.path) as log:
+                done = [json.loads(line) for line in log if line.endswith("\n")]
+            for entry in reversed(done):
+                _undo(entry, real)
+        shutil.rmtree(self.stash_dir, ignore_errors=True)
+        self.entries = []
+        self._rewrite()
+
+    def discard(self) -> None:
+        """Forget every change (the disk they were made on is gone)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        shutil.rmtree(self.stash_dir, ignore_errors=True)
+
+    def _rewrite(self) -> None:
+        fresh = f"{self.path}.new"
+        with open(fresh, "w") as log:
+            log.writelines(json.dumps(e) + "\n" for e in self.entries)
+            log.flush()
+            os.fsync(log.fileno())
+        os.replace(fresh, self.path)
+        directory = os.open(os.path.dirname(self.path), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def _undo(entry: dict[str, Any], real: Any) -> None:
+    """Take back one namespace change (the log was written before the change: it may not have
+    been made at all)."""
+    path = real(entry["path"])
+    op = entry["op"]
+    with contextlib.suppress(FileNotFoundError):
+        if op == "create":
+            os.unlink(path)
+        elif op == "mkdir":
+            shutil.rmtree(path)
+        elif op == "rmdir":
+            os.makedirs(path, exist_ok=True)
+        elif op == "unlink":
+            if not os.path.exists(path):
+                os.link(entry["stash"], path)
+        elif op == "rename":
+            target = real(entry["to"])
+            if os.path.lexists(target) and not os.path.lexists(path):
+                os.rename(target, path)
+            if entry["stash"] and not os.path.lexists(target):
+                os.link(entry["stash"], target)
+
+
 class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
     """Passthrough to ``backing`` with file data held in memory until the file is synced."""
 
@@ -55,6 +176,8 @@ class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
         self.backing = os.path.realpath(backing)
         self._mutex = threading.RLock()
         self.unsynced: dict[str, Unsynced] = {}
+        self.undo = UndoLog(self.backing)
+        self.undo.recover(self._real)
 
     def _real(self, path: str) -> str:
         return os.path.join(self.backing, path.lstrip("/"))
@@ -65,8 +188,6 @@ class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
             size = os.stat(self._real(path)).st_size
             state = self.unsynced[path] = Unsynced(size, size)
         return state
-
-    # -- namespace: straight through ------------------------------------------------------------
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         with self._mutex:
@@ -114,23 +235,33 @@ class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
             os.utime(self._real(path), ns=times)
         return 0
 
+    # -- namespace: applied at once, undone at the next mount unless its directory was synced --
+
     def mkdir(self, path: str, mode: int) -> int:
-        os.mkdir(self._real(path), mode)
+        with self._mutex, self.undo.change({"op": "mkdir", "path": path}, _parent(path)):
+            os.mkdir(self._real(path), mode)
         return 0
 
     def rmdir(self, path: str) -> int:
-        os.rmdir(self._real(path))
+        with self._mutex, self.undo.change({"op": "rmdir", "path": path}, _parent(path)):
+            os.rmdir(self._real(path))
         return 0
 
     def unlink(self, path: str) -> int:
         with self._mutex:
-            os.unlink(self._real(path))
+            entry = {"op": "unlink", "path": path, "stash": self.undo.stash(self._real(path))}
+            with self.undo.change(entry, _parent(path)):
+                os.unlink(self._real(path))
             self.unsynced.pop(path, None)
         return 0
 
     def rename(self, old: str, new: str) -> int:
         with self._mutex:
-            os.rename(self._real(old), self._real(new))
+            target = self._real(new)
+            replaced = self.undo.stash(target) if os.path.isfile(target) else None
+            entry = {"op": "rename", "path": old, "to": new, "stash": replaced}
+            with self.undo.change(entry, _parent(new)):
+                os.rename(self._real(old), target)
             self.unsynced.pop(new, None)
             moved = self.unsynced.pop(old, None)
             if moved is not None:
@@ -143,7 +274,9 @@ class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
         return {key: getattr(st, key) for key in (*names, "f_flag", "f_frsize", "f_namemax")}
 
     def fsyncdir(self, path: str, datasync: int, fh: int) -> int:
-        return 0  # the namespace is never lazy here (see the module docstring)
+        with self._mutex:
+            self.undo.synced(path)
+        return 0
 
     # -- data: lazy until fsync -------------------------------------------------------------------
 
@@ -156,7 +289,12 @@ class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
 
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         with self._mutex:
-            fd = os.open(self._real(path), os.O_RDWR | os.O_CREAT, mode)
+            real = self._real(path)
+            if os.path.exists(real):
+                fd = os.open(real, os.O_RDWR | os.O_CREAT, mode)
+            else:
+                with self.undo.change({"op": "create", "path": path}, _parent(path)):
+                    fd = os.open(real, os.O_RDWR | os.O_CREAT, mode)
             self.unsynced.pop(path, None)
             return fd
 
@@ -271,6 +409,14 @@ class Mount:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
         self._detach()
+
+    def replaced(self) -> Mount:
+        """A new, empty disk mounted in this one's place (a PVC deleted and made again): what
+        was on it is gone for good, and nothing a later power loss undoes brings it back."""
+        self.power_loss()
+        shutil.rmtree(self.backing, ignore_errors=True)
+        UndoLog(os.path.realpath(self.backing)).discard()
+        return Mount(self.backing, self.mountpoint).start()
 
     def stop(self) -> None:
         """A clean unmount (still nothing synced that was not fsynced: data stays lazy)."""

@@ -27,6 +27,40 @@ SNAPSHOTS_KEPT = 2
 """Older snapshots are dropped; keeping two survives one bad snapshot write being noticed."""
 
 
+def sync_directory(path: str) -> None:
+    """fsync a directory: a name created, renamed or removed in it is durable only then."""
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def open_lmdb(path: str, **options: Any) -> lmdb.Environment:
+    """``lmdb.open`` of the environment at ``path`` (made if missing), with the names of its
+    files and directories on disk before anything is written to it.
+
+    LMDB syncs its files' data, not the directory entries naming them: on a filesystem that
+    makes a new name durable only when its directory is synced (POSIX allows it; the chaos
+    harness's lazyfs does it), a power loss after the first acknowledged write could take the
+    whole environment with it. So the environment's directory is synced after LMDB made its
+    files, and each directory above it up to the first that already existed (at least the
+    parent: a data directory someone else just made counts as made here)."""
+    absolute = os.path.abspath(path)
+    existing = absolute
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    os.makedirs(absolute, exist_ok=True)
+    env = lmdb.open(absolute, **options)
+    top = existing if existing != absolute else os.path.dirname(absolute)
+    directory = absolute
+    while True:
+        sync_directory(directory)
+        if directory in (top, os.path.dirname(directory)):
+            return env
+        directory = os.path.dirname(directory)
+
+
 class StorageFailure(Exception):
     """A write to this node's disk failed (ENOSPC, EIO, LMDB map full) at log ``index``.
 
@@ -56,12 +90,9 @@ class Store:
     """Event log, snapshots and small metadata in one LMDB environment under ``path``."""
 
     def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
-        os.makedirs(path, exist_ok=True)
         self.path = path
         self.map_size = map_size
-        self._env = lmdb.open(
-            path, map_size=map_size, max_dbs=4, sync=True, metasync=True, lock=True
-        )
+        self._env = open_lmdb(path, map_size=map_size, max_dbs=4, sync=True, metasync=True)
         self._log = self._env.open_db(_LOG)
         self._snapshots = self._env.open_db(_SNAPSHOTS)
 

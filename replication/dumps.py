@@ -20,8 +20,8 @@ from pysyncobj.node import TCPNode
 
 from registry.config import Config
 from registry.events import CorruptRecord
+from registry.store import sync_directory
 from replication import commands, legacy
-from replication.journal import sync_directory
 
 if TYPE_CHECKING:
     from replication.proposer import RaftProposer

@@ -23,7 +23,6 @@ Positions: pysyncobj addresses the journal by position (0 = oldest kept entry), 
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 from typing import Any
@@ -33,7 +32,7 @@ import msgpack
 from pysyncobj.journal import Journal
 
 from registry.config import DEFAULT_MAP_SIZE
-from registry.store import StorageFailure
+from registry.store import StorageFailure, open_lmdb, sync_directory
 
 _ENTRIES = b"raft_entries"
 _META = b"raft_meta"
@@ -43,22 +42,12 @@ def _key(index: int) -> bytes:
     return index.to_bytes(8, "big")
 
 
-def sync_directory(path: str) -> None:
-    """fsync a directory: a rename into it (pysyncobj's dump files) is durable only then."""
-    directory = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 class LmdbJournal(Journal):  # type: ignore[misc]  # pysyncobj is untyped
     """pysyncobj's Journal interface over an LMDB environment at ``path``."""
 
     def __init__(self, path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
-        os.makedirs(path, exist_ok=True)
         self._path = path
-        self._env = lmdb.open(path, map_size=map_size, max_dbs=2, sync=True, metasync=True)
+        self._env = open_lmdb(path, map_size=map_size, max_dbs=2, sync=True, metasync=True)
         self._entries = self._env.open_db(_ENTRIES)
         self._meta = self._env.open_db(_META)
         self._lock = threading.Lock()

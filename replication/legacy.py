@@ -11,13 +11,11 @@ before still agree.
 
 from __future__ import annotations
 
-import os
 import pickletools
-
-import lmdb
 
 from registry.config import DEFAULT_MAP_SIZE
 from registry.events import CorruptRecord
+from registry.store import open_lmdb
 from replication import commands
 from replication.journal import _ENTRIES, _META  # the journal's layout
 
@@ -70,8 +68,7 @@ def upgrade_journal(path: str, map_size: int = DEFAULT_MAP_SIZE) -> None:
     """Convert the LMDB journal at ``path`` (``replication/journal.py``'s layout) in one
     transaction, and mark it converted; a new journal is only marked. ``map_size``: the
     journal's LMDB_MAP_SIZE."""
-    os.makedirs(path, exist_ok=True)
-    env = lmdb.open(path, map_size=map_size, max_dbs=2, sync=True, metasync=True)
+    env = open_lmdb(path, map_size=map_size, max_dbs=2, sync=True, metasync=True)
     try:
         entries, meta = env.open_db(_ENTRIES), env.open_db(_META)
         with env.begin(write=True) as txn:

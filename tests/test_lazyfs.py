@@ -17,6 +17,7 @@ import lmdb
 import pytest
 
 from jepsen_like.lazyfs import Mount
+from registry.store import sync_directory
 
 PROBLEM = (
     "needs root"
@@ -51,11 +52,12 @@ def test_unsynced_data_is_lost_and_synced_data_survives(mount: Mount) -> None:
         out.write(b"b" * 100)  # after the sync: lost
     with open(lazy, "wb") as out:
         out.write(b"never synced")
+    sync_directory(str(mount.mountpoint))  # both names are durable; lazy's data is not
     assert lazy.read_bytes() == b"never synced"  # readers see it before the power loss
     assert (mount.backing / "lazy").read_bytes() == b""
     mount = _remount(mount)
     assert synced.read_bytes() == b"a" * 10_000
-    assert lazy.read_bytes() == b""  # created (the namespace is not lazy), its data gone
+    assert lazy.read_bytes() == b""  # its name was synced, its data never was
     mount.power_loss()
 
 
@@ -64,6 +66,7 @@ def test_overwrites_truncation_and_reads_across_pages(mount: Mount) -> None:
     with open(path, "wb") as out:
         out.write(bytes(range(256)) * 64)  # 16 KiB
         os.fsync(out.fileno())
+    sync_directory(str(mount.mountpoint))
     with open(path, "r+b") as f:
         f.seek(4000)
         f.write(b"X" * 200)  # spans a page boundary
@@ -91,10 +94,57 @@ def test_lmdb_with_sync_survives_and_without_sync_does_not(mount: Mount) -> None
     for mode in ("sync", "nosync"):
         (mount.mountpoint / mode).mkdir()
         subprocess.run([sys.executable, "-c", script, str(mount.mountpoint / mode), mode], check=1)
+        sync_directory(str(mount.mountpoint / mode))  # LMDB's files exist either way
+    sync_directory(str(mount.mountpoint))
     mount = _remount(mount)
     for mode, expected in (("sync", b"sync"), ("nosync", None)):
         env = lmdb.open(str(mount.mountpoint / mode), map_size=1 << 24)
         with env.begin() as txn:
             assert txn.get(b"key") == expected, mode
         env.close()
+    mount.power_loss()
+
+
+def test_a_name_is_durable_only_once_its_directory_is_synced(mount: Mount) -> None:
+    """Creating, renaming over and removing files, and making a directory: after a power
+    loss, exactly the changes whose directory was synced remain. A file whose own data was
+    synced is gone if its name never was (POSIX allows it, and a registry that acknowledged
+    writes kept in it would lose them)."""
+    root, sub = mount.mountpoint, mount.mountpoint / "sub"
+    (root / "kept").write_bytes(b"old")
+    (root / "doomed").write_bytes(b"doomed")
+    for name in ("kept", "doomed"):
+        with open(root / name, "r+b") as f:
+            os.fsync(f.fileno())
+    sync_directory(str(root))  # the starting point, all durable
+    with open(root / "fresh", "wb") as out:  # data synced, name not
+        out.write(b"fresh")
+        out.flush()
+        os.fsync(out.fileno())
+    with open(root / "next", "wb") as out:
+        out.write(b"new")
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(root / "next", root / "kept")  # over a file, not synced
+    os.unlink(root / "doomed")  # not synced
+    sub.mkdir()
+    (sub / "inside").write_bytes(b"x")
+    sync_directory(str(sub))  # its entries are durable, its own name is not
+    assert sorted(os.listdir(root)) == ["fresh", "kept", "sub"]
+    mount = _remount(mount)
+    assert sorted(os.listdir(root)) == ["doomed", "kept"]
+    assert (root / "kept").read_bytes() == b"old"
+    assert (root / "doomed").read_bytes() == b"doomed"
+    # The same again, synced this time: every change stays.
+    with open(root / "next", "wb") as out:
+        out.write(b"new")
+        out.flush()
+        os.fsync(out.fileno())
+    os.rename(root / "next", root / "kept")
+    os.unlink(root / "doomed")
+    sub.mkdir()
+    sync_directory(str(root))
+    mount = _remount(mount)
+    assert sorted(os.listdir(root)) == ["kept", "sub"]
+    assert (root / "kept").read_bytes() == b"new"
     mount.power_loss()
