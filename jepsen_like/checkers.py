@@ -166,16 +166,21 @@ def health(ops: list[Op], timeout_ns: int, grace_ns: int) -> Verdict:
     return {"valid": not false_alarms, "false_unhealthy": false_alarms}
 
 
-def liveness_marks(key_ops: list[Op]) -> list[int]:
-    """When an agent was certainly heard from: the completions of its acknowledged
-    registrations and of its heartbeats answered "ok", in order."""
-    return sorted(
-        op.end
+def liveness_ops(key_ops: list[Op]) -> list[Op]:
+    """The operations by which an agent was certainly heard from: its acknowledged
+    registrations and its heartbeats answered "ok"."""
+    return [
+        op
         for op in key_ops
         if op.outcome == OK
         and op.end is not None
         and (op.f == WRITE or (op.f == HEARTBEAT and op.result == "ok"))
-    )
+    ]
+
+
+def liveness_marks(key_ops: list[Op]) -> list[int]:
+    """When an agent was certainly heard from (:func:`liveness_ops`' completions), in order."""
+    return sorted(op.end for op in liveness_ops(key_ops) if op.end is not None)
 
 
 @dataclass(frozen=True)

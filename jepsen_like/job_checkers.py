@@ -19,13 +19,14 @@ clock, or its owner is not a healthy agent.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from jepsen_like.checkers import SECOND, liveness_marks
+from jepsen_like.checkers import SECOND, liveness_ops
 from jepsen_like.history import (
     DELETE,
     FAIL,
@@ -41,11 +42,16 @@ from jepsen_like.history import (
     Op,
     by_key,
 )
+from replication.transport import LIVENESS_PERIOD
 
 Verdict = dict[str, Any]
 Final = dict[str, dict[str, Any] | None]
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 ACCEPTED = "accepted"
+FORWARD_NS = int((LIVENESS_PERIOD + 1) * SECOND)
+"""How long after a follower answered a heartbeat the leader may still not know of it: the
+follower's next liveness report (once every LIVENESS_PERIOD) plus a second for the report's
+delivery and the leader's tick."""
 
 
 def by_job(ops: Iterable[Op]) -> dict[str, list[Op]]:
@@ -235,15 +241,38 @@ def _valid_until(claim: Op, job_ops: list[Op], agent_ops: list[Op], silence: int
     ]
     renewals = [claim.start] + [op.start for op in mine if _applied(op) and not op.value["status"]]
     lease_ns: int = claim.result["max_duration"] * SECOND
-    return min(max(renewals) + lease_ns, _unhealthy_from(agent_ops, claim.start, silence))
+    lease_end = max(renewals) + lease_ns
+    return min(lease_end, _unhealthy_from(agent_ops, claim.start, silence, lease_end))
 
 
-def _unhealthy_from(agent_ops: list[Op], t: int, silence: int) -> float:
-    """The earliest moment from ``t`` on at which the agent may have been judged unhealthy."""
-    marks = liveness_marks(agent_ops)
-    prior = max((m for m in marks if m <= t), default=None)
-    if prior is None or t - prior >= silence:
-        return t
+def _known_marks(agent_ops: list[Op]) -> list[tuple[int, int]]:
+    """When the agent was certainly heard from, and the latest moment the leader (which alone
+    judges health) certainly knows it: a registration goes through the log, so at once; a
+    heartbeat answered by a follower reaches the leader with the follower's next liveness
+    report (``LIVENESS_PERIOD``), so up to ``FORWARD_NS`` later."""
+    return sorted(
+        (op.end, op.end + (0 if op.f == WRITE else FORWARD_NS))
+        for op in liveness_ops(agent_ops)
+        if op.end is not None
+    )
+
+
+def _unhealthy_from(agent_ops: list[Op], t: int, silence: int, until: float) -> float:
+    """The earliest moment from ``t`` on (``until`` if none before) at which the agent may
+    have been judged unhealthy: the first moment ``J`` at which no mark the leader certainly
+    knows by ``J`` lies within ``silence`` before it (an owner silent for long may be judged
+    unhealthy just after it heartbeated again, through a follower: seed 13007's reclaim), or a
+    410 or delete answered after its last mark before ``t``."""
+    marks = _known_marks(agent_ops)
+    times = [m for m, _ in marks]
+
+    def blocked(moment: float) -> bool:
+        first = bisect.bisect_right(times, moment - silence)
+        return any(
+            known <= moment for _, known in marks[first : bisect.bisect_right(times, moment)]
+        )
+
+    prior = max((m for m in times if m <= t), default=-math.inf)
     gone = [
         op.start
         for op in agent_ops
@@ -251,12 +280,9 @@ def _unhealthy_from(agent_ops: list[Op], t: int, silence: int) -> float:
         and op.outcome != FAIL
         and ((op.f == HEARTBEAT and op.result == "gone" and op.outcome == OK) or op.f == DELETE)
     ]
-    last = prior
-    for mark in (m for m in marks if m > t):
-        if mark - last >= silence:
-            break
-        last = mark
-    return min([last + silence, *(max(t, g) for g in gone)])
+    ends = (m + silence for m in times if t < m + silence < until)
+    judged = next((j for j in (t, *ends) if not blocked(j)), until)
+    return min([judged, *(max(t, g) for g in gone)])
 
 
 # -- (j) completed results -----------------------------------------------------------------------

@@ -281,6 +281,31 @@ def test_an_owner_that_may_be_unhealthy_may_lose_its_claim_early() -> None:
     assert claims_verdict([*base, *alive(A, 0.5), gone])["valid"]
 
 
+def test_an_owner_silent_for_long_may_be_judged_unhealthy_just_after_heartbeating_again() -> None:
+    """Seed 13007: A was silent for 10 s, heartbeated through a follower, claimed the job 0.2 s
+    later, and lost it to B 0.4 s after that: the leader had judged A unhealthy before the
+    follower's next liveness report told it of the heartbeat (sent once a second), and the
+    sweep took the job back. A heartbeat answered by a follower is known to the leader only
+    up to FORWARD_NS later; one answered long enough before A's claim still counts."""
+
+    def history(heartbeat_at: float) -> list[Op]:
+        silent = alive(A, -9.0, since=-9.0)
+        heartbeat = Op(
+            400, HEARTBEAT, A, None, _ns(heartbeat_at), _ns(heartbeat_at) + 1000, OK, "ok"
+        )
+        return [
+            *silent,
+            heartbeat,
+            claim(A, 1, 1.2, 1.3),
+            claim(B, 2, 1.6, 1.7, node="n1"),
+            *alive(B, 6),
+        ]
+
+    assert claims_verdict(history(1.0))["valid"]
+    # Known to the leader by the time of B's claim: A was certainly healthy, its lease held.
+    assert rules(claims_verdict(history(-2.0))) == ["claim given while an earlier claim was valid"]
+
+
 # -- (j) completed results -----------------------------------------------------------------------
 
 
