@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import heapq
 import logging
 import uuid
 from collections.abc import Callable
@@ -286,7 +287,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     since = _int_query(request, "submitted_since") or 0
     cursor = (query.get("cursor") or "").strip()
     after = _list_cursor(cursor) if cursor else None
-    selected = sorted(
+    # The page and one more (is there a next page?), not every job sorted: heapq keeps only
+    # limit + 1 of them while it scans.
+    selected = heapq.nlargest(
+        limit + 1,
         (
             job
             for job in node.view.jobs.jobs.values()
@@ -297,7 +301,6 @@ async def list_jobs(request: web.Request) -> web.Response:
             and (after is None or (job.submitted_ms, job.id) < after)
         ),
         key=lambda j: (j.submitted_ms, j.id),
-        reverse=True,
     )
     page = selected[:limit]
     next_cursor = _encode_cursor(page[-1]) if len(selected) > limit else None
