@@ -87,6 +87,10 @@ _SURFACE = {
     },
 }
 _OPTIONAL_BOOLEAN = {"type": ["boolean", "null"]}
+AGENT_TYPES = ("mcp_agent", "mesh_tool", "decorator_agent", "api", "a2a")
+RUNTIMES = ("python", "typescript", "java")
+"""The values the Go registry's database accepts (its Ent enums). Anything else it refuses
+too, though with a 200 and ``status: error``; empty means the default here."""
 _AGENT_ID = {"type": "string", "pattern": AGENT_ID_PATTERN}
 MESH_REGISTRATION = {
     "type": "object",
@@ -94,8 +98,8 @@ MESH_REGISTRATION = {
     "properties": {
         "agent_id": _AGENT_ID,
         "name": {"type": "string", "maxLength": 256},
-        "agent_type": _STRING,
-        "runtime": _STRING,
+        "agent_type": {"enum": [*AGENT_TYPES, ""]},
+        "runtime": {"enum": [*RUNTIMES, ""]},
         "version": _STRING,
         "description": _STRING,
         "http_host": _STRING,

@@ -18,6 +18,9 @@ BAD_HEARTBEATS: list[tuple[str, Any]] = [
     ("agent_id bad chars", {"agent_id": "a b/c", "tools": []}),
     ("agent_id too long", {"agent_id": "a" * 65, "tools": []}),
     ("agent_id empty", {"agent_id": "", "tools": []}),
+    # The Go registry's database refuses these too (its Ent enums), with a 200 and an error.
+    ("unknown runtime", {"agent_id": "a", "runtime": "rust", "tools": []}),
+    ("unknown agent_type", {"agent_id": "a", "agent_type": "weird", "tools": []}),
     ("http_port string", {**agent_body("a-1", "x"), "http_port": "80"}),
     ("http_port bool", {**agent_body("a-1", "x"), "http_port": True}),
     ("http_port out of range", {**agent_body("a-1", "x"), "http_port": 70000}),
