@@ -48,10 +48,13 @@ Verdict = dict[str, Any]
 Final = dict[str, dict[str, Any] | None]
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 ACCEPTED = "accepted"
-FORWARD_NS = int((LIVENESS_PERIOD + 1) * SECOND)
+FORWARD_NS = int((2 * LIVENESS_PERIOD + 1) * SECOND)
 """How long after a follower answered a heartbeat the leader may still not know of it: the
-follower's next liveness report (once every LIVENESS_PERIOD) plus a second for the report's
-delivery and the leader's tick."""
+follower's event loop hands its batch of heard agents to the tick thread once every
+LIVENESS_PERIOD (replication/proposer.py ``_forward_liveness``), the tick thread sends what it
+holds at most once every LIVENESS_PERIOD too (replication/syncobj.py), and a second more for
+the delivery and the leader's tick. A report sent to a node that is no longer the leader is
+dropped; the health checker's grace covers that rarer case."""
 
 
 def by_job(ops: Iterable[Op]) -> dict[str, list[Op]]:

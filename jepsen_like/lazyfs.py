@@ -42,6 +42,8 @@ from typing import Any
 
 import mfusepy as fuse
 
+from registry.store import sync_directory
+
 PAGE = 4096
 
 
@@ -62,8 +64,13 @@ def _parent(path: str) -> str:
 
 
 class UndoLog:
-    """The namespace changes not yet made durable by a sync of their directory, on the real
-    disk beside the backing directory, so a later mount can take them back."""
+    """The namespace changes not yet made durable by a sync of their directories, on the real
+    disk beside the backing directory, so a later mount can take them back.
+
+    An entry is durable once every directory it changed was synced: its parent's, and for a
+    rename across directories both. A durable ``rmdir`` also ends the entries below the
+    directory it removed (the names they would restore are gone for good). Not modelled: the
+    entries below a renamed directory keep its old path (the registry renames no directory)."""
 
     def __init__(self, backing: str) -> None:
         self.path = f"{backing}.undo"
@@ -71,25 +78,24 @@ class UndoLog:
         self.entries: list[dict[str, Any]] = []
         self._stashed = 0
 
-    def record(self, entry: dict[str, Any], directory: str) -> None:
-        """Write ``entry`` (durable with ``directory``) before the change it undoes is made."""
-        self.entries.append({**entry, "dir": directory})
+    def record(self, entry: dict[str, Any], directories: list[str]) -> None:
+        """Write ``entry`` (durable once ``directories`` are synced) before the change it
+        undoes is made."""
+        self.entries.append({**entry, "dirs": sorted(set(directories))})
         with open(self.path, "a") as log:
             log.write(json.dumps(self.entries[-1]) + "\n")
             log.flush()
             os.fsync(log.fileno())
 
     @contextlib.contextmanager
-    def change(self, entry: dict[str, Any], directory: str) -> Iterator[None]:
+    def change(self, entry: dict[str, Any], *directories: str) -> Iterator[None]:
         """Record ``entry``, then make the change (the ``with`` body); a change that fails
         (EEXIST, ENOTEMPTY, ...) is taken out of the log again, with what it stashed."""
-        self.record(entry, directory)
+        self.record(entry, list(directories))
         try:
             yield
         except OSError:
-            failed = self.entries.pop()
-            if failed.get("stash"):
-                os.unlink(failed["stash"])
+            self._drop([self.entries.pop()])
             self._rewrite()
             raise
 
@@ -103,25 +109,36 @@ class UndoLog:
 
     def synced(self, directory: str) -> None:
         """``directory`` was synced: the changes of its entries are durable now."""
-        kept = [e for e in self.entries if e["dir"] != directory]
-        if len(kept) == len(self.entries):
+        if not any(directory in e["dirs"] for e in self.entries):
             return
+        durable: list[dict[str, Any]] = []
         for entry in self.entries:
-            if entry["dir"] == directory and entry.get("stash"):
-                os.unlink(entry["stash"])
-        self.entries = kept
+            if directory in entry["dirs"]:
+                entry["dirs"] = [d for d in entry["dirs"] if d != directory]
+                if not entry["dirs"]:
+                    durable.append(entry)
+        gone = [e["path"].rstrip("/") + "/" for e in durable if e["op"] == "rmdir"]
+        durable += [
+            e
+            for e in self.entries
+            if e not in durable and any(e["path"].startswith(p) for p in gone)
+        ]
+        self._drop(durable)
+        self.entries = [e for e in self.entries if e not in durable]
         self._rewrite()
 
     def recover(self, real: Any) -> None:
         """Take back, newest first, every change a power loss left undurable (``real`` maps a
-        mount path to the backing directory's)."""
+        mount path to the backing directory's). Each undone change leaves the log at once, so a
+        recovery cut short and run again never undoes one twice."""
         if os.path.exists(self.path):
             with open(self.path) as log:
-                done = [json.loads(line) for line in log if line.endswith("\n")]
-            for entry in reversed(done):
-                _undo(entry, real)
+                self.entries = [json.loads(line) for line in log if line.endswith("\n")]
+        while self.entries:
+            _undo(self.entries[-1], real)
+            self.entries.pop()
+            self._rewrite()
         shutil.rmtree(self.stash_dir, ignore_errors=True)
-        self.entries = []
         self._rewrite()
 
     def discard(self) -> None:
@@ -130,6 +147,12 @@ class UndoLog:
             os.unlink(self.path)
         shutil.rmtree(self.stash_dir, ignore_errors=True)
 
+    def _drop(self, entries: list[dict[str, Any]]) -> None:
+        for entry in entries:
+            if entry.get("stash"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry["stash"])
+
     def _rewrite(self) -> None:
         fresh = f"{self.path}.new"
         with open(fresh, "w") as log:
@@ -137,11 +160,7 @@ class UndoLog:
             log.flush()
             os.fsync(log.fileno())
         os.replace(fresh, self.path)
-        directory = os.open(os.path.dirname(self.path), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        sync_directory(os.path.dirname(self.path))
 
 
 def _undo(entry: dict[str, Any], real: Any) -> None:
@@ -149,13 +168,13 @@ def _undo(entry: dict[str, Any], real: Any) -> None:
     been made at all)."""
     path = real(entry["path"])
     op = entry["op"]
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError, FileExistsError):
         if op == "create":
             os.unlink(path)
         elif op == "mkdir":
             shutil.rmtree(path)
         elif op == "rmdir":
-            os.makedirs(path, exist_ok=True)
+            os.mkdir(path)
         elif op == "unlink":
             if not os.path.exists(path):
                 os.link(entry["stash"], path)
@@ -260,7 +279,7 @@ class LazyFS(fuse.Operations):  # type: ignore[misc]  # mfusepy is untyped
             target = self._real(new)
             replaced = self.undo.stash(target) if os.path.isfile(target) else None
             entry = {"op": "rename", "path": old, "to": new, "stash": replaced}
-            with self.undo.change(entry, _parent(new)):
+            with self.undo.change(entry, _parent(old), _parent(new)):
                 os.rename(self._real(old), target)
             self.unsynced.pop(new, None)
             moved = self.unsynced.pop(old, None)
@@ -414,8 +433,8 @@ class Mount:
         """A new, empty disk mounted in this one's place (a PVC deleted and made again): what
         was on it is gone for good, and nothing a later power loss undoes brings it back."""
         self.power_loss()
+        UndoLog(os.path.realpath(self.backing)).discard()  # first: never replayed on an empty disk
         shutil.rmtree(self.backing, ignore_errors=True)
-        UndoLog(os.path.realpath(self.backing)).discard()
         return Mount(self.backing, self.mountpoint).start()
 
     def stop(self) -> None:

@@ -24,7 +24,7 @@ import orjson
 
 from registry.commit import view_from_snapshot
 from registry.events import CorruptRecord
-from registry.store import Store, decode_snapshot
+from registry.store import Store, decode_snapshot, sync_directory
 from registry.view import View
 
 MAGIC = b"MCP-MESH-REGISTRY-BACKUP 1\n"
@@ -93,11 +93,7 @@ def write_file(path: Path, data: bytes) -> str:
             out.flush()
             os.fsync(out.fileno())
         partial.replace(target)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    sync_directory(str(path.parent))
     return digest
 
 

@@ -176,7 +176,10 @@ def create(conn: sqlite3.Connection) -> None:
     Whatever was there is a projection too (of an older version of ours, or of a meshui that
     got to an empty file first), so nothing is lost: the caller writes the view again.
     """
-    with conn:
+    # Python's sqlite3 opens a transaction only before DML: DROP and CREATE would each commit
+    # on their own, and a reader (meshui) could find the file half replaced.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         tables = [
             name
             for (name,) in conn.execute(
@@ -194,3 +197,7 @@ def create(conn: sqlite3.Connection) -> None:
                 conn.execute(
                     "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, n << 32)
                 )
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()

@@ -13,8 +13,8 @@ are applied, from a thread of its own, so the write path never waits for SQLite.
 rows are rewritten when an event names it, or when its resolution or LLM answer changed (a
 provider came, went or changed health: the flush compares every agent's current answers with
 the ones it last wrote, as the listings do). A flush that fails (another connection holding the
-write lock past SQLite's busy timeout, say) keeps what it could not write and is retried every
-FLUSH_INTERVAL until it succeeds, so the tables catch up without waiting for another event.
+write lock past SQLite's busy timeout, say) is retried every FLUSH_INTERVAL as a rebuild of
+every table until it succeeds, so the tables catch up without waiting for another event.
 
 Where it differs from the Go registry's database: a removed agent's rows and its events are
 gone at once (the Go registry keeps it as ``unhealthy`` until its purge, which then deletes the
@@ -422,16 +422,19 @@ class SqliteProjection:
         ]
 
     async def _flush(self) -> None:
-        """Write what changed since the last flush (everything after a reset); on failure
-        rewrite everything at the next try, which the loop makes after FLUSH_INTERVAL."""
+        """Write what changed since the last flush (everything after a reset), including
+        events recorded by entries that name no agent (a rotation's); on any failure rewrite
+        everything at the next try, which the loop makes after FLUSH_INTERVAL."""
         full, ids = self._full, self._dirty
-        if not full and not ids:
+        history = self.view.history
+        recorded = bool(history) and history[-1]["index"] > self._events_upto
+        if not full and not ids and not recorded:
             return
         self._full, self._dirty = False, set()
-        batch = self._batch(full, ids)
         try:
+            batch = self._batch(full, ids)
             await asyncio.get_running_loop().run_in_executor(self._io, self._write, batch)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # sqlite3, OSError...: the projection must go on
             log.warning(
                 "sqlite projection update failed; retrying",
                 extra={"path": self.path, "error": str(exc)},

@@ -6,6 +6,7 @@ process), this does, and it shows a synced write surviving.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from jepsen_like.lazyfs import Mount
+from jepsen_like.lazyfs import Mount, UndoLog
 from registry.store import sync_directory
 
 PROBLEM = (
@@ -147,4 +148,74 @@ def test_a_name_is_durable_only_once_its_directory_is_synced(mount: Mount) -> No
     mount = _remount(mount)
     assert sorted(os.listdir(root)) == ["kept", "sub"]
     assert (root / "kept").read_bytes() == b"new"
+    mount.power_loss()
+
+
+class _Crash(Exception):
+    """The lazyfs process dying in the middle of its recovery."""
+
+
+def test_a_recovery_cut_short_and_run_again_undoes_each_change_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/a`` durable; unsynced: ``rename /a -> /b``, then a new ``/a``. Recovery puts the
+    original back at ``/a`` however often it is cut short and started again (undoing the new
+    ``/a``'s creation twice would delete the restored original)."""
+    backing = tmp_path / "disk"
+
+    def real(path: str) -> str:
+        return str(backing / path.lstrip("/"))
+
+    real_rewrite = UndoLog._rewrite
+    for survives in range(4):  # how many log rewrites the first attempt gets through
+        shutil.rmtree(backing, ignore_errors=True)
+        backing.mkdir()
+        (backing / "a").write_text("orig")
+        log = UndoLog(str(backing))
+        log.record({"op": "rename", "path": "/a", "to": "/b", "stash": None}, ["/"])
+        os.rename(backing / "a", backing / "b")
+        log.record({"op": "create", "path": "/a"}, ["/"])
+        (backing / "a").write_text("new")
+        calls = 0
+
+        def crashing(self: UndoLog, survives: int = survives) -> None:
+            nonlocal calls
+            if calls == survives:
+                raise _Crash
+            calls += 1
+            real_rewrite(self)
+
+        monkeypatch.setattr(UndoLog, "_rewrite", crashing)
+        with contextlib.suppress(_Crash):
+            UndoLog(str(backing)).recover(real)
+        monkeypatch.setattr(UndoLog, "_rewrite", real_rewrite)
+        UndoLog(str(backing)).recover(real)
+        assert sorted(os.listdir(backing)) == ["a"], survives
+        assert (backing / "a").read_text() == "orig", survives
+
+
+def test_a_durable_rmdir_ends_what_was_pending_below_it(mount: Mount) -> None:
+    """A file removed from a directory, the directory removed and made again, all synced but
+    the file's own removal: after a power loss the new directory is empty (the name the file
+    had is gone with the old directory), and a rename across directories needs both synced."""
+    root, d = mount.mountpoint, mount.mountpoint / "d"
+    d.mkdir()
+    sync_directory(str(root))
+    (d / "x").write_bytes(b"x")
+    sync_directory(str(d))
+    os.unlink(d / "x")  # pending in /d, which is about to go
+    d.rmdir()
+    sync_directory(str(root))
+    d.mkdir()
+    sync_directory(str(root))
+    with open(root / "moved", "wb") as out:
+        out.write(b"m")
+        out.flush()
+        os.fsync(out.fileno())
+    sync_directory(str(root))
+    os.rename(root / "moved", d / "moved")
+    sync_directory(str(d))  # the target's directory only: the old name may come back
+    mount = _remount(mount)
+    assert os.listdir(d) == []
+    assert (root / "moved").read_bytes() == b"m"
     mount.power_loss()
