@@ -227,9 +227,14 @@ def endpoint(agent: dict[str, Any]) -> str:
         return explicit
     host, port = agent.get("http_host"), agent.get("http_port")
     if host and port:
-        scheme = "https" if agent.get("entity_id") else "http"
-        return f"{scheme}://{host}:{port}"
+        return f"{scheme(agent)}://{host}:{port}"
     return f"stdio://{agent.get('agent_id', '')}"
+
+
+def scheme(agent: dict[str, Any]) -> str:
+    """``https`` for an agent registered with a client certificate (it serves TLS on its port
+    with it, as the SDK does), else ``http``: how the listing and the proxy reach it."""
+    return "https" if agent.get("entity_id") else "http"
 
 
 def tool_endpoint(agent: dict[str, Any]) -> str:
