@@ -8,9 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from multidict import CIMultiDict
 
-from registry import events
-from registry.api.proxy import registered_target
+from registry import config, events
+from registry.api.proxy import outgoing_headers, propagated, registered_target
 from registry.registration import from_heartbeat
 from registry.tls import ProxyTLS, ProxyTLSError
 from registry.trust import TrustSettings
@@ -71,3 +72,40 @@ def test_https_targets_need_the_tls_files_and_a_rotation_half_written_keeps_the_
     assert proxy_tls.context() is context
     ca.issue("registry").write(tmp_path, "registry")  # the rotation completed
     assert proxy_tls.context() is not context
+
+
+def test_propagated_headers_are_the_fixed_ones_and_those_the_setting_names() -> None:
+    """MCP_MESH_PROPAGATE_HEADERS adds exact names and prefixes (case-insensitive) to the fixed
+    list, every value of each; never connection headers or Host, never a fixed one twice."""
+    patterns = config.load({"MCP_MESH_PROPAGATE_HEADERS": " Authorization,x-tenant-*,, X-Trace-*"})
+    assert patterns.propagate_headers == ("authorization", "x-tenant-*", "x-trace-*")
+    incoming = CIMultiDict(
+        [
+            ("Content-Type", "application/json"),
+            ("authorization", "Bearer t"),
+            ("X-Tenant-Id", "a"),
+            ("X-Tenant-Id", "b"),
+            ("X-Tenant", "no: the prefix is x-tenant-"),
+            ("X-Trace-ID", "t-1"),
+            ("X-Trace-Extra", "e"),
+            ("Cookie", "c=1"),
+            ("Connection", "keep-alive"),
+            ("Host", "registry"),
+        ]
+    )
+    assert list(outgoing_headers(incoming, patterns.propagate_headers).items()) == [
+        ("Content-Type", "application/json"),
+        ("X-Trace-ID", "t-1"),
+        ("authorization", "Bearer t"),
+        ("X-Tenant-Id", "a"),
+        ("X-Tenant-Id", "b"),
+        ("X-Trace-Extra", "e"),
+    ]
+    assert list(outgoing_headers(incoming, ()).items()) == [
+        ("Content-Type", "application/json"),
+        ("X-Trace-ID", "t-1"),
+    ]
+    assert propagated("Connection", ("c*",)) is False
+    for empty_prefix in ("*", "a,*", " * "):
+        with pytest.raises(config.ConfigError, match="MCP_MESH_PROPAGATE_HEADERS"):
+            config.load({"MCP_MESH_PROPAGATE_HEADERS": empty_prefix})

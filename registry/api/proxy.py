@@ -10,7 +10,9 @@ the registry, which forwards it, as the Go registry's proxy does (ent_handlers.g
   endpoint), presenting MCP_MESH_TLS_CERT/KEY and checking the agent's certificate chain
   (:class:`registry.tls.ProxyTLS`); without those files such a call is a 500, as Go answers;
 - ``GET`` and ``POST``; the body within MAX_REQUEST_BYTES (413 above, before anything is sent);
-  ``Content-Type``, ``Accept``, the trace headers and the mesh's ``X-Mesh-*`` headers forwarded;
+  ``Content-Type``, ``Accept``, the trace headers and the mesh's ``X-Mesh-*`` headers forwarded
+  (:data:`FORWARDED`), and those MCP_MESH_PROPAGATE_HEADERS names (:func:`outgoing_headers`);
+  nothing else (``Authorization``, ``Cookie``: an agent is not the registry's caller's audience);
 - the answer is relayed as it arrives (SSE events reach the caller as the agent sends them),
   headers and status as the agent sent them, bytes unchanged (no decompression);
 - bounded: connecting within :data:`CONNECT_SECONDS`, the whole exchange within ``X-Mesh-Timeout``
@@ -23,9 +25,11 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from registry.api.keys import NODE
 from registry.api.responses import fail
@@ -59,6 +63,9 @@ HOP_BY_HOP = frozenset(
     )
 )
 """Headers that describe one connection, not the answer: aiohttp writes its own."""
+NEVER_PROPAGATED = frozenset({name.lower() for name in FORWARDED} | HOP_BY_HOP | {"host"})
+"""Not forwarded again by MCP_MESH_PROPAGATE_HEADERS: the fixed ones are already, one value
+each; connection headers and ``Host`` are the client's own."""
 TIMEOUT_MARKER = "mesh-proxy-timeout"
 CLIENT = web.AppKey("proxy_client", aiohttp.ClientSession)
 TLS = web.AppKey("proxy_tls", ProxyTLS)
@@ -81,6 +88,29 @@ def registered_target(view: View, host_port: str) -> str | None:
             if (reg["http_host"] == host) if by_host else host in (reg["agent_id"], reg["name"]):
                 return f"{scheme(reg)}://{reg['http_host']}:{port}"
     return None
+
+
+def propagated(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether MCP_MESH_PROPAGATE_HEADERS ``patterns`` (lowercased; ``x-*``: a prefix) name the
+    header ``name``."""
+    lower = name.lower()
+    return (
+        any(lower.startswith(p[:-1]) if p.endswith("*") else lower == p for p in patterns)
+        and lower not in NEVER_PROPAGATED
+    )
+
+
+def outgoing_headers(incoming: Any, patterns: tuple[str, ...]) -> CIMultiDict[str]:
+    """The headers a relayed call carries: each :data:`FORWARDED` one the caller sent (its
+    first value), then every value of each other header ``patterns`` name, as the Go registry
+    forwards them. Pure: ``incoming`` is the caller's (multi-valued) headers."""
+    out: CIMultiDict[str] = CIMultiDict(
+        (name, incoming[name]) for name in FORWARDED if name in incoming
+    )
+    for name, value in incoming.items():
+        if patterns and propagated(name, patterns):
+            out.add(name, value)
+    return out
 
 
 def _budget(request: web.Request, default: float) -> float:
@@ -113,7 +143,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
         except ProxyTLSError as exc:
             fail(500, str(exc), base)
     body = await request.read() if request.method == "POST" else None  # 413 above the limit
-    headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+    headers = outgoing_headers(request.headers, node.config.propagate_headers)
     budget = _budget(request, node.config.proxy_timeout)
     url = f"{base}{path}"
     if request.query_string:

@@ -10,7 +10,8 @@ result), and, with ``Accept: application/json`` only, as a plain JSON body. Tool
 - ``count {n}``: ``n`` progress notifications, then the result, each as its own SSE event;
   the result waits for the next ``POST /release`` (so a test can see events arrive while the
   answer is still open, and a timeout cut it);
-- ``headers``: the request headers it received, as JSON text;
+- ``headers``: the request headers it received, as JSON text (one value per name);
+- ``header_list``: every ``[name, value]`` header line it received, in order, as JSON text;
 - ``peer``: the common name of the client certificate the caller presented (HTTPS only).
 
 ``GET /mcp`` answers 405 (no server-initiated stream), as FastMCP's stateless mode does.
@@ -28,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 PENDING = web.AppKey("pending", list[asyncio.Event])
+TOOLS = ("echo", "count", "headers", "header_list", "peer")
 
 
 def _result(call_id: Any, text: str) -> dict[str, Any]:
@@ -43,11 +45,13 @@ async def mcp(request: web.Request) -> web.StreamResponse:
     call = await request.json()
     params = call.get("params") or {}
     name, args = params.get("name"), params.get("arguments") or {}
-    if call.get("method") != "tools/call" or name not in ("echo", "count", "headers", "peer"):
+    if call.get("method") != "tools/call" or name not in TOOLS:
         error = {"code": -32601, "message": f"unknown: {call.get('method')} {name}"}
         return web.json_response({"jsonrpc": "2.0", "id": call.get("id"), "error": error})
     if name == "headers":
         text = json.dumps(dict(request.headers), sort_keys=True)
+    elif name == "header_list":
+        text = json.dumps([[k, v] for k, v in request.headers.items()])
     elif name == "peer":
         text = _peer_common_name(request)
     else:
