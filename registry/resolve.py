@@ -415,6 +415,32 @@ def broken_edge(
     )
 
 
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A loop of ``graph`` (capability -> the capabilities it requires) as the path that closes
+    it (``["a", "b", "a"]``), or None. Depth first from the smallest capability, neighbours in
+    order, so the loop named is the one the Go registry names for the same graph."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        on_path.add(node)
+        for after in sorted(graph.get(node, ())):
+            if after in on_path:
+                return [*path[path.index(after) :], after]
+            if after not in done and (loop := visit(after)) is not None:
+                return loop
+        on_path.discard(path.pop())
+        done.add(node)
+        return None
+
+    for root in sorted(graph):
+        if root not in done and (loop := visit(root)) is not None:
+            return loop
+    return None
+
+
 def entry(dep: Dependency, provider: Provider | None) -> dict[str, Any]:
     """One ``dependencies_resolved`` item, in the Go registry's shape."""
     if provider is None:

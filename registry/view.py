@@ -24,7 +24,15 @@ import msgpack
 from registry import audit, events, jobs, llm, trust
 from registry.events import Event
 from registry.registration import endpoint
-from registry.resolve import Dependency, Provider, Stages, broken_edge, choose, entry
+from registry.resolve import (
+    Dependency,
+    Provider,
+    Stages,
+    broken_edge,
+    choose,
+    entry,
+    find_cycle,
+)
 from registry.schemas import SchemaStore
 
 HEALTHY = "healthy"
@@ -177,6 +185,25 @@ class View:
         key = (agent_id, tool["function_name"])
         provider = self._providers.get(tool["capability"], {}).get(key)
         return "" if provider is None else self.unavailable_reason(provider)
+
+    def required_cycle(self, registration: dict[str, Any]) -> list[str] | None:
+        """The loop of ``required`` dependencies (by capability name, whatever the tags,
+        versions and namespaces) that ``registration`` would close with every other agent's,
+        as the Go registry refuses it at registration; None when it closes none."""
+        incoming: dict[str, set[str]] = {}
+        for tool in registration.get("tools") or ():
+            for spec in tool.get("dependencies") or ():
+                if spec.get("required") is True:
+                    incoming.setdefault(tool["capability"], set()).add(spec["capability"])
+        if not incoming:  # the common case: nothing to build
+            return None
+        agent_id = registration["agent_id"]
+        graph = incoming
+        for required, holders in self._required_by.items():
+            for (holder, _), capability in holders.items():
+                if holder != agent_id:
+                    graph.setdefault(capability, set()).add(required)
+        return find_cycle(graph)
 
     def availability(self, agent_id: str) -> tuple[str, ...]:
         """:meth:`tool_unavailable` of each of the agent's tools, in registration order."""

@@ -18,6 +18,7 @@ from registry.api.listing import Listings
 from registry.api.render import agent_info_from_log
 from registry.health import Liveness
 from registry.registration import from_heartbeat
+from registry.resolve import find_cycle
 from registry.view import UNHEALTHY, View, apply
 from tests.conftest import agent_body
 
@@ -162,3 +163,16 @@ def test_snapshots_and_the_cached_listing_follow_availability() -> None:
     mesh.apply(events.remove("c-1", 7000))  # b-1's dependency stays unresolved, its reason not
     assert listed()["b_cap"] == "required dep 'c_cap' unresolved"
     assert restored.availability("a-1") == ("",)
+
+
+def test_registration_names_the_loop_it_would_close_by_capability() -> None:
+    mesh = Mesh([agent_body("x-1", "x_cap", deps=[required("y_cap", tags=["t"])], port=9008)])
+    closing = from_heartbeat(agent_body("y-1", "y_cap", deps=[required("x_cap")], port=9009))
+    assert mesh.view.required_cycle(closing) == ["x_cap", "y_cap", "x_cap"]
+    optional = from_heartbeat(agent_body("y-1", "y_cap", deps=["x_cap"], port=9009))
+    assert mesh.view.required_cycle(optional) is None  # an optional edge is the way out
+    # x-1 replacing its own requirement closes nothing.
+    again = from_heartbeat(agent_body("x-1", "x_cap", deps=[required("z_cap")], port=9008))
+    assert mesh.view.required_cycle(again) is None
+    assert find_cycle({"b": {"c", "a"}, "a": {"b"}, "c": set()}) == ["a", "b", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
