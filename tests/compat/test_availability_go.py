@@ -4,7 +4,8 @@ The mesh of tests/test_availability.py (a chain a -> b -> c of required dependen
 missing, an optional dependency, tag and version constraints nobody meets, a consumer of the
 unavailable ones) is registered with the Go registry and with ours (one node, three
 replicas). In each round the heartbeat answers' ``dependencies_resolved``, every capability's
-``available`` / ``unavailable_reason`` in ``GET /agents`` and the HEAD answers must be the same:
+``available`` / ``unavailable_reason`` in ``GET /agents``, the HEAD answers and the audit events
+of the consumers (``GET /events``) must be the same:
 registered; c arrives (everything above it becomes available, and the agents whose answers
 changed get 202); c leaves (DELETE: the Go registry keeps it, unhealthy, ours removes it, so
 b's reason differs as docs/protocol.md says); an agent whose required dependency would
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.compat.test_audit import audit_events
 from tests.compat.test_llm import Target, our_urls  # noqa: F401 (fixture)
 from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401 (fixtures)
 from tests.conftest import agent_body
@@ -65,6 +67,8 @@ async def scenario(target: Target) -> dict[str, Any]:
             out[("c arrived", body["agent_id"])] = resolved(await target.post(body))
     out["listed after c arrived"] = await listed(target)
 
+    for agent_id in ("e-1", "a-1"):  # unavailable providers evicted, then chosen
+        out[("audit", agent_id)] = await audit_events(target, agent_id)
     await target.delete("c-1")
     for agent_id in CHANGED_BY_C:
         out[("c left", "HEAD", agent_id)] = await target.head_until(agent_id, 202)
@@ -115,6 +119,13 @@ async def test_availability_matches_the_go_registry(
         ("b_cap", "b-1", "available"),
         ("a_cap", "a-1", "available"),
     ]
+    first = theirs[("audit", "e-1")][-1]  # oldest first: at registration, b-1 unavailable
+    health = first["data"]["stages"][0]
+    assert (first["event_type"], health["stage"], health["evicted"][0]["reason"]) == (
+        "dependency_unresolved",
+        "health",
+        "Unavailable",
+    ), first
     assert theirs["cycle refused"] == "required dependency cycle: x_cap → y_cap → x_cap"
     assert "y-1" not in theirs["listed after the cycle"]
     assert theirs[("registered", "e-1")] == [
