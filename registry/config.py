@@ -132,6 +132,11 @@ SETTINGS: tuple[Setting, ...] = (
         "MCP_MESH_PUBLIC_URL_PREFIX", "(unset)", "where external A2A clients reach agents' surfaces"
     ),
     Setting("MCP_MESH_PROXY_TIMEOUT", "60", "seconds a /proxy call may take (1-600)"),
+    Setting(
+        "MCP_MESH_PROPAGATE_HEADERS",
+        "(unset)",
+        "more request headers /proxy forwards: names, or prefixes ending in *",
+    ),
     Setting("MCP_MESH_TLS_MODE", "off", "off (HTTP), auto (HTTPS, client cert optional), strict"),
     Setting("MCP_MESH_TLS_CERT", "(unset)", "server certificate PEM (reloaded when it changes)"),
     Setting("MCP_MESH_TLS_KEY", "(unset)", "server private key PEM (reloaded when it changes)"),
@@ -273,6 +278,9 @@ class Config:
     """MCP_MESH_PUBLIC_URL_PREFIX: where external A2A clients reach surfaces (GET /a2a/agents)."""
     proxy_timeout: float = 60.0
     """MCP_MESH_PROXY_TIMEOUT: how long a /proxy call may take, unless its X-Mesh-Timeout says."""
+    propagate_headers: tuple[str, ...] = ()
+    """MCP_MESH_PROPAGATE_HEADERS: lowercased header names (``x-tenant-*``: a prefix) a /proxy
+    call forwards besides its fixed list (registry/api/proxy.py)."""
     trust: TrustSettings = field(default_factory=TrustSettings)
 
     @property
@@ -359,6 +367,12 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         proxy_timeout=get(
             "MCP_MESH_PROXY_TIMEOUT", _proxy_seconds, 60.0, "whole seconds from 1 to 600"
         ),
+        propagate_headers=get(
+            "MCP_MESH_PROPAGATE_HEADERS",
+            _header_patterns,
+            (),
+            "comma-separated header names, each maybe ending in * after a non-empty prefix",
+        ),
         limits=Limits(
             request_bytes=get("MAX_REQUEST_BYTES", _positive_int, 512 << 10, "a positive integer"),
             tools_per_agent=get("MAX_TOOLS_PER_AGENT", _positive_int, 500, "a positive integer"),
@@ -389,6 +403,17 @@ def _proxy_seconds(raw: str) -> float:
     if not 1 <= seconds <= 600:
         raise ValueError(raw)
     return float(seconds)
+
+
+def _header_patterns(raw: str) -> tuple[str, ...]:
+    """MCP_MESH_PROPAGATE_HEADERS as the Go registry reads it: comma-separated, trimmed,
+    lowercased, empty entries skipped, a trailing ``*`` making a prefix. An entry with an empty
+    prefix (``*``) would forward every header (credentials and cookies too): the Go registry
+    logs and skips it, here it stops startup, so that nobody believes it in force."""
+    entries = [entry.strip().lower() for entry in raw.split(",")]
+    if any(entry and not entry.removesuffix("*") for entry in entries):
+        raise ValueError(raw)
+    return tuple(entry for entry in entries if entry)
 
 
 def check_key(key: str) -> None:

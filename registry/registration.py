@@ -39,6 +39,7 @@ _DEPENDENCY = {
         "expectedSchemaHash": _OPTIONAL_STRING,
         "expectedSchemaCanonical": _OPTIONAL_OBJECT,
         "matchMode": _OPTIONAL_STRING,
+        "required": {"type": ["boolean", "null"]},
     },
 }
 # @mesh.llm declarations: only the types the Go registry's decoder insists on. What is inside
@@ -227,9 +228,14 @@ def endpoint(agent: dict[str, Any]) -> str:
         return explicit
     host, port = agent.get("http_host"), agent.get("http_port")
     if host and port:
-        scheme = "https" if agent.get("entity_id") else "http"
-        return f"{scheme}://{host}:{port}"
+        return f"{scheme(agent)}://{host}:{port}"
     return f"stdio://{agent.get('agent_id', '')}"
+
+
+def scheme(agent: dict[str, Any]) -> str:
+    """``https`` for an agent registered with a client certificate (it serves TLS on its port
+    with it, as the SDK does), else ``http``: how the listing and the proxy reach it."""
+    return "https" if agent.get("entity_id") else "http"
 
 
 def tool_endpoint(agent: dict[str, Any]) -> str:

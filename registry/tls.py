@@ -52,6 +52,29 @@ def _stat(path: str) -> tuple[Any, ...]:
     return (path, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _inputs(settings: trust.TrustSettings, view: View) -> tuple[Any, ...]:
+    """What a context is built from: the files' stat and the trusted entities (a change of
+    either means a rebuild)."""
+    files = [settings.cert, settings.key, settings.ca]
+    entities = sorted((n, e["fingerprint"]) for n, e in view.entities.items())
+    return (tuple(_stat(f) for f in files if f), tuple(entities))
+
+
+def _trust_authorities(
+    context: ssl.SSLContext, settings: trust.TrustSettings, view: View
+) -> list[str]:
+    """Make ``context`` verify peers against the CAs this registry trusts for agents (the
+    trusted entities' and MCP_MESH_TLS_CA's); their PEM texts."""
+    # An entity CA may be an intermediate: trusting it must not need its root.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    authorities = [e["ca_pem"] for e in view.entities.values()]
+    if settings.ca:
+        authorities.append(Path(settings.ca).read_text())
+    for pem in authorities:
+        context.load_verify_locations(cadata=pem)
+    return authorities
+
+
 def check_files(settings: trust.TrustSettings) -> None:
     """ConfigError unless the certificate, key and CA files make a server context (run before
     anything starts, so a wrong path is one line and exit 2)."""
@@ -91,22 +114,14 @@ class ServerTLS:
         sslobj.context = self._current
 
     def _stamp_now(self) -> tuple[Any, ...]:
-        files = [self.settings.cert, self.settings.key, self.settings.ca]
-        entities = sorted((n, e["fingerprint"]) for n, e in self.view.entities.items())
-        return (tuple(_stat(f) for f in files if f), tuple(entities))
+        return _inputs(self.settings, self.view)
 
     def _build(self) -> tuple[ssl.SSLContext, frozenset[str]]:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(self.settings.cert, self.settings.key)
         context.verify_mode = ssl.CERT_OPTIONAL
-        # An entity CA may be an intermediate: trusting it must not need its root.
-        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        authorities = [e["ca_pem"] for e in self.view.entities.values()]
-        if self.settings.ca:
-            authorities.append(Path(self.settings.ca).read_text())
-        for pem in authorities:
-            context.load_verify_locations(cadata=pem)
-        return context, frozenset(hashlib.sha256(p.encode()).hexdigest() for p in authorities)
+        pems = _trust_authorities(context, self.settings, self.view)
+        return context, frozenset(hashlib.sha256(p.encode()).hexdigest() for p in pems)
 
     def refresh(self) -> bool:
         """Rebuild the context if its inputs changed; whether the new one is in use."""
@@ -129,6 +144,59 @@ class ServerTLS:
                 for connection in server.connections:
                     connection.force_close()
         return True
+
+
+class ProxyTLSError(Exception):
+    """The proxy cannot dial an ``https://`` agent: the TLS files are missing or unusable."""
+
+
+class ProxyTLS:
+    """The client context ``/proxy`` dials ``https://`` agents with (agents registered with a
+    client certificate serve TLS on their port), as the Go registry's proxy does: it presents
+    MCP_MESH_TLS_CERT/KEY (the registry's own certificate) as its client certificate and
+    verifies the agent's chain but not its host name (agents' certificates name 127.0.0.1 or
+    a service name, while the registry dials the pod's registered address; that the target is
+    a registered agent is checked before dialling). Ours verifies against the trusted
+    entities' CAs as well as MCP_MESH_TLS_CA (Go: MCP_MESH_TLS_CA only), the same set the
+    listener trusts for those agents' client certificates. Rebuilt when the files or the
+    entities change; a rebuild that fails keeps the previous context (a rotation caught
+    half-written), and with none to keep the call is refused (500, as Go)."""
+
+    MISSING = (
+        "Proxy TLS misconfiguration: missing required TLS environment variables for HTTPS proxy"
+    )
+    UNUSABLE = "Proxy TLS misconfiguration"
+
+    def __init__(self, settings: trust.TrustSettings, view: View) -> None:
+        self.settings = settings
+        self.view = view
+        self._stamp: tuple[Any, ...] | None = None
+        self._context: ssl.SSLContext | None = None
+        self._failure = ""
+
+    def context(self) -> ssl.SSLContext:
+        """The current client context; raises ProxyTLSError (its message is the answer)."""
+        settings = self.settings
+        if not (settings.cert and settings.key and (settings.ca or self.view.entities)):
+            raise ProxyTLSError(self.MISSING)
+        stamp = _inputs(settings, self.view)
+        if stamp != self._stamp:
+            try:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_REQUIRED
+                context.load_cert_chain(settings.cert, settings.key)
+                _trust_authorities(context, settings, self.view)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                if str(exc) != self._failure:  # once per cause, not once per call
+                    self._failure = str(exc)
+                    log.warning("proxy TLS files not usable: %s", exc)
+                if self._context is None:
+                    raise ProxyTLSError(self.UNUSABLE) from None
+            else:
+                self._context, self._stamp, self._failure = context, stamp, ""
+        assert self._context is not None
+        return self._context
 
 
 class TrustDirImport:

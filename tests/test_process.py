@@ -243,6 +243,7 @@ def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
         ("LMDB_MAP_SIZE", "1Ki"),
         ("MCP_MESH_PROXY_TIMEOUT", "0"),
         ("MCP_MESH_PROXY_TIMEOUT", "1m"),
+        ("MCP_MESH_PROPAGATE_HEADERS", "authorization, *"),
         ("MCP_MESH_TLS_MODE", "on"),
         ("MCP_MESH_TLS_MODE", "strict"),  # without MCP_MESH_TLS_CERT and _KEY
         ("MCP_MESH_TLS_CERT", "/nonexistent/cert.pem"),  # with MCP_MESH_TLS_MODE=auto below

@@ -6,8 +6,13 @@ the registry, which forwards it, as the Go registry's proxy does (ent_handlers.g
 - only to an agent of this replica's view (any status) whose HTTP port is the one asked for and
   whose host, agent id or name is the host asked for (the host first), dialled at the host and
   port it registered: never an arbitrary URL (403 otherwise), and only ``/mcp`` paths (400);
+- over HTTPS to an agent registered with a client certificate (its listed ``https://``
+  endpoint), presenting MCP_MESH_TLS_CERT/KEY and checking the agent's certificate chain
+  (:class:`registry.tls.ProxyTLS`); without those files such a call is a 500, as Go answers;
 - ``GET`` and ``POST``; the body within MAX_REQUEST_BYTES (413 above, before anything is sent);
-  ``Content-Type``, ``Accept``, the trace headers and the mesh's ``X-Mesh-*`` headers forwarded;
+  ``Content-Type``, ``Accept``, the trace headers and the mesh's ``X-Mesh-*`` headers forwarded
+  (:data:`FORWARDED`), and those MCP_MESH_PROPAGATE_HEADERS names (:func:`outgoing_headers`);
+  nothing else (``Authorization``, ``Cookie``: an agent is not the registry's caller's audience);
 - the answer is relayed as it arrives (SSE events reach the caller as the agent sends them),
   headers and status as the agent sent them, bytes unchanged (no decompression);
 - bounded: connecting within :data:`CONNECT_SECONDS`, the whole exchange within ``X-Mesh-Timeout``
@@ -18,13 +23,18 @@ the registry, which forwards it, as the Go registry's proxy does (ent_handlers.g
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from registry.api.keys import NODE
 from registry.api.responses import fail
+from registry.registration import scheme
+from registry.tls import ProxyTLS, ProxyTLSError
 from registry.view import View
 
 CONNECT_SECONDS = 10.0
@@ -53,13 +63,17 @@ HOP_BY_HOP = frozenset(
     )
 )
 """Headers that describe one connection, not the answer: aiohttp writes its own."""
+NEVER_PROPAGATED = frozenset({name.lower() for name in FORWARDED} | HOP_BY_HOP | {"host"})
+"""Not forwarded again by MCP_MESH_PROPAGATE_HEADERS: the fixed ones are already, one value
+each; connection headers and ``Host`` are the client's own."""
 TIMEOUT_MARKER = "mesh-proxy-timeout"
 CLIENT = web.AppKey("proxy_client", aiohttp.ClientSession)
+TLS = web.AppKey("proxy_tls", ProxyTLS)
 
 
 def registered_target(view: View, host_port: str) -> str | None:
-    """``host:port`` to dial for the ``host_port`` asked for, or None unless a registered agent
-    answers there (module docstring). Pure: reads the view only."""
+    """``scheme://host:port`` to dial for the ``host_port`` asked for, or None unless a
+    registered agent answers there (module docstring). Pure: reads the view only."""
     host, sep, port_text = host_port.partition(":")
     if not sep or not port_text.isdigit() or ":" in port_text or int(port_text) <= 0:
         return None
@@ -72,8 +86,31 @@ def registered_target(view: View, host_port: str) -> str | None:
     for by_host in (True, False):
         for reg in candidates:
             if (reg["http_host"] == host) if by_host else host in (reg["agent_id"], reg["name"]):
-                return f"{reg['http_host']}:{port}"
+                return f"{scheme(reg)}://{reg['http_host']}:{port}"
     return None
+
+
+def propagated(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether MCP_MESH_PROPAGATE_HEADERS ``patterns`` (lowercased; ``x-*``: a prefix) name the
+    header ``name``."""
+    lower = name.lower()
+    return (
+        any(lower.startswith(p[:-1]) if p.endswith("*") else lower == p for p in patterns)
+        and lower not in NEVER_PROPAGATED
+    )
+
+
+def outgoing_headers(incoming: Any, patterns: tuple[str, ...]) -> CIMultiDict[str]:
+    """The headers a relayed call carries: each :data:`FORWARDED` one the caller sent (its
+    first value), then every value of each other header ``patterns`` name, as the Go registry
+    forwards them. Pure: ``incoming`` is the caller's (multi-valued) headers."""
+    out: CIMultiDict[str] = CIMultiDict(
+        (name, incoming[name]) for name in FORWARDED if name in incoming
+    )
+    for name, value in incoming.items():
+        if patterns and propagated(name, patterns):
+            out.add(name, value)
+    return out
 
 
 def _budget(request: web.Request, default: float) -> float:
@@ -96,13 +133,19 @@ async def relay(request: web.Request) -> web.StreamResponse:
     path = f"/{rest}"
     if path != "/mcp" and not path.startswith("/mcp/"):
         fail(400, "Only /mcp/* paths are allowed for proxying", path)
-    dial = registered_target(node.view, host_port)
-    if dial is None:
+    base = registered_target(node.view, host_port)
+    if base is None:
         fail(403, f"Target host '{host_port}' is not a registered agent", host_port)
+    tls: ssl.SSLContext | bool = True  # plain http: unused
+    if base.startswith("https:"):
+        try:
+            tls = request.app[TLS].context()
+        except ProxyTLSError as exc:
+            fail(500, str(exc), base)
     body = await request.read() if request.method == "POST" else None  # 413 above the limit
-    headers = {name: request.headers[name] for name in FORWARDED if name in request.headers}
+    headers = outgoing_headers(request.headers, node.config.propagate_headers)
     budget = _budget(request, node.config.proxy_timeout)
-    url = f"http://{dial}{path}"
+    url = f"{base}{path}"
     if request.query_string:
         url += f"?{request.query_string}"
     timeout = aiohttp.ClientTimeout(total=budget, sock_connect=min(budget, CONNECT_SECONDS))
@@ -114,6 +157,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
             headers=headers,
             timeout=timeout,
             allow_redirects=False,
+            ssl=tls,
         )
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         fail(502, f"Failed to reach target agent: {exc or type(exc).__name__}", url)
@@ -138,6 +182,8 @@ async def relay(request: web.Request) -> web.StreamResponse:
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
     """One connection pool for every relayed call; bytes are relayed as sent (no gzip undone)."""
+    node = app[NODE]
+    app[TLS] = ProxyTLS(node.config.trust, node.view)
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         app[CLIENT] = session
         yield

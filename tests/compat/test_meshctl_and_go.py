@@ -70,12 +70,13 @@ def go_registry(mesh_cli: Path, tmp_path: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def go_registry_process(mesh_cli: Path, tmp_path: Path) -> Iterator[str]:
-    """The Go registry on 127.0.0.1 with its SQLite file at ``tmp_path/go-registry.db``;
-    its URL once it answers /health."""
+def go_registry_process(mesh_cli: Path, tmp_path: Path, **extra: str) -> Iterator[str]:
+    """The Go registry on 127.0.0.1 with its SQLite file at ``tmp_path/go-registry.db`` (and
+    the ``extra`` environment); its URL once it answers /health."""
     port = free_port()
     env = {
         **os.environ,
+        **extra,
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "DATABASE_URL": str(tmp_path / "go-registry.db"),

@@ -20,10 +20,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
 
 from registry.api.proxy import TIMEOUT_MARKER
 from tests.compat.test_llm import Target, our_urls  # noqa: F401 (fixture)
-from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401 (fixtures)
+from tests.compat.test_meshctl_and_go import (  # noqa: F401 (fixtures)
+    go_registry,
+    go_registry_process,
+    mesh_cli,
+)
 from tests.ports import free_port
 from tests.processes import Registry
 from tests.test_cluster import all_ready, until
@@ -204,3 +209,57 @@ async def test_meshctl_call_and_the_proxy_match_the_go_registry(
     assert "is not a registered agent" in theirs["refused"][0][2]
     assert theirs["by name"][0] == 200
     assert too_big == 413  # ours: MAX_REQUEST_BYTES (the Go registry streams any size)
+
+
+PROPAGATE = " Authorization, x-tenant-*,,X-TRACE-*, x-empty"
+"""MCP_MESH_PROPAGATE_HEADERS for both registries: an exact name, prefixes, an empty entry."""
+
+
+async def propagated(session: aiohttp.ClientSession, url: str, port: int) -> list[list[str]]:
+    """The header lines the agent got through ``url``'s proxy, of those the caller sent (the
+    others are each HTTP client's own), lowercased names, sorted (Go's order is its map's)."""
+    sent = [*SSE.items(), ("Authorization", "Bearer x"), ("X-Tenant-Id", "a"),
+            ("X-Tenant-Id", "b"), ("X-Tenant", "not the prefix"), ("X-Trace-ID", "t-1"),
+            ("X-Trace-Extra", "e"), ("X-Mesh-Job-Id", "j-1"), ("Cookie", "c=1"),
+            ("X-Other", "o"), ("x-empty", "")]  # fmt: skip
+    proxied = f"{url}/proxy/127.0.0.1:{port}/mcp"
+    async with session.post(proxied, json=call("header_list", {}), headers=CIMultiDict(sent)) as r:
+        text = await r.text()
+    received = json.loads(json.loads(text.split("data: ", 1)[1])["result"]["content"][0]["text"])
+    names = {name.lower() for name, _ in sent}
+    return sorted([k.lower(), v] for k, v in received if k.lower() in names)
+
+
+async def test_propagate_headers_forwards_what_the_go_registry_does(
+    tmp_path: Path,
+    registries: list[Registry],
+    mesh_cli: Path,  # noqa: F811 (the fixture imported above)
+    agent_port: int,
+) -> None:
+    """Both registries with the same MCP_MESH_PROPAGATE_HEADERS, the same call through each:
+    the agent receives the same header lines (every value of a named header; a prefix is a
+    prefix; ``Cookie`` and unnamed headers never)."""
+    ours = Registry(tmp_path / "ours", MCP_MESH_PROPAGATE_HEADERS=PROPAGATE).start()
+    registries.append(ours)
+    timeout = aiohttp.ClientTimeout(total=scaled(30))
+    got = []
+    with go_registry_process(mesh_cli, tmp_path, MCP_MESH_PROPAGATE_HEADERS=PROPAGATE) as go_url:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await all_ready(session, [ours])
+            for url in (go_url, ours.url):
+                async with session.post(f"{url}/heartbeat", json=registration(agent_port)) as r:
+                    assert r.status == 200, await r.text()
+                got.append(await propagated(session, url, agent_port))
+    theirs, mine = got
+    assert theirs == [
+        ["accept", SSE["Accept"]],
+        ["authorization", "Bearer x"],
+        ["content-type", "application/json"],
+        ["x-empty", ""],
+        ["x-mesh-job-id", "j-1"],
+        ["x-tenant-id", "a"],
+        ["x-tenant-id", "b"],
+        ["x-trace-extra", "e"],
+        ["x-trace-id", "t-1"],
+    ]
+    assert mine == theirs
