@@ -13,10 +13,6 @@ view. The rules follow MCP Mesh's own registry (CONTRACT.md):
   comparison;
 - schema: a dependency with a ``matchMode`` only takes providers whose output schema is
   compatible with the one it expects (:mod:`registry.schemas`);
-- availability: a healthy provider whose tool declares a ``required: true`` dependency that does
-  not resolve (by these same rules, transitively) is *unavailable* and left out like an
-  unhealthy one (the Go registry's issue #1249; the view decides it, :func:`broken_edge` says
-  why);
 - winner: highest tag score, then highest version (valid semver above unparsable ones), then
   the smallest agent id, then the smallest function name.
 
@@ -29,7 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +68,6 @@ class Dependency:
     alternatives: tuple[tuple[str, ...], ...]
     schema: Expected | None = None
     """The schema check its ``matchMode`` asks for (None: none)."""
-    required: bool = False
-    """``required: true``: the declaring tool is unavailable while this does not resolve."""
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], default_namespace: str) -> Dependency:
@@ -92,7 +86,6 @@ class Dependency:
             required_tags=tuple(plain),
             alternatives=tuple(groups),
             schema=Expected.parse(spec),
-            required=spec.get("required") is True,
         )
 
 
@@ -278,40 +271,26 @@ def tag_refusal(tags: frozenset[str], dep: Dependency) -> tuple[str, dict[str, A
     return "MissingTag", None
 
 
-Unavailability = Callable[[Provider], str]
-"""Why a (healthy) provider is unavailable, ``""`` when it is not (see the module docstring)."""
-
-
 def choose(
     dep: Dependency,
     candidates: Iterable[Provider],
-    is_healthy: Callable[[str], bool],
+    is_healthy: Any,
     consumer_id: str,
     stages: Stages | None = None,
-    unavailable: Unavailability | None = None,
 ) -> Provider | None:
     """The provider ``dep`` resolves to among ``candidates`` (all offering its capability).
 
-    ``is_healthy(agent_id) -> bool`` reports the current health, ``unavailable`` (when given)
-    whether a healthy provider is unavailable all the same. The consumer's own tools are used
-    only when no other agent qualifies. Given ``stages``, the audit's account of each step is
-    appended to it, in the Go registry's stage order (health, capability_match, tags, version,
-    schema, tiebreaker; a stage that keeps nobody is the last), so one function decides both
-    the answer and its explanation.
+    ``is_healthy(agent_id) -> bool`` reports the current health. The consumer's own tools are
+    used only when no other agent qualifies. Given ``stages``, the audit's account of each step
+    is appended to it, in the Go registry's stage order (health, capability_match, tags,
+    version, schema, tiebreaker; a stage that keeps nobody is the last), so one function
+    decides both the answer and its explanation.
     """
     pool = [p for p in candidates if p.namespace == dep.namespace]
-    healthy = []
-    gone: list[dict[str, Any]] = []
-    for provider in pool:
-        if not is_healthy(provider.agent_id):
-            if stages is not None:
-                gone.append(_evicted(provider, "Unhealthy", {"status": "unhealthy"}))
-        elif unavailable is not None and (reason := unavailable(provider)):
-            if stages is not None:
-                gone.append(_evicted(provider, "Unavailable", {"reason": reason}))
-        else:
-            healthy.append(provider)
+    healthy = [p for p in pool if is_healthy(p.agent_id)]
     if stages is not None:
+        down = {"status": "unhealthy"}
+        gone = [_evicted(p, "Unhealthy", down) for p in pool if not is_healthy(p.agent_id)]
         _stage(stages, "health", healthy, gone)
         if healthy:
             _stage(stages, "capability_match", healthy, [])
@@ -379,66 +358,6 @@ def choose(
         _stage(stages, "tiebreaker", (p for p, _ in ranked), [])
         stages[-1].update(chosen=candidate_id(winner), reason=TIEBREAKER)
     return winner
-
-
-def broken_edge(
-    dep: Dependency,
-    candidates: Iterable[Provider],
-    is_healthy: Callable[[str], bool],
-) -> str:
-    """Why the required dependency ``dep`` (which :func:`choose` resolved to nobody) leaves its
-    tool unavailable, in the Go registry's words: of the providers matching its tags and
-    version (schema aside), the first unhealthy one, else the first (unavailable through its
-    own requirements); with none, that it is unresolved and which constraints nobody meets."""
-    matching = [
-        p
-        for p in candidates
-        if p.namespace == dep.namespace
-        and tag_score(p.tags, dep) is not None
-        and version_matches(p.version, dep.version)
-    ]
-    if matching:
-        down = next((p for p in matching if not is_healthy(p.agent_id)), None)
-        state, named = ("unhealthy", down) if down is not None else ("unavailable", matching[0])
-        return f"required dep '{dep.capability}' unavailable (provider {named.agent_id} {state})"
-    constraints = []
-    if dep.required_tags:
-        constraints.append(f"tags=[{' '.join(dep.required_tags)}]")
-    if dep.version:
-        constraints.append(f"version {dep.version}")
-    if dep.schema is not None:
-        constraints.append(f"schema={dep.schema.mode}")
-    if not constraints:
-        return f"required dep '{dep.capability}' unresolved"
-    return (
-        f"required dep '{dep.capability}' unresolved (no provider matches {', '.join(constraints)})"
-    )
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """A loop of ``graph`` (capability -> the capabilities it requires) as the path that closes
-    it (``["a", "b", "a"]``), or None. Depth first from the smallest capability, neighbours in
-    order, so the loop named is the one the Go registry names for the same graph."""
-    done: set[str] = set()
-    path: list[str] = []
-    on_path: set[str] = set()
-
-    def visit(node: str) -> list[str] | None:
-        path.append(node)
-        on_path.add(node)
-        for after in sorted(graph.get(node, ())):
-            if after in on_path:
-                return [*path[path.index(after) :], after]
-            if after not in done and (loop := visit(after)) is not None:
-                return loop
-        on_path.discard(path.pop())
-        done.add(node)
-        return None
-
-    for root in sorted(graph):
-        if root not in done and (loop := visit(root)) is not None:
-            return loop
-    return None
 
 
 def entry(dep: Dependency, provider: Provider | None) -> dict[str, Any]:

@@ -24,15 +24,7 @@ import msgpack
 from registry import audit, events, jobs, llm, trust
 from registry.events import Event
 from registry.registration import endpoint
-from registry.resolve import (
-    Dependency,
-    Provider,
-    Stages,
-    broken_edge,
-    choose,
-    entry,
-    find_cycle,
-)
+from registry.resolve import Dependency, Provider, Stages, choose, entry
 from registry.schemas import SchemaStore
 
 HEALTHY = "healthy"
@@ -142,13 +134,6 @@ class View:
         self._llm_answers: dict[str, tuple[int, llm.Answer]] = {}
         self._audit_clean: dict[str, int] = {}
         """Per consumer, the epoch as of which an upsert of it would record no audit event."""
-        self._requirements: dict[tuple[str, str], list[Dependency]] = {}
-        """The ``required`` dependencies of each (agent, function) that declares some."""
-        self._required_by: dict[str, dict[tuple[str, str], str]] = {}
-        """Per capability, the (agent, function) that require it, with their capability: whose
-        availability (and so whose consumers' answers) a change of its providers may change."""
-        self._availability: dict[tuple[str, str], str] = {}
-        self._availability_epoch = 0
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -164,83 +149,6 @@ class View:
 
     def dependencies(self, agent_id: str) -> list[tuple[str, list[Dependency]]]:
         return self._dependencies.get(agent_id, [])
-
-    def unavailable_reason(self, provider: Provider) -> str:
-        """Why ``provider``'s tool is unavailable whatever its agent's health (the caller checks
-        that): the first of its ``required`` dependencies that resolves to no available
-        provider, transitively (:func:`registry.resolve.broken_edge` words it); ``""`` when
-        none. Memoized until any provider or health changes. A cycle of requirements (which
-        registration refuses, but two replicas may each accept one half) is unavailable from
-        wherever it is entered; verdicts that met one are not memoized, so that every replica
-        answers the same whatever it was asked first."""
-        if (provider.agent_id, provider.function_name) not in self._requirements:
-            return ""
-        if self._availability_epoch != self._epoch:
-            self._availability.clear()
-            self._availability_epoch = self._epoch
-        return self._unavailable(provider, set())[0]
-
-    def tool_unavailable(self, agent_id: str, tool: dict[str, Any]) -> str:
-        """:meth:`unavailable_reason` of an agent's registered ``tool``."""
-        key = (agent_id, tool["function_name"])
-        provider = self._providers.get(tool["capability"], {}).get(key)
-        return "" if provider is None else self.unavailable_reason(provider)
-
-    def required_cycle(self, registration: dict[str, Any]) -> list[str] | None:
-        """The loop of ``required`` dependencies (by capability name, whatever the tags,
-        versions and namespaces) that ``registration`` would close with every other agent's,
-        as the Go registry refuses it at registration; None when it closes none."""
-        incoming: dict[str, set[str]] = {}
-        for tool in registration.get("tools") or ():
-            for spec in tool.get("dependencies") or ():
-                if spec.get("required") is True:
-                    incoming.setdefault(tool["capability"], set()).add(spec["capability"])
-        if not incoming:  # the common case: nothing to build
-            return None
-        agent_id = registration["agent_id"]
-        graph = incoming
-        for required, holders in self._required_by.items():
-            for (holder, _), capability in holders.items():
-                if holder != agent_id:
-                    graph.setdefault(capability, set()).add(required)
-        return find_cycle(graph)
-
-    def availability(self, agent_id: str) -> tuple[str, ...]:
-        """:meth:`tool_unavailable` of each of the agent's tools, in registration order."""
-        agent = self.agents.get(agent_id)
-        tools = agent.registration.get("tools") or () if agent is not None else ()
-        return tuple(self.tool_unavailable(agent_id, tool) for tool in tools)
-
-    def _unavailable(self, provider: Provider, visiting: set[tuple[str, str]]) -> tuple[str, bool]:
-        """``(reason, whether it holds whatever ``visiting`` is)``: :meth:`unavailable_reason`."""
-        key = (provider.agent_id, provider.function_name)
-        requirements = self._requirements.get(key)
-        if not requirements:
-            return "", True
-        if key in self._availability:
-            return self._availability[key], True
-        if key in visiting:
-            return f"required dependency evaluation cycle at '{provider.capability}'", False
-        visiting.add(key)
-        clean = True
-
-        def unavailable(candidate: Provider) -> str:
-            nonlocal clean
-            reason, independent = self._unavailable(candidate, visiting)
-            clean = clean and independent
-            return reason
-
-        reason = ""
-        for dep in requirements:
-            candidates = self.providers(dep.capability)
-            if choose(dep, candidates, self.is_healthy, provider.agent_id, None, unavailable):
-                continue
-            reason = broken_edge(dep, self.providers(dep.capability), self.is_healthy)
-            break
-        visiting.discard(key)
-        if clean:
-            self._availability[key] = reason
-        return reason, clean
 
     def resolution(self, agent_id: str) -> Resolution:
         """What ``agent_id``'s dependencies resolve to now (cached until a provider changes)."""
@@ -288,14 +196,7 @@ class View:
             entries = []
             for dep_index, dep in enumerate(specs):
                 if audited is None:
-                    winner = choose(
-                        dep,
-                        self.providers(dep.capability),
-                        self.is_healthy,
-                        agent_id,
-                        None,
-                        self.unavailable_reason,
-                    )
+                    winner = choose(dep, self.providers(dep.capability), self.is_healthy, agent_id)
                 else:
                     winner, traced = self._traced(agent_id, dep_index, dep)
                     self._audit(audited, agent_id, function_name, traced)
@@ -311,8 +212,7 @@ class View:
     ) -> tuple[Provider | None, dict[str, Any]]:
         """What one dependency resolves to now, and the audit's trace of that resolution."""
         stages: Stages = []
-        candidates = self.providers(dep.capability)
-        winner = choose(dep, candidates, self.is_healthy, agent_id, stages, self.unavailable_reason)
+        winner = choose(dep, self.providers(dep.capability), self.is_healthy, agent_id, stages)
         return winner, audit.trace(agent_id, dep_index, dep, stages, winner)
 
     def _audit(
@@ -371,17 +271,9 @@ class View:
     # -- derived-index maintenance ------------------------------------------------------------
 
     def _touch(self, capabilities: list[str]) -> None:
-        """A change of these capabilities' providers: also of those requiring them,
-        transitively (their availability may change with it)."""
         self._epoch += 1
-        pending, seen = list(capabilities), set()
-        while pending:
-            capability = pending.pop()
-            if capability in seen:
-                continue
-            seen.add(capability)
+        for capability in capabilities:
             self._capability_epoch[capability] = self._epoch
-            pending.extend(self._required_by.get(capability, {}).values())
 
     def _index(self, agent_id: str, registration: dict[str, Any] | None, ts_ms: int) -> None:
         """Replace the agent's providers, dependencies and schemas (as of ``ts_ms``); bump epochs
@@ -392,26 +284,13 @@ class View:
         )
         old = _providers_of(current.registration) if current is not None else []
         new = _providers_of(registration) if registration is not None else []
-        deps = _dependencies_of(registration) if registration is not None else []
         if old != new:
             for provider in old:
                 self._providers[provider.capability].pop((agent_id, provider.function_name), None)
-                for dep in self._requirements.pop((agent_id, provider.function_name), ()):
-                    self._required_by[dep.capability].pop((agent_id, provider.function_name), None)
             for provider in new:
-                key = (agent_id, provider.function_name)
-                self._providers.setdefault(provider.capability, {})[key] = provider
-            capability_of = {p.function_name: p.capability for p in new}
-            for function_name, specs in deps:
-                required = [dep for dep in specs if dep.required]
-                if not required:
-                    continue
-                key = (agent_id, function_name)
-                self._requirements[key] = required
-                for dep in required:
-                    self._required_by.setdefault(dep.capability, {})[key] = capability_of[
-                        function_name
-                    ]
+                self._providers.setdefault(provider.capability, {})[
+                    (agent_id, provider.function_name)
+                ] = provider
             self._touch([p.capability for p in old] + [p.capability for p in new])
             self._provider_order.pop(agent_id, None)
             if new:
@@ -422,7 +301,7 @@ class View:
         if registration is None:
             self._dependencies.pop(agent_id, None)
         else:
-            self._dependencies[agent_id] = deps
+            self._dependencies[agent_id] = _dependencies_of(registration)
 
     # -- snapshots ----------------------------------------------------------------------------
 

@@ -42,8 +42,6 @@ async def heartbeat(request: web.Request) -> web.Response:
     agent_id = agent["agent_id"]
     check_agent(request, agent_id, agent)
     view = node.view
-    if (cycle := view.required_cycle(agent)) is not None:  # it could never become available
-        fail(400, f"required dependency cycle: {' → '.join(cycle)}", agent_id)
     known = view.agents.get(agent_id)
     agent = a2a.keep_surfaces(agent, known.registration if known is not None else None)
     new = await node.register(agent, request.remote or "")

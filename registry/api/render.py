@@ -16,24 +16,17 @@ from registry.timefmt import iso_ms
 from registry.view import HEALTHY, Agent, View
 
 
-def capability_info(tool: dict[str, Any], agent: Agent, view: View) -> dict[str, Any]:
-    """CapabilityInfo; ``available`` as the Go registry derives it: the agent healthy and each
-    ``required`` dependency of the tool resolved to an available provider (View.tool_unavailable);
-    ``unavailable_reason`` says which is not."""
-    if agent.status != HEALTHY:
-        reason = "agent unhealthy"
-    else:
-        reason = view.tool_unavailable(agent.agent_id, tool)
+def capability_info(tool: dict[str, Any], agent: Agent) -> dict[str, Any]:
     info: dict[str, Any] = {
         "name": tool["capability"],
         "version": tool.get("version", ""),
         "function_name": tool["function_name"],
         "tags": tool.get("tags", []),
         "description": tool.get("description", ""),
-        "available": not reason,
+        "available": agent.status == HEALTHY,
     }
-    if reason:
-        info["unavailable_reason"] = reason
+    if agent.status != HEALTHY:
+        info["unavailable_reason"] = "agent unhealthy"
     kwargs = tool.get("kwargs") or {}
     if kwargs.get("task") is True:
         info["task"] = True
@@ -82,7 +75,7 @@ def agent_info_from_log(view: View, agent: Agent) -> dict[str, Any]:
         "a2a_consumer": bool(reg.get("a2a_consumer", False)),
         "status": agent.status,
         "endpoint": endpoint(reg),
-        "capabilities": [capability_info(tool, agent, view) for tool in reg.get("tools") or ()],
+        "capabilities": [capability_info(tool, agent) for tool in reg.get("tools") or ()],
         "total_dependencies": len(resolutions),
         "dependencies_resolved": sum(1 for r in resolutions if r["status"] == AVAILABLE),
         "dependency_resolutions": resolutions,
