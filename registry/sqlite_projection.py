@@ -212,12 +212,7 @@ def agent_rows(view: View, agent_id: str) -> AgentRows | None:
             entry["filter_mode"],
             entry.get("mcp_tool"),
             entry.get("provider_capability"),
-            entry.get("endpoint"),
-            entry["status"],
-            created,
-            updated,
-            agent_id,
-            entry.get("provider_agent_id"),
+            *_outcome(entry, created, updated, agent_id),
         )
         for entry in tools
     ]
@@ -230,16 +225,24 @@ def agent_rows(view: View, agent_id: str) -> AgentRows | None:
             None,
             namespace,
             entry.get("mcp_tool"),
-            entry.get("endpoint"),
-            entry["status"],
-            created,
-            updated,
-            agent_id,
-            entry.get("provider_agent_id"),
+            *_outcome(entry, created, updated, agent_id),
         )
         for entry in providers
     ]
     return rows
+
+
+def _outcome(entry: dict[str, Any], created: str, updated: str, agent_id: str) -> Row:
+    """The columns both LLM resolution tables end with, from an AgentInfo resolution entry
+    (``registry.llm.resolutions``): endpoint, status, times, consumer, provider."""
+    return (
+        entry.get("endpoint"),
+        entry["status"],
+        created,
+        updated,
+        agent_id,
+        entry.get("provider_agent_id"),
+    )
 
 
 _DEPENDENCY_KEYS = (
