@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from registry import events
+from registry.availability import RequiredLoop
 from registry.commit import Committed, LocalLog, Proposer, StateMachine, restore_view
 from registry.config import Config
 from registry.gc_pauses import GcPauses
@@ -163,11 +164,14 @@ class Node:
         told. Otherwise the heartbeat only refreshes in-memory liveness. "Unchanged" is decided
         on a view brought up to date by a barrier first: a replica behind the leader (or cut off
         from it) must not acknowledge a write against state that is already gone. A write is
-        admitted first (registry/limits.py: raises Refused); liveness learns the agent only
-        once its registration is in, so refused or failed ones leave nothing behind.
+        admitted first (registry/limits.py: raises Refused) and refused if its required
+        dependencies would close a loop (RequiredLoop); liveness learns the agent only once its
+        registration is in, so refused or failed ones leave nothing behind.
         """
         agent_id = agent["agent_id"]
         self.admission.check_shape(agent)
+        if (loop := self.view.required_loop(agent)) is not None:  # never could be available
+            raise RequiredLoop(loop)
         new = agent_id not in self.view.agents
         if self._unchanged(agent):
             await self.proposer.barrier()

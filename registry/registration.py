@@ -39,6 +39,7 @@ _DEPENDENCY = {
         "expectedSchemaHash": _OPTIONAL_STRING,
         "expectedSchemaCanonical": _OPTIONAL_OBJECT,
         "matchMode": _OPTIONAL_STRING,
+        "required": {"type": ["boolean", "null"]},
     },
 }
 # @mesh.llm declarations: only the types the Go registry's decoder insists on. What is inside

@@ -13,6 +13,8 @@ view. The rules follow MCP Mesh's own registry (CONTRACT.md):
   comparison;
 - schema: a dependency with a ``matchMode`` only takes providers whose output schema is
   compatible with the one it expects (:mod:`registry.schemas`);
+- availability: a healthy provider whose ``required: true`` dependencies are not met is
+  *unavailable* and left out like an unhealthy one (:mod:`registry.availability` decides it);
 - winner: highest tag score, then highest version (valid semver above unparsable ones), then
   the smallest agent id, then the smallest function name.
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +70,8 @@ class Dependency:
     alternatives: tuple[tuple[str, ...], ...]
     schema: Expected | None = None
     """The schema check its ``matchMode`` asks for (None: none)."""
+    required: bool = False
+    """``required: true``: the declaring tool is unavailable while this is not met."""
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], default_namespace: str) -> Dependency:
@@ -86,6 +90,7 @@ class Dependency:
             required_tags=tuple(plain),
             alternatives=tuple(groups),
             schema=Expected.parse(spec),
+            required=spec.get("required") is True,
         )
 
 
@@ -271,26 +276,51 @@ def tag_refusal(tags: frozenset[str], dep: Dependency) -> tuple[str, dict[str, A
     return "MissingTag", None
 
 
+def matches(dep: Dependency, provider: Provider) -> bool:
+    """Whether ``provider`` (of ``dep``'s capability) passes every constraint :func:`choose`
+    applies after health: namespace, tags, version and schema."""
+    return (
+        provider.namespace == dep.namespace
+        and tag_score(provider.tags, dep) is not None
+        and version_matches(provider.version, dep.version)
+        and refusal(dep.schema, provider.tool) is None
+    )
+
+
+Unavailability = Callable[[Provider], str]
+"""Why a healthy provider is unavailable all the same, ``""`` when it is not."""
+
+
 def choose(
     dep: Dependency,
     candidates: Iterable[Provider],
-    is_healthy: Any,
+    is_healthy: Callable[[str], bool],
     consumer_id: str,
     stages: Stages | None = None,
+    unavailable: Unavailability | None = None,
 ) -> Provider | None:
     """The provider ``dep`` resolves to among ``candidates`` (all offering its capability).
 
-    ``is_healthy(agent_id) -> bool`` reports the current health. The consumer's own tools are
-    used only when no other agent qualifies. Given ``stages``, the audit's account of each step
-    is appended to it, in the Go registry's stage order (health, capability_match, tags,
-    version, schema, tiebreaker; a stage that keeps nobody is the last), so one function
-    decides both the answer and its explanation.
+    ``is_healthy(agent_id) -> bool`` reports the current health, ``unavailable`` (when given)
+    whether a healthy provider is unavailable all the same (registry.availability). The
+    consumer's own tools are used only when no other agent qualifies. Given ``stages``, the
+    audit's account of each step is appended to it, in the Go registry's stage order (health,
+    capability_match, tags, version, schema, tiebreaker; a stage that keeps nobody is the
+    last), so one function decides both the answer and its explanation.
     """
     pool = [p for p in candidates if p.namespace == dep.namespace]
-    healthy = [p for p in pool if is_healthy(p.agent_id)]
+    healthy = []
+    gone: list[dict[str, Any]] = []
+    for provider in pool:
+        if not is_healthy(provider.agent_id):
+            if stages is not None:
+                gone.append(_evicted(provider, "Unhealthy", {"status": "unhealthy"}))
+        elif unavailable is not None and (reason := unavailable(provider)):
+            if stages is not None:
+                gone.append(_evicted(provider, "Unavailable", {"reason": reason}))
+        else:
+            healthy.append(provider)
     if stages is not None:
-        down = {"status": "unhealthy"}
-        gone = [_evicted(p, "Unhealthy", down) for p in pool if not is_healthy(p.agent_id)]
         _stage(stages, "health", healthy, gone)
         if healthy:
             _stage(stages, "capability_match", healthy, [])

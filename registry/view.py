@@ -21,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from registry import audit, events, jobs, llm, trust
+from registry import audit, availability, events, jobs, llm, trust
 from registry.events import Event
 from registry.registration import endpoint
 from registry.resolve import Dependency, Provider, Stages, choose, entry
@@ -134,6 +134,15 @@ class View:
         self._llm_answers: dict[str, tuple[int, llm.Answer]] = {}
         self._audit_clean: dict[str, int] = {}
         """Per consumer, the epoch as of which an upsert of it would record no audit event."""
+        self._requirements: dict[str, dict[str, tuple[str, list[Dependency]]]] = {}
+        """Per agent, its tools declaring ``required`` dependencies (by function name): their
+        capability and those dependencies."""
+        self._required_by: dict[str, set[availability.Key]] = {}
+        """Per capability, the tools requiring it: whose availability (and so whose consumers'
+        answers) a change of its providers may change."""
+        self._unmet: dict[availability.Key, str] = {}
+        self._unmet_epoch = 0
+        """registry.availability.unavailable's answers so far as of this epoch."""
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -149,6 +158,76 @@ class View:
 
     def dependencies(self, agent_id: str) -> list[tuple[str, list[Dependency]]]:
         return self._dependencies.get(agent_id, [])
+
+    def requirements_unmet(self) -> dict[availability.Key, str]:
+        """Why each tool with unmet ``required`` dependencies has them unmet (whatever its own
+        agent's health, see :func:`registry.availability.unavailable`)."""
+        roots = [
+            (agent_id, function_name)
+            for agent_id, tools in self._requirements.items()
+            for function_name in tools
+        ]
+        return {key: reason for key, reason in self._evaluate(roots).items() if reason}
+
+    def unavailable_reason(self, provider: Provider) -> str:
+        """Why ``provider`` is unavailable whatever its agent's health (the caller checks that),
+        ``""`` when it is not."""
+        if provider.function_name not in self._requirements.get(provider.agent_id, ()):
+            return ""
+        key = (provider.agent_id, provider.function_name)
+        return self._evaluate([key])[key]
+
+    def _evaluate(self, roots: list[availability.Key]) -> dict[availability.Key, str]:
+        """Every answer known for this epoch, the ``roots`` evaluated if they were not: only
+        what their requirements lead to, so that a registration's resolution in ``apply`` pays
+        for its own candidates' requirements, not for every requirement in the mesh."""
+        if self._unmet_epoch != self._epoch:
+            self._unmet, self._unmet_epoch = {}, self._epoch
+        if any(key not in self._unmet for key in roots):
+            self._unmet.update(
+                availability.unavailable(
+                    roots, self._required, self.providers, self.is_healthy, self._unmet
+                )
+            )
+        return self._unmet
+
+    def _required(self, key: availability.Key) -> list[Dependency] | None:
+        tool = self._requirements.get(key[0], {}).get(key[1])
+        return None if tool is None else tool[1]
+
+    def availability(self, agent_id: str) -> tuple[str, ...]:
+        """:meth:`unavailable_reason` of each of the agent's tools, in registration order."""
+        agent = self.agents.get(agent_id)
+        tools = agent.registration.get("tools") or () if agent is not None else ()
+        mine = self._requirements.get(agent_id, {})
+        roots = [
+            (agent_id, tool["function_name"]) for tool in tools if tool["function_name"] in mine
+        ]
+        if not roots:
+            return ("",) * len(tools)
+        unmet = self._evaluate(roots)
+        return tuple(unmet.get((agent_id, tool["function_name"]), "") for tool in tools)
+
+    def required_loop(self, registration: dict[str, Any]) -> list[str] | None:
+        """The loop of ``required`` dependencies (by capability name, whatever the tags,
+        versions and namespaces, as the Go registry checks it) that ``registration`` would
+        close: :func:`registry.availability.closing_loop`."""
+        incoming = _required_edges(
+            (tool["capability"], [Dependency.from_spec(d, "") for d in tool["dependencies"]])
+            for tool in registration.get("tools") or ()
+            if tool.get("dependencies")
+        )
+        if not incoming:  # the common case: nothing to build
+            return None
+        agent_id = registration["agent_id"]
+        others = (
+            tool
+            for holder, tools in self._requirements.items()
+            if holder != agent_id
+            for tool in tools.values()
+        )
+        mine = self._requirements.get(agent_id, {}).values()
+        return availability.closing_loop(_required_edges(others), incoming, _required_edges(mine))
 
     def resolution(self, agent_id: str) -> Resolution:
         """What ``agent_id``'s dependencies resolve to now (cached until a provider changes)."""
@@ -196,7 +275,14 @@ class View:
             entries = []
             for dep_index, dep in enumerate(specs):
                 if audited is None:
-                    winner = choose(dep, self.providers(dep.capability), self.is_healthy, agent_id)
+                    winner = choose(
+                        dep,
+                        self.providers(dep.capability),
+                        self.is_healthy,
+                        agent_id,
+                        None,
+                        self.unavailable_reason,
+                    )
                 else:
                     winner, traced = self._traced(agent_id, dep_index, dep)
                     self._audit(audited, agent_id, function_name, traced)
@@ -212,7 +298,8 @@ class View:
     ) -> tuple[Provider | None, dict[str, Any]]:
         """What one dependency resolves to now, and the audit's trace of that resolution."""
         stages: Stages = []
-        winner = choose(dep, self.providers(dep.capability), self.is_healthy, agent_id, stages)
+        candidates = self.providers(dep.capability)
+        winner = choose(dep, candidates, self.is_healthy, agent_id, stages, self.unavailable_reason)
         return winner, audit.trace(agent_id, dep_index, dep, stages, winner)
 
     def _audit(
@@ -271,9 +358,18 @@ class View:
     # -- derived-index maintenance ------------------------------------------------------------
 
     def _touch(self, capabilities: list[str]) -> None:
+        """A change of these capabilities' providers, and so of those requiring them,
+        transitively: their availability may change with it (a loop is walked once)."""
         self._epoch += 1
-        for capability in capabilities:
+        pending, seen = list(capabilities), set()
+        while pending:
+            capability = pending.pop()
+            if capability in seen:
+                continue
+            seen.add(capability)
             self._capability_epoch[capability] = self._epoch
+            for agent_id, function_name in self._required_by.get(capability, ()):
+                pending.append(self._requirements[agent_id][function_name][0])
 
     def _index(self, agent_id: str, registration: dict[str, Any] | None, ts_ms: int) -> None:
         """Replace the agent's providers, dependencies and schemas (as of ``ts_ms``); bump epochs
@@ -298,10 +394,33 @@ class View:
         self._resolved.pop(agent_id, None)
         self._llm_answers.pop(agent_id, None)
         self._audit_clean.pop(agent_id, None)
+        dependencies = _dependencies_of(registration) if registration is not None else []
+        self._index_requirements(agent_id, new, dependencies)
         if registration is None:
             self._dependencies.pop(agent_id, None)
         else:
-            self._dependencies[agent_id] = _dependencies_of(registration)
+            self._dependencies[agent_id] = dependencies
+
+    def _index_requirements(
+        self,
+        agent_id: str,
+        providers: list[Provider],
+        dependencies: list[tuple[str, list[Dependency]]],
+    ) -> None:
+        """Replace the agent's entries in the requirement indexes. A change of a tool's
+        requirements is a change of its tool, so :meth:`_index` has touched its capability."""
+        for function_name, (_, deps) in self._requirements.pop(agent_id, {}).items():
+            for dep in deps:
+                self._required_by[dep.capability].discard((agent_id, function_name))
+        capability_of = {p.function_name: p.capability for p in providers}
+        for function_name, specs in dependencies:
+            required = [dep for dep in specs if dep.required]
+            if not required:
+                continue
+            tools = self._requirements.setdefault(agent_id, {})
+            tools[function_name] = (capability_of[function_name], required)
+            for dep in required:
+                self._required_by.setdefault(dep.capability, set()).add((agent_id, function_name))
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -364,6 +483,17 @@ class View:
         for agent_id, function_name, dep_index, *slot in state.get("audits", []):
             view.audits.setdefault(agent_id, {})[(function_name, dep_index)] = audit.Slot(*slot)
         return view
+
+
+def _required_edges(tools: Iterable[tuple[str, list[Dependency]]]) -> dict[str, set[str]]:
+    """Required edges by capability name (registry.availability.Graph) of ``tools``: each a
+    capability with the dependencies its tool declares."""
+    edges: dict[str, set[str]] = {}
+    for capability, deps in tools:
+        for dep in deps:
+            if dep.required:
+                edges.setdefault(capability, set()).add(dep.capability)
+    return edges
 
 
 def _record(

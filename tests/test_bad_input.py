@@ -51,6 +51,31 @@ BAD_HEARTBEATS: list[tuple[str, Any]] = [
         },
     ),
     (
+        "required not a boolean",
+        agent_body("a-1", "x", deps=[{"capability": "d", "required": "yes"}]),
+    ),
+    # A loop of required dependencies could never become available (the Go registry: 200 and
+    # an error, with the same message).
+    ("requires itself", agent_body("a-1", "x", deps=[{"capability": "x", "required": True}])),
+    (
+        "required loop between two tools",
+        {
+            "agent_id": "a-1",
+            "tools": [
+                {
+                    "function_name": "f",
+                    "capability": "c",
+                    "dependencies": [{"capability": "d", "required": True}],
+                },
+                {
+                    "function_name": "g",
+                    "capability": "d",
+                    "dependencies": [{"capability": "c", "required": True}],
+                },
+            ],
+        },
+    ),
+    (
         "tags not strings",
         {
             "agent_id": "a-1",

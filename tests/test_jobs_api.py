@@ -265,3 +265,18 @@ async def test_the_claim_gate_keeps_a_job_from_a_claimer_missing_a_required_depe
         api, "POST", "/jobs/claim", 200, json={"capability": "render", "instance_id": "w2"}
     )
     assert [c["id"] for c in answer["claimed"]] == [other]
+
+
+async def test_the_claim_gate_follows_required_dependencies_transitively(api: Api) -> None:
+    """A claimer whose required provider is itself missing a required dependency gets no work
+    (as the Go registry's gate evaluates availability through the chain)."""
+    worker = agent_body("w1", "render", deps=[{"capability": "db", "required": True}])
+    await call(api, "POST", "/heartbeat", 200, json=worker)
+    db = agent_body("db1", "db", deps=[{"capability": "disk", "required": True}], port=9002)
+    await call(api, "POST", "/heartbeat", 200, json=db)
+    job_id = await create(api)
+    claim = {"capability": "render", "instance_id": "w1"}
+    assert await call(api, "POST", "/jobs/claim", 200, json=claim) == {"claimed": []}
+    await call(api, "POST", "/heartbeat", 200, json=agent_body("disk1", "disk", port=9003))
+    [claimed] = (await call(api, "POST", "/jobs/claim", 200, json=claim))["claimed"]
+    assert claimed["id"] == job_id

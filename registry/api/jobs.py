@@ -374,22 +374,19 @@ async def submit_batch(request: web.Request) -> web.Response:
 
 
 def _claim_gate_open(view: View, instance_id: str, capability: str) -> bool:
-    """Go's claim gate (issue #1249): an agent whose tool for ``capability`` has a required
-    dependency that does not resolve gets no work, so a topological outage burns no attempt.
-    A claimer that is not a registered provider of the capability is not gated."""
+    """Go's claim gate (issue #1249): an agent whose tool for ``capability`` has its
+    ``required`` dependencies unmet (transitively, registry.availability) gets no work, so a
+    topological outage burns no attempt. As in the Go registry the claimer's own recorded
+    health is not asked (it is polling, so alive); a claimer that is not a registered provider
+    of the capability is not gated."""
     agent = view.agents.get(instance_id)
     if agent is None:
         return True
-    resolution = view.resolution(instance_id)
-    for tool in agent.registration.get("tools") or ():
-        if tool.get("capability") != capability:
-            continue
-        entries = resolution.get(tool.get("function_name", ""), [])
-        for spec, entry in zip(tool.get("dependencies") or (), entries, strict=False):
-            required = isinstance(spec, dict) and spec.get("required") is True
-            if required and entry.get("status") != "available":
-                return False
-    return True
+    tools = agent.registration.get("tools") or ()
+    return not any(
+        unmet and tool.get("capability") == capability
+        for tool, unmet in zip(tools, view.availability(instance_id), strict=True)
+    )
 
 
 async def claim_jobs(request: web.Request) -> web.Response:

@@ -5,11 +5,12 @@ A listing renders every agent; with thousands of agents, building their AgentInf
 serializing them was nearly all of a request's cost, although between two calls almost nothing
 changes. So each agent's JSON is kept with what it was rendered from: its registration (a new
 object for every upsert, never edited in place), status, timestamps, its resolution and its
-LLM answer (the view's cached objects, replaced whenever a provider they depend on changes)
-and its last-seen time. A listing reuses the bytes of every agent whose inputs are unchanged,
-and re-renders only the ``last_seen`` tail of an agent that merely heartbeated. The output is
-byte for byte what serializing :func:`registry.api.render.agent_info` gives
-(tests/test_listing.py).
+LLM answer (the view's cached objects, replaced whenever a provider they depend on changes;
+so also when its tools' availability may change, since the ``required`` dependencies deciding
+it are among its dependencies) and its last-seen time. A listing reuses the bytes of every
+agent whose inputs are unchanged, and re-renders only the ``last_seen`` tail of an agent that
+merely heartbeated. The output is byte for byte what serializing
+:func:`registry.api.render.agent_info` gives (tests/test_listing.py).
 
 Between two log entries (the steady state: heartbeats append nothing) the inputs other than
 ``last_seen`` cannot have changed, so an agent's rendering is re-validated only when the

@@ -23,6 +23,7 @@ from aiohttp import web
 from registry.api.identity import require_certificate
 from registry.api.keys import NODE
 from registry.api.responses import ApiError, error_body, json_response
+from registry.availability import RequiredLoop
 from registry.commit import Unavailable
 from registry.limits import Refused
 
@@ -70,6 +71,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
+    except RequiredLoop as exc:  # the Go registry: 200 with status "error" (docs/protocol.md)
+        response = json_response(error_body(str(exc)), status=400)
     except Refused as exc:
         node.metrics.refused.labels(exc.reason).inc()
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None

@@ -16,17 +16,21 @@ from registry.timefmt import iso_ms
 from registry.view import HEALTHY, Agent, View
 
 
-def capability_info(tool: dict[str, Any], agent: Agent) -> dict[str, Any]:
+def capability_info(tool: dict[str, Any], agent: Agent, unmet: str) -> dict[str, Any]:
+    """CapabilityInfo; ``available`` as the Go registry derives it: the agent healthy and the
+    tool's ``required`` dependencies met (``unmet`` says which is not, registry.availability),
+    with ``unavailable_reason`` saying why not."""
+    reason = "agent unhealthy" if agent.status != HEALTHY else unmet
     info: dict[str, Any] = {
         "name": tool["capability"],
         "version": tool.get("version", ""),
         "function_name": tool["function_name"],
         "tags": tool.get("tags", []),
         "description": tool.get("description", ""),
-        "available": agent.status == HEALTHY,
+        "available": not reason,
     }
-    if agent.status != HEALTHY:
-        info["unavailable_reason"] = "agent unhealthy"
+    if reason:
+        info["unavailable_reason"] = reason
     kwargs = tool.get("kwargs") or {}
     if kwargs.get("task") is True:
         info["task"] = True
@@ -75,7 +79,10 @@ def agent_info_from_log(view: View, agent: Agent) -> dict[str, Any]:
         "a2a_consumer": bool(reg.get("a2a_consumer", False)),
         "status": agent.status,
         "endpoint": endpoint(reg),
-        "capabilities": [capability_info(tool, agent) for tool in reg.get("tools") or ()],
+        "capabilities": [
+            capability_info(tool, agent, unmet)
+            for tool, unmet in zip(reg.get("tools") or (), view.availability(agent_id), strict=True)
+        ],
         "total_dependencies": len(resolutions),
         "dependencies_resolved": sum(1 for r in resolutions if r["status"] == AVAILABLE),
         "dependency_resolutions": resolutions,
