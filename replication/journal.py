@@ -10,9 +10,9 @@ Only ``(term)`` per entry is kept in memory; commands are read back from LMDB on
 those held in a map of their own: every one not yet synced, and the newest synced ones up to
 ``HELD_BYTES``. Right after a sync pysyncobj reads each new entry back, the leader to send it to
 its followers and every node to apply it; with the commands still in memory those reads cost no
-LMDB transaction and copy (about a twentieth of a follower's CPU in S1 before, issue 14 item 10),
-and memory stays bounded whatever the log's length. Term and vote are written through at once:
-Raft requires them durable before a vote is answered.
+LMDB transaction and copy (they were about a twentieth of the leader's CPU in S1, issue 14 item
+10), and memory stays bounded whatever the log's length. Term and vote are written through at
+once: Raft requires them durable before a vote is answered.
 
 Storage failures: a write that fails (disk full, I/O error, LMDB map full at LMDB_MAP_SIZE) raises
 :class:`registry.store.StorageFailure`, and so does every later sync: nothing that would follow
