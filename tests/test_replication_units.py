@@ -16,6 +16,7 @@ from pysyncobj.node import TCPNode
 from registry.config import Config, ConfigError
 from registry.store import StorageFailure
 from replication import commands
+from replication import journal as journal_module
 from replication.dumps import Dumps, cluster_at, write_dump
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming, discover
@@ -58,6 +59,37 @@ def test_journal_truncate_reappend_and_trim_are_atomic_per_sync(tmp_path: Path) 
     assert reopened.getRaftCommitIndex() == 7
     with pytest.raises(ValueError, match="append of 9 after 7"):
         reopened.add(b"gap", 9, 2)
+
+
+def test_journal_reads_recent_entries_from_memory_and_older_ones_from_lmdb(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a sync the newest commands stay in memory up to HELD_BYTES (pysyncobj reads each
+    new entry back at once), older ones come from LMDB, and a truncation or trim drops what it
+    removes from memory too."""
+    monkeypatch.setattr(journal_module, "HELD_BYTES", 10)
+    journal = LmdbJournal(str(tmp_path))
+    for i in range(1, 9):
+        journal.add(b"c%d" % i, i, 1)  # 2 bytes each
+    journal.sync()
+    assert list(journal._pending) == [4, 5, 6, 7, 8] and journal._held_bytes == 10
+    opened: list[object] = []
+    begin = journal._env.begin
+    monkeypatch.setattr(
+        journal, "_env", SimpleNamespace(begin=lambda **kw: opened.append(kw) or begin(**kw))
+    )
+    assert journal[3:8] == [(b"c%d" % i, i, 1) for i in range(4, 9)]
+    assert opened == []  # all held: no LMDB transaction
+    assert journal[0:3] == [(b"c%d" % i, i, 1) for i in range(1, 4)]
+    assert len(opened) == 1  # the older ones in one transaction
+    journal.deleteEntriesFrom(6)  # keep indexes 1..6
+    journal.add(b"new7", 7, 2)
+    journal.deleteEntriesTo(4)  # drop indexes 1..4
+    assert list(journal._pending) == [5, 6, 7] and journal._held_bytes == 8
+    journal.sync()
+    assert [entry[:2] for entry in journal[:]] == [(b"c5", 5), (b"c6", 6), (b"new7", 7)]
+    journal.clear()
+    assert journal._pending == {} and journal._held_bytes == 0
 
 
 def base_config(**overrides: object) -> Config:
