@@ -327,7 +327,7 @@ class PgLog:
             )
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(head), timeout=timeout)
         except DB_ERRORS as exc:
-            self._settle(first, batch, _NotCommitted(f"log append failed: {exc}"))
+            self._settle(first, batch, _NotCommitted(f"log append failed ({exc}); not committed"))
             raise
         try:
             await transaction.commit()

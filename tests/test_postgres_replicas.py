@@ -101,7 +101,8 @@ async def test_database_killed_and_restarted_under_writes_loses_no_acknowledged_
     tmp_path: Path, postgres: Postgres, registries: list[Registry]
 ) -> None:
     """Every 200 is in the log after the restart; every failure is a 503 (never a 5xx of
-    another kind, never a hang past WRITE_TIMEOUT), those during the COMMIT as unknown."""
+    another kind, never a hang past WRITE_TIMEOUT) saying whether it is certainly not committed
+    (failed before COMMIT, or never sent) or of unknown outcome (COMMIT unconfirmed)."""
     nodes = [replica(tmp_path, postgres, i) for i in range(2)]
     for node in nodes:
         registries.append(node.start())
@@ -139,6 +140,8 @@ async def test_database_killed_and_restarted_under_writes_loses_no_acknowledged_
         for node in nodes:
             assert set(acknowledged) <= await agent_ids(session, node, linearizable=True)
     assert failures and {status for status, _ in failures} == {503}, failures[:5]
+    reasons = ("outcome unknown", "not committed", "unreachable")
+    assert all(any(r in text for r in reasons) for _, text in failures), failures
 
 
 async def test_replica_without_its_database_is_not_ready_and_refuses_writes(
