@@ -12,9 +12,22 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import agent_body, steadily
 from tests.postgres import Postgres
 from tests.processes import Registry
-from tests.test_cluster import agent_ids, all_ready, converged, get_json, ready, register, until
+from tests.test_cluster import (
+    AGENT_TIMEOUT,
+    AGENT_TIMEOUT_ENV,
+    agent_ids,
+    all_ready,
+    converged,
+    get_json,
+    keep_alive,
+    ready,
+    register,
+    statuses,
+    until,
+)
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
@@ -76,6 +89,7 @@ async def test_three_replicas_share_one_log_and_one_decider(
             return len(await deciders(session, nodes)) == 1
 
         await until(one_decider)
+        await steadily(one_decider, 2)  # and it stays one (retries at 200 ms find it held)
         first = (await deciders(session, nodes))[0]
         old_term = (await cluster(session, nodes))[first]["term"]
         nodes[first].kill()
@@ -95,6 +109,42 @@ async def test_three_replicas_share_one_log_and_one_decider(
         await until(everyone_names_it)
         assert await register(session, rest[0], "after-failover")
         assert "after-failover" in await agent_ids(session, rest[1], linearizable=True)
+
+
+async def test_health_is_decided_by_the_decider_from_every_replicas_heartbeats(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """HEADs reach a replica that does not decide: their ids reach the decider by NOTIFY, so
+    the agent stays healthy, while one nobody hears from is marked unhealthy."""
+    env = {"AGENT_TIMEOUT": AGENT_TIMEOUT_ENV, "HEALTH_CHECK_INTERVAL": "200ms"}
+    nodes = [replica(tmp_path, postgres, i, **env) for i in range(2)]
+    for node in nodes:
+        registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+
+        async def one_decider() -> list[int]:
+            found = await deciders(session, nodes)
+            return found if len(found) == 1 else []
+
+        decider = (await until(one_decider))[0]
+        other = nodes[1 - decider]
+        for agent_id in ("alive-1", "silent-1"):
+            async with session.post(f"{other.url}/heartbeat", json=agent_body(agent_id, "x")) as r:
+                assert r.status == 200
+
+        async def silent_marked() -> bool:
+            await keep_alive(session, other, "alive-1")
+            return (await statuses(session, nodes[decider]))["silent-1"] == "unhealthy"
+
+        await until(silent_marked, timeout=AGENT_TIMEOUT + 15)
+
+        async def alive_still_healthy() -> bool:
+            await silent_marked()
+            return (await statuses(session, nodes[decider]))["alive-1"] == "healthy"
+
+        await steadily(alive_still_healthy, AGENT_TIMEOUT + 1, every=0.3)
+        await converged(session, nodes)
 
 
 async def test_database_killed_and_restarted_under_writes_loses_no_acknowledged_write(
