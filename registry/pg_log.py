@@ -108,6 +108,7 @@ class PgLog:
         self._rounds_started = 0
         self._rounds_done = 0
         self._decider_id = ""
+        self._synchronous_commit = ""
         self._task: asyncio.Task[None] | None = None
         self.decider = Decider(config, self.caught_up_to)
 
@@ -156,6 +157,7 @@ class PgLog:
             "members": [{"id": self.config.instance_id, "state": "self", "connected": True}],
             "database": self.config.database.describe(),
             "connected": self._connected,
+            "synchronous_commit": self._synchronous_commit,
             "commit_index": self._head,
             "applied_index": view.applied_index,
         }
@@ -245,8 +247,13 @@ class PgLog:
                 await reader.add_listener(CHANNEL, self._notified)
                 await reader.add_listener(LIVENESS_CHANNEL, self._liveness_in)
                 self._head = await reader.fetchval("SELECT idx FROM mesh_registry_head")
+                # What an acknowledgement promises (module docstring), said where it is decided.
+                self._synchronous_commit = await writer.fetchval("SHOW synchronous_commit")
                 self._connected = True
-                log.info("postgresql log connected", extra={"head": self._head})
+                log.info(
+                    "postgresql log connected",
+                    extra={"head": self._head, "synchronous_commit": self._synchronous_commit},
+                )
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._write(writer))
                     group.create_task(self._read(reader))

@@ -68,6 +68,7 @@ async def test_single_replica_writes_reads_and_restarts_from_the_database(
         assert await agent_ids(session, node) == {"pg-agent"}
         status = (await cluster(session, [node]))[0]
         assert status["mode"] == "postgresql" and status["applied_index"] == index
+        assert status["synchronous_commit"] == "on"  # the server's default: flushed WAL
 
 
 async def test_three_replicas_share_one_log_and_one_decider(
