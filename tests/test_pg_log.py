@@ -92,3 +92,44 @@ async def test_concurrent_appends_from_two_replicas_apply_in_one_order_without_g
     await b.barrier()
     assert a.machine.view.applied_index == b.machine.view.applied_index == 200
     assert a.machine.view.digest() == b.machine.view.digest()
+
+
+SLOW_COMMIT = """
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON mesh_registry_log
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+"""
+
+
+async def test_a_connection_lost_during_commit_is_an_unknown_outcome(
+    start_log: Start, postgres: Postgres
+) -> None:
+    """The COMMIT is sent, then its backend dies before answering (a deferred trigger holds
+    the COMMIT open until it is terminated): the write must be neither success nor "not
+    committed", which the client could not tell from the server."""
+    pg = await start_log("a")
+    postgres.psql(SLOW_COMMIT)
+    write = asyncio.create_task(pg.propose(agent("in-doubt")))
+
+    def committing() -> str:
+        return postgres.psql(
+            "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'COMMIT%' AND state = 'active'"
+        )
+
+    pid = await eventually(lambda: asyncio.to_thread(committing))
+    postgres.psql(f"SELECT pg_terminate_backend({pid})")
+    with pytest.raises(Unavailable, match=r"COMMIT not confirmed.*outcome unknown"):
+        await write
+    postgres.psql("DROP TRIGGER slow_commit ON mesh_registry_log")
+
+    async def accepted() -> bool:
+        """A client's retry: refused ("not committed") until the replica has reconnected."""
+        try:
+            await pg.propose(agent("after"))
+        except Unavailable:
+            return False
+        return True
+
+    await eventually(accepted)
+    assert "in-doubt" not in pg.machine.view.agents  # terminated mid-COMMIT: rolled back
