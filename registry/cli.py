@@ -209,6 +209,12 @@ def inspect_command(cfg: config.Config, source: Path | None, url: str | None, as
     return 0
 
 
+def _mode(cfg: config.Config) -> str:
+    if cfg.database_type == "postgresql":
+        return "postgresql"
+    return "raft" if cfg.enable_leader_election else "single-node"
+
+
 async def serve(cfg: config.Config) -> None:
     """Run one node until SIGTERM or SIGINT, then stop cleanly."""
     node = Node.open(cfg)
@@ -250,7 +256,7 @@ async def serve(cfg: config.Config) -> None:
                 "metrics_port": cfg.metrics_port,
                 "data_dir": cfg.data_dir,
                 "applied_index": node.view.applied_index,
-                "mode": "raft" if cfg.enable_leader_election else "single-node",
+                "mode": _mode(cfg),
                 "tls_mode": cfg.trust.mode,
                 "admin_port": cfg.trust.admin_port,
             },

@@ -82,16 +82,27 @@ class Proposer(Protocol):
 
 
 class StateMachine:
-    """Applies committed events to the view, snapshots it, and notifies listeners."""
+    """Applies committed events to the view, snapshots it, and notifies listeners.
 
-    def __init__(self, store: Store, view: View, snapshot_every: int) -> None:
-        self.store = store
+    ``store`` is None in PostgreSQL mode: the log and (later) its snapshots live in the
+    database, and a replica keeps no local files, so it never snapshots here.
+    """
+
+    def __init__(self, store: Store | None, view: View, snapshot_every: int) -> None:
+        self._store = store
         self.view = view
         self.snapshot_every = snapshot_every
-        self.snapshot_index = store.snapshot_index()
+        self.snapshot_index = store.snapshot_index() if store is not None else 0
         self.events_applied = 0
         self.listeners: list[Listener] = []
         self.reset_listeners: list[ResetListener] = []
+
+    @property
+    def store(self) -> Store:
+        """The local LMDB store (LMDB and Raft modes only)."""
+        if self._store is None:
+            raise RuntimeError("this node keeps no local store (DATABASE_TYPE=postgresql)")
+        return self._store
 
     def apply(self, index: int, event: Event) -> bool:
         """Apply a committed event; whether it took effect (see :func:`registry.view.apply`)."""
@@ -116,6 +127,8 @@ class StateMachine:
         log.info("snapshot installed", extra={"index": index})
 
     def snapshot_due(self) -> bool:
+        if self._store is None:
+            return False
         return self.view.applied_index - self.snapshot_index >= self.snapshot_every
 
     async def snapshot(self, io: ThreadPoolExecutor) -> None:

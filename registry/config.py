@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from registry.limits import Limits
 from registry.trust import DEFAULT_TRUST_DOMAIN, MODES, TrustSettings
@@ -47,6 +48,48 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message is the one line shown."""
 
 
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+"""URL schemes DATABASE_URL takes for PostgreSQL (libpq and MCP Mesh accept both)."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where the PostgreSQL event log lives (DATABASE_TYPE=postgresql).
+
+    DATABASE_URL wins over the parts when both are given: it is the complete form MCP Mesh's
+    own registry reads, and mixing a URL's host with a separate DATABASE_NAME would connect
+    somewhere neither setting names. The one exception is the password: the guide keeps it in
+    a Secret (DATABASE_PASSWORD) while the rest sits in a ConfigMap, so it fills in a URL that
+    carries none. The password never appears in ``repr`` or in any message.
+    """
+
+    url: str = field(default="", repr=False)
+    host: str = "localhost"
+    port: int = 5432
+    name: str = "registry"
+    user: str = "mcpmesh"
+    password: str = field(default="", repr=False)
+
+    def connect_args(self) -> dict[str, Any]:
+        """Keyword arguments for ``asyncpg.connect``."""
+        if self.url:
+            args: dict[str, Any] = {"dsn": self.url}
+            if self.password and urlsplit(self.url).password is None:
+                args["password"] = self.password
+            return args
+        args = {"host": self.host, "port": self.port, "database": self.name, "user": self.user}
+        if self.password:
+            args["password"] = self.password
+        return args
+
+    def describe(self) -> str:
+        """``host:port/name`` for logs and readiness reasons (never the password)."""
+        if self.url:
+            parts = urlsplit(self.url)
+            return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/'}"
+        return f"{self.host}:{self.port}/{self.name}"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One documented environment variable (``--help`` and the manifest drift check use these)."""
@@ -61,7 +104,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REGISTRY_PORT", "8080", "HTTP API port"),
     Setting("METRICS_PORT", "9090", "Prometheus port (/metrics is also on REGISTRY_PORT)"),
     Setting("LOG_LEVEL", "info", "debug, info, warn or error"),
-    Setting("DATABASE_TYPE", "lmdb", "lmdb, or sqlite to also keep a SQLite agents projection"),
+    Setting(
+        "DATABASE_TYPE",
+        "lmdb (postgresql if DATABASE_URL is a postgresql:// URL)",
+        "lmdb, sqlite (also a SQLite agents projection) or postgresql (the log in PostgreSQL)",
+    ),
+    Setting(
+        "DATABASE_URL",
+        "(unset)",
+        "postgresql://user:password@host:port/name; when set, DATABASE_HOST/PORT/NAME/USER are "
+        "ignored (DATABASE_PASSWORD fills in a URL without a password)",
+    ),
+    Setting("DATABASE_HOST", "localhost", "PostgreSQL host (DATABASE_TYPE=postgresql)"),
+    Setting("DATABASE_PORT", "5432", "PostgreSQL port"),
+    Setting("DATABASE_NAME", "registry", "PostgreSQL database"),
+    Setting("DATABASE_USER", "mcpmesh", "PostgreSQL user"),
+    Setting("DATABASE_PASSWORD", "(unset)", "PostgreSQL password (from the postgres-secret)"),
     Setting("DATABASE_PATH", "/data/registry.db", "SQLite projection path"),
     Setting("DATA_DIR", "(dirname of DATABASE_PATH)", "LMDB event log and snapshots"),
     Setting("HEALTH_CHECK_INTERVAL", "30s", "how often agent liveness is evaluated"),
@@ -282,6 +340,8 @@ class Config:
     """MCP_MESH_PROPAGATE_HEADERS: lowercased header names (``x-tenant-*``: a prefix) a /proxy
     call forwards besides its fixed list (registry/api/proxy.py)."""
     trust: TrustSettings = field(default_factory=TrustSettings)
+    database: Database = field(default_factory=Database)
+    """DATABASE_URL or DATABASE_HOST/PORT/NAME/USER/PASSWORD, used with DATABASE_TYPE=postgresql."""
 
     @property
     def sqlite_projection(self) -> bool:
@@ -315,7 +375,10 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         metrics_port=get("METRICS_PORT", _port, 9090, "a port number 0-65535"),
         log_level=get("LOG_LEVEL", _choice(LOG_LEVELS), "info", "one of debug, info, warn, error"),
         database_type=get(
-            "DATABASE_TYPE", _choice(DATABASE_TYPES), "lmdb", "one of lmdb, sqlite, postgresql"
+            "DATABASE_TYPE",
+            _choice(DATABASE_TYPES),
+            "postgresql" if _postgres_url(env.get("DATABASE_URL", "")) else "lmdb",
+            "one of lmdb, sqlite, postgresql",
         ),
         database_path=database_path,
         data_dir=env.get("DATA_DIR") or os.path.dirname(os.path.abspath(database_path)),
@@ -387,13 +450,44 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     )
     config = replace(config, trust=_trust(env, get))
     if config.database_type == "postgresql":
-        raise ConfigError(
-            "DATABASE_TYPE='postgresql' is not supported yet: use lmdb (the replicated event "
-            "log) or sqlite (event log plus a SQLite agents projection at DATABASE_PATH)"
-        )
+        if config.enable_leader_election:
+            raise ConfigError(
+                "ENABLE_LEADER_ELECTION=true and DATABASE_TYPE=postgresql exclude each other: "
+                "with PostgreSQL the replicas share its log and need no Raft (set it to false)"
+            )
+        config = replace(config, database=_database(env, get))
     if config.enable_leader_election:
         check_key(config.encryption_key)
     return config
+
+
+def _postgres_url(url: str) -> bool:
+    return url.partition("://")[0].lower() in POSTGRES_SCHEMES
+
+
+def _database(env: Mapping[str, str], get: Callable[..., Any]) -> Database:
+    """The PostgreSQL settings. A bad DATABASE_URL is named without echoing it: it may hold
+    the password."""
+    url = env.get("DATABASE_URL", "")
+    if url:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            parts = None
+        if parts is None or not _postgres_url(url):
+            raise ConfigError(
+                "DATABASE_URL is invalid (value not shown: it may hold a password): expected "
+                "postgresql://user:password@host:port/name"
+            )
+    return Database(
+        url=url,
+        host=env.get("DATABASE_HOST") or "localhost",
+        port=get("DATABASE_PORT", _port, 5432, "a port number 0-65535"),
+        name=env.get("DATABASE_NAME") or "registry",
+        user=env.get("DATABASE_USER") or "mcpmesh",
+        password=env.get("DATABASE_PASSWORD", ""),
+    )
 
 
 def _proxy_seconds(raw: str) -> float:

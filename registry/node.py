@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from registry import events
@@ -25,7 +26,7 @@ from registry.metrics import Metrics
 from registry.sqlite_projection import SqliteProjection
 from registry.store import Store
 from registry.timefmt import now_ms
-from registry.view import HEALTHY
+from registry.view import HEALTHY, View
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +34,43 @@ log = logging.getLogger(__name__)
 class Node:
     """Everything one registry process holds; build with :meth:`open`, then :meth:`start`."""
 
-    def __init__(self, config: Config, store: Store, machine: StateMachine) -> None:
+    def __init__(self, config: Config, store: Store | None, machine: StateMachine) -> None:
         self.config = config
         self.store = store
         self.machine = machine
         self.view = machine.view
-        self.liveness = Liveness(forward=config.enable_leader_election)
+        postgres = config.database_type == "postgresql"
+        # Heartbeats reach any replica; only one decides health, so the others forward ids.
+        self.liveness = Liveness(forward=config.enable_leader_election or postgres)
         self.admission = Admission(config.limits)
         self.metrics = Metrics(machine)
         self.metrics.insecure_key.set(1 if config.insecure_key else 0)
         self.gc_pauses = GcPauses(self.metrics.gc_pause)
         self.fatal: asyncio.Future[BaseException] | None = None
         self.proposer: Proposer
-        if config.enable_leader_election:
+        # Health, expiry and job sweeps commit through ``decide``: in PostgreSQL mode only the
+        # decider's current term may write them (registry/pg_decider.py); elsewhere being the
+        # leader (or the only node) is all there is to it.
+        decide: Callable[[events.Event], Awaitable[Committed]]
+        if postgres:
+            from registry.pg_log import PgLog
+
+            pg_log = PgLog(config, machine, self.liveness, self._die)
+            self.proposer, decide = pg_log, pg_log.decide
+        elif config.enable_leader_election:
             # The one place registry meets replication: its public entry point.
             from replication import open_cluster
 
             self.proposer = open_cluster(config, machine, self.liveness, self.metrics, self._die)
+            decide = self.proposer.propose
         else:
             self.proposer = LocalLog(machine, config.instance_id)
+            decide = self.proposer.propose
+        self._decide = decide
         self.monitor = HealthMonitor(
             self.view,
             self.liveness,
-            self.propose,
+            self.decide,
             self.proposer.leading,
             config.health_check_interval,
             config.agent_timeout,
@@ -67,7 +82,7 @@ class Node:
         self.job_sweeper = JobSweeper(
             self.view,
             self.leases,
-            self.propose,
+            self.decide,
             self.proposer.leading,
             config.sweep_interval,
             config.job_stale_timeout,
@@ -90,14 +105,30 @@ class Node:
 
     async def propose(self, event: events.Event) -> Committed:
         """Commit ``event`` through this node's proposer, timing it for the metrics."""
+        return await self._timed(self.proposer.propose, event)
+
+    async def decide(self, event: events.Event) -> Committed:
+        """Commit a decision of the health monitor or the job sweep (see ``__init__``)."""
+        return await self._timed(self._decide, event)
+
+    async def _timed(
+        self, commit: Callable[[events.Event], Awaitable[Committed]], event: events.Event
+    ) -> Committed:
         started = time.perf_counter()
-        committed = await self.proposer.propose(event)
+        committed = await commit(event)
         self.metrics.commit_latency.observe(time.perf_counter() - started)
         return committed
 
     @classmethod
     def open(cls, config: Config) -> Node:
-        """Open the data directory and rebuild the view (raises CorruptRecord on damage)."""
+        """Open the data directory and rebuild the view (raises CorruptRecord on damage).
+
+        In PostgreSQL mode there is no data directory: the view starts empty and the proposer
+        replays the database's log once it connects.
+        """
+        if config.database_type == "postgresql":
+            view = View(history_limit=config.events_history)
+            return cls(config, None, StateMachine(None, view, config.snapshot_every))
         store = Store(os.path.join(config.data_dir, "lmdb"), config.lmdb_map_size)
         started = time.monotonic()
         try:
@@ -142,7 +173,8 @@ class Node:
         await self.proposer.stop()
         if self.projection is not None:
             await self.projection.stop()
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
         self.gc_pauses.remove()
 
     def _unchanged(self, agent: dict[str, Any]) -> bool:

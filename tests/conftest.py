@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from registry.api.app import build_app
 from registry.config import Config
 from registry.node import Node
+from tests import postgres as pg
 from tests.processes import Registry
 from tests.timing import scaled
 
@@ -161,3 +162,10 @@ def registries() -> Iterator[list[Registry]]:
         if registry.proc is not None and registry.proc.poll() is None:
             registry.proc.kill()
             registry.proc.wait()
+
+
+@pytest.fixture
+def postgres() -> Iterator[pg.Postgres]:
+    """A private PostgreSQL server (tests/postgres.py); skips only without its binaries."""
+    with pg.running() as server:
+        yield server

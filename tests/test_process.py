@@ -236,7 +236,9 @@ def test_corrupt_record_stops_startup_naming_its_index(tmp_path: Path) -> None:
         ("LOG_LEVEL", "loud"),
         ("ENABLE_LEADER_ELECTION", "maybe"),
         ("DATABASE_TYPE", "mysql"),
-        ("DATABASE_TYPE", "postgresql"),
+        ("DATABASE_URL", "postgresql://registry:port-not-a-number@db:pg/registry"),
+        ("DATABASE_URL", "mysql://registry@db/registry"),  # with DATABASE_TYPE=postgresql
+        ("DATABASE_PORT", "pg"),  # with DATABASE_TYPE=postgresql
         ("REGISTRY_PEERS", "no-port-here"),
         ("RAFT_FIRST_CONTACT_WAIT", "soon"),
         ("LMDB_MAP_SIZE", "8GB"),
@@ -256,7 +258,10 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, name: str, value: str
     env = {"DATA_DIR": str(tmp_path), name: value}
     if name == "MCP_MESH_TLS_CERT":
         env.update(MCP_MESH_TLS_MODE="auto", MCP_MESH_TLS_KEY="/nonexistent/key.pem")
+    if name == "DATABASE_PORT" or value.startswith("mysql:"):
+        env.update(DATABASE_TYPE="postgresql")
     result = run_cli(env)
+    assert "port-not-a-number" not in result.stderr  # a URL's password is never echoed
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -1,0 +1,435 @@
+"""The event log in a PostgreSQL table, shared by every replica (DATABASE_TYPE=postgresql).
+
+Tables (``registry/pg_schema.py``):
+
+- ``mesh_registry_log(idx bigint primary key, record bytea)``: ``record`` is exactly the
+  record :func:`registry.events.encode` writes to LMDB, its CRC-32 first, checked by
+  :func:`registry.events.decode` on every read.
+- ``mesh_registry_head``: one row, ``idx`` (the last index handed out), ``term`` (the decider's
+  fencing term, ``registry/pg_decider.py``) and ``decider`` (its instance id, for display).
+
+Appends are serialized by that one row: each append transaction starts with
+``UPDATE mesh_registry_head SET idx = idx + n``, whose row lock is held until COMMIT, so the
+next append cannot take its indices before the previous one is committed and visible. A
+sequence would let index 5 commit before 4 and a reader skip 4 for ever; ``max(idx) + 1``
+under ``pg_advisory_xact_lock`` would serialize too, but the row also carries the term, so
+allocating the indices and checking a decision's term is one statement, one round trip.
+
+Writes are group-committed like :class:`registry.commit.LocalLog`: proposals queue up while a
+transaction is in flight and go into the next one together (decisions, which carry a term,
+in a transaction of their own). A write is acknowledged only after COMMIT returned *and* this
+replica applied it (read your own write); COMMIT returning means durable as the server's
+``synchronous_commit`` promises: with the default ``on``, flushed to the primary's WAL (and
+to synchronous standbys if the server has any); with ``off``, a server crash may lose the
+last few hundred milliseconds of acknowledged writes. A lost connection or a timeout during
+COMMIT gives a 503 "outcome unknown", never success.
+
+Every replica applies the table in index order with the same :class:`StateMachine.apply`,
+woken by NOTIFY on ``mesh_registry_log`` (sent inside each append transaction, so delivered
+on commit), by its own commits, and by a poll every :data:`POLL_SECONDS` as the fallback.
+
+Threads: everything runs on the asyncio loop. Connections: a writer and a reader per replica
+(asyncpg runs one query at a time per connection), plus the decider's in ``pg_decider``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from registry import events
+from registry.commit import Committed, StateMachine, Unavailable
+from registry.config import Config
+from registry.events import CorruptRecord, Event
+from registry.health import Liveness
+from registry.pg_decider import Decider
+from registry.pg_schema import DB_ERRORS, connect, ensure_schema
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "mesh_registry_log"
+LIVENESS_CHANNEL = "mesh_registry_liveness"
+"""Agent ids a replica heard from, sent once a second for the decider (soft state: a NOTIFY,
+never a log entry, as heartbeats must not grow the log)."""
+POLL_SECONDS = 1.0
+"""Longest a replica goes without looking for new entries when no NOTIFY arrives."""
+PAGE = 500
+"""Entries fetched per query while catching up."""
+MAX_BATCH = 512
+"""Most proposals in one append transaction."""
+NOTIFY_BYTES = 7000
+"""Largest liveness payload (PostgreSQL's NOTIFY limit is 8000 bytes)."""
+BACKOFF = (0.1, 5.0)
+"""First and longest wait between attempts to reach the database."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: bytes
+    term: int | None
+    future: asyncio.Future[Committed]
+
+
+class _NotCommitted(Unavailable):
+    """The append transaction certainly did not commit (failed before COMMIT was sent)."""
+
+
+class PgLog:
+    """registry.commit.Proposer over the shared PostgreSQL table."""
+
+    def __init__(
+        self,
+        config: Config,
+        machine: StateMachine,
+        liveness: Liveness,
+        on_fatal: Callable[[BaseException], None],
+    ) -> None:
+        self.config = config
+        self.machine = machine
+        self.liveness = liveness
+        self._on_fatal = on_fatal
+        self._pending: deque[_Pending] = deque()
+        self._wake_writer = asyncio.Event()
+        self._wake_reader = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._waiters: dict[int, _Pending] = {}
+        self._connected = False
+        self._reason = "connecting to the database"
+        self._head = 0
+        self._caught_up = False
+        self._rounds_started = 0
+        self._rounds_done = 0
+        self._decider_id = ""
+        self._synchronous_commit = ""
+        self._task: asyncio.Task[None] | None = None
+        self.decider = Decider(config, self.caught_up_to)
+
+    # -- Proposer -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts connecting in the background: an unreachable database is a readiness reason,
+        never a failed start."""
+        self._task = asyncio.create_task(self._run(), name="pg-log")
+        await self.decider.start()
+
+    async def stop(self) -> None:
+        await self.decider.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._connected:
+            return False, self._reason
+        if not self._caught_up:
+            return False, (
+                f"catching up with the database log (applied {self.machine.view.applied_index}"
+                f" of {self._head})"
+            )
+        return True, "postgresql log"
+
+    def leading(self) -> bool:
+        return self.decider.term is not None
+
+    def leader(self) -> str:
+        return self.config.instance_id if self.leading() else self._decider_id
+
+    async def remove_member(self, member: str) -> None:
+        raise ValueError("replicas share the PostgreSQL log: there are no members to remove")
+
+    def status(self) -> dict[str, Any]:
+        view = self.machine.view
+        return {
+            "mode": "postgresql",
+            "node_id": self.config.instance_id,
+            "role": "decider" if self.leading() else "replica",
+            "term": self.decider.term or 0,
+            "leader": self.leader(),
+            "members": [{"id": self.config.instance_id, "state": "self", "connected": True}],
+            "database": self.config.database.describe(),
+            "connected": self._connected,
+            "synchronous_commit": self._synchronous_commit,
+            "commit_index": self._head,
+            "applied_index": view.applied_index,
+        }
+
+    async def propose(self, event: Event) -> Committed:
+        return await self._submit(events.encode(event), None)
+
+    async def decide(self, event: Event) -> Committed:
+        """Propose a decision only the decider may make (health, expiry, job sweeps): it
+        carries this replica's term, and the append refuses it once a newer decider exists."""
+        term = self.decider.term
+        if term is None:
+            raise Unavailable("this replica is not the decider")
+        return await self._submit(events.encode(event), term)
+
+    async def barrier(self) -> None:
+        """Read the log's head and apply up to it: a reader round that starts after now."""
+        if not self._connected:
+            raise Unavailable(self._reason)
+        target = self._rounds_started + 1
+        deadline = time.monotonic() + self.config.write_timeout
+        while self._rounds_done < target:
+            self._wake_reader.set()
+            await self._wait_progress(deadline, "could not read the database log's head")
+
+    async def caught_up_to(self, index: int) -> None:
+        """Return once ``index`` is applied here (the decider before it decides anything)."""
+        deadline = time.monotonic() + self.config.write_timeout
+        while self.machine.view.applied_index < index:
+            self._wake_reader.set()
+            await self._wait_progress(deadline, f"log index {index} not applied in time")
+
+    async def _wait_progress(self, deadline: float, reason: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise Unavailable(reason)
+        progress = self._progress
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(progress.wait(), remaining)
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _submit(self, record: bytes, term: int | None) -> Committed:
+        if not self._connected:
+            raise Unavailable(self._reason)
+        future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(record, term, future))
+        self._wake_writer.set()
+        try:
+            return await asyncio.wait_for(future, self.config.write_timeout)
+        except TimeoutError:
+            raise Unavailable(
+                f"not confirmed within {self.config.write_timeout:g}s; outcome unknown"
+            ) from None
+
+    # -- the session: connect, then write and read until a connection fails --------------------
+
+    async def _run(self) -> None:
+        backoff = BACKOFF[0]
+        while True:
+            started = time.monotonic()
+            try:
+                await self._session()
+            except DB_ERRORS as exc:
+                reason = f"database {self.config.database.describe()} unreachable: {exc}"
+                if self._connected or reason != self._reason:
+                    log.warning("postgresql log unavailable; retrying", extra={"reason": reason})
+                self._reason = reason
+            finally:
+                self._connected = False
+                self._caught_up = False
+                self._fail_all(_NotCommitted("database connection lost; not committed"))
+            if time.monotonic() - started > BACKOFF[1]:
+                backoff = BACKOFF[0]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF[1])
+
+    async def _session(self) -> None:
+        timeout = self.config.write_timeout
+        writer = await connect(self.config, timeout)
+        try:
+            reader = await connect(self.config, timeout)
+            try:
+                await ensure_schema(writer)
+                await reader.add_listener(CHANNEL, self._notified)
+                await reader.add_listener(LIVENESS_CHANNEL, self._liveness_in)
+                self._head = await reader.fetchval("SELECT idx FROM mesh_registry_head")
+                # What an acknowledgement promises (module docstring), said where it is decided.
+                self._synchronous_commit = await writer.fetchval("SHOW synchronous_commit")
+                self._connected = True
+                log.info(
+                    "postgresql log connected",
+                    extra={"head": self._head, "synchronous_commit": self._synchronous_commit},
+                )
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._write(writer))
+                    group.create_task(self._read(reader))
+            finally:
+                reader.terminate()
+        except* DB_ERRORS as group_error:
+            raise group_error.exceptions[0] from None
+        finally:
+            writer.terminate()
+
+    def _notified(self, *_: object) -> None:
+        self._wake_reader.set()
+
+    def _liveness_in(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self.liveness.seen_many(payload.split(","))
+
+    def _fail_all(self, error: Unavailable) -> None:
+        while self._pending:
+            pending = self._pending.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    # -- writer ---------------------------------------------------------------------------------
+
+    async def _write(self, conn: asyncpg.Connection) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            while self._pending:
+                await self._append(conn, self._take_batch())
+
+    def _take_batch(self) -> list[_Pending]:
+        """Queued proposals with the first one's term (None: ordinary writes), in order."""
+        term = self._pending[0].term
+        batch: list[_Pending] = []
+        while self._pending and self._pending[0].term == term and len(batch) < MAX_BATCH:
+            pending = self._pending.popleft()
+            if not pending.future.done():  # timed out while queued: never sent
+                batch.append(pending)
+        return batch
+
+    async def _append(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
+        """One transaction for ``batch``; a connection failure ends the session (re-raised)."""
+        if not batch:
+            return
+        timeout = self.config.write_timeout
+        term = batch[0].term
+        first = 0
+        transaction = conn.transaction()
+        try:
+            await transaction.start()
+            if term is None:
+                head = await conn.fetchval(
+                    "UPDATE mesh_registry_head SET idx = idx + $1 RETURNING idx",
+                    len(batch),
+                    timeout=timeout,
+                )
+            else:
+                head = await conn.fetchval(
+                    "UPDATE mesh_registry_head SET idx = idx + $1 WHERE term = $2 RETURNING idx",
+                    len(batch),
+                    term,
+                    timeout=timeout,
+                )
+            if head is None:
+                await transaction.rollback()
+                self._fenced(term, batch)
+                return
+            first = head - len(batch) + 1
+            for offset, pending in enumerate(batch):
+                self._waiters[first + offset] = pending
+            await conn.execute(
+                "INSERT INTO mesh_registry_log (idx, record) "
+                "SELECT * FROM unnest($1::bigint[], $2::bytea[])",
+                list(range(first, head + 1)),
+                [pending.record for pending in batch],
+                timeout=timeout,
+            )
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(head), timeout=timeout)
+        except DB_ERRORS as exc:
+            self._settle(first, batch, _NotCommitted(f"log append failed ({exc}); not committed"))
+            raise
+        try:
+            await transaction.commit()
+        except (*DB_ERRORS, asyncio.CancelledError) as exc:
+            self._settle(
+                first, batch, Unavailable(f"COMMIT not confirmed ({exc}); outcome unknown")
+            )
+            raise
+        self._wake_reader.set()
+
+    def _settle(self, first: int, batch: list[_Pending], error: Unavailable) -> None:
+        """Fail a batch whose transaction failed; an entry the reader already applied as ours
+        (the COMMIT went through before the connection broke) keeps its answer."""
+        for offset, pending in enumerate(batch):
+            if first and self._waiters.get(first + offset) is pending:
+                del self._waiters[first + offset]
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    def _fenced(self, term: int | None, batch: list[_Pending]) -> None:
+        log.warning("decision refused: a newer decider exists", extra={"term": term})
+        self.decider.superseded(term)
+        for pending in batch:
+            if not pending.future.done():
+                pending.future.set_exception(
+                    Unavailable(f"decision of term {term} refused: a newer decider exists")
+                )
+
+    # -- reader ---------------------------------------------------------------------------------
+
+    async def _read(self, conn: asyncpg.Connection) -> None:
+        last_liveness = time.monotonic()
+        while True:
+            self._rounds_started += 1
+            await self._catch_up(conn)
+            self._rounds_done += 1
+            self._progressed()
+            if time.monotonic() - last_liveness >= POLL_SECONDS:
+                last_liveness = time.monotonic()
+                await self._forward_liveness(conn)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_reader.wait(), POLL_SECONDS)
+            self._wake_reader.clear()
+
+    async def _catch_up(self, conn: asyncpg.Connection) -> None:
+        """Read the head, then apply every entry up to it (and any committed since)."""
+        timeout = self.config.write_timeout
+        row = await conn.fetchrow("SELECT idx, decider FROM mesh_registry_head", timeout=timeout)
+        self._head, self._decider_id = row["idx"], row["decider"]
+        view = self.machine.view
+        while True:
+            rows = await conn.fetch(
+                "SELECT idx, record FROM mesh_registry_log WHERE idx > $1 ORDER BY idx LIMIT $2",
+                view.applied_index,
+                PAGE,
+                timeout=timeout,
+            )
+            for index, record in rows:
+                self._apply(index, bytes(record))
+            if len(rows) < PAGE:
+                break
+        self._caught_up = view.applied_index >= self._head
+
+    def _apply(self, index: int, record: bytes) -> None:
+        expected = self.machine.view.applied_index + 1
+        if index != expected:
+            # Appends commit in index order (the head row's lock), so this is a deleted row.
+            error = CorruptRecord(expected, f"missing from the database log (next is {index})")
+            log.critical("gap in the database log; stopping", extra={"index": expected})
+            self._on_fatal(error)
+            raise error
+        try:
+            event = events.decode(record, index)
+        except CorruptRecord as exc:
+            log.critical("corrupt record in the database log; stopping", extra={"index": index})
+            self._on_fatal(exc)
+            raise
+        took_effect = self.machine.apply(index, event)
+        pending = self._waiters.pop(index, None)
+        if pending is None or pending.future.done():
+            return
+        if pending.record == record:
+            pending.future.set_result(Committed(index, took_effect))
+        else:  # another replica's entry took the index after our transaction failed
+            pending.future.set_exception(Unavailable("log append failed; not committed"))
+
+    async def _forward_liveness(self, conn: asyncpg.Connection) -> None:
+        """Tell every replica (the decider among them) which agents this one heard from."""
+        chunk: list[str] = []
+        size = 0
+        for agent_id in self.liveness.drain_outbox():
+            if size + len(agent_id) + 1 > NOTIFY_BYTES:
+                await conn.execute("SELECT pg_notify($1, $2)", LIVENESS_CHANNEL, ",".join(chunk))
+                chunk, size = [], 0
+            chunk.append(agent_id)
+            size += len(agent_id) + 1
+        if chunk:
+            await conn.execute("SELECT pg_notify($1, $2)", LIVENESS_CHANNEL, ",".join(chunk))

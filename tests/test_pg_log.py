@@ -1,0 +1,135 @@
+"""registry/pg_log.py and registry/pg_decider.py in process, against a real PostgreSQL server
+(tests/postgres.py): the term fence and the order of appends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from registry import events
+from registry.commit import StateMachine, Unavailable
+from registry.config import Config, Database
+from registry.health import Liveness
+from registry.pg_log import PgLog
+from registry.view import View
+from tests.conftest import eventually, make_config
+from tests.postgres import DATABASE, USER, Postgres
+
+Start = Callable[..., Awaitable[PgLog]]
+
+
+@pytest.fixture
+async def start_log(tmp_path: Path, postgres: Postgres) -> AsyncIterator[Start]:
+    started: list[PgLog] = []
+
+    async def start(name: str, retry_period: float = 0.1) -> PgLog:
+        config: Config = replace(
+            make_config(tmp_path / name),
+            database_type="postgresql",
+            database=Database(host="127.0.0.1", port=postgres.port, name=DATABASE, user=USER),
+            instance_id=name,
+            retry_period=retry_period,
+            write_timeout=3.0,
+        )
+        machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
+        pg = PgLog(config, machine, Liveness(), lambda error: None)
+        await pg.start()
+        started.append(pg)
+        await eventually(lambda: pg.ready()[0])
+        return pg
+
+    yield start
+    for pg in reversed(started):
+        await pg.stop()
+
+
+def agent(agent_id: str) -> events.Event:
+    return events.upsert({"agent_id": agent_id, "name": agent_id, "tools": []}, 1)
+
+
+async def test_a_decider_that_lost_its_session_cannot_write_decisions(
+    start_log: Start, postgres: Postgres
+) -> None:
+    # "a" checks its session only every minute: it will still believe it decides after its
+    # session is gone, the case the term exists for.
+    a = await start_log("a", retry_period=60.0)
+    await eventually(a.leading)
+    old_term = a.decider.term
+    assert old_term is not None
+    await a.decide(events.health("unhealthy", ["x"], 1))  # the current term is accepted
+    b = await start_log("b")
+    assert not b.leading()
+    postgres.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks "
+        "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"
+    )
+    await eventually(b.leading)
+    assert b.decider.term is not None and b.decider.term > old_term
+    assert a.leading()  # not noticed yet
+    head = postgres.psql("SELECT idx FROM mesh_registry_head")
+    with pytest.raises(Unavailable, match="newer decider"):
+        await a.decide(events.health("unhealthy", ["y"], 2))
+    assert not a.leading()  # a refused decision ends its deciding at once
+    assert postgres.psql("SELECT idx FROM mesh_registry_head") == head
+    await b.decide(events.health("unhealthy", ["z"], 3))
+    await a.propose(agent("still-writes"))  # ordinary writes carry no term
+    await a.barrier()
+    assert "still-writes" in a.machine.view.agents
+
+
+async def test_concurrent_appends_from_two_replicas_apply_in_one_order_without_gaps(
+    start_log: Start,
+) -> None:
+    a, b = await start_log("a"), await start_log("b")
+    await asyncio.gather(
+        *(pg.propose(agent(f"{name}-{i}")) for i in range(100) for pg, name in ((a, "a"), (b, "b")))
+    )
+    await a.barrier()
+    await b.barrier()
+    assert a.machine.view.applied_index == b.machine.view.applied_index == 200
+    assert a.machine.view.digest() == b.machine.view.digest()
+
+
+SLOW_COMMIT = """
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM pg_sleep(30); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON mesh_registry_log
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+"""
+
+
+async def test_a_connection_lost_during_commit_is_an_unknown_outcome(
+    start_log: Start, postgres: Postgres
+) -> None:
+    """The COMMIT is sent, then its backend dies before answering (a deferred trigger holds
+    the COMMIT open until it is terminated): the write must be neither success nor "not
+    committed", which the client could not tell from the server."""
+    pg = await start_log("a")
+    postgres.psql(SLOW_COMMIT)
+    write = asyncio.create_task(pg.propose(agent("in-doubt")))
+
+    def committing() -> str:
+        return postgres.psql(
+            "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'COMMIT%' AND state = 'active'"
+        )
+
+    pid = await eventually(lambda: asyncio.to_thread(committing))
+    postgres.psql(f"SELECT pg_terminate_backend({pid})")
+    with pytest.raises(Unavailable, match=r"COMMIT not confirmed.*outcome unknown"):
+        await write
+    postgres.psql("DROP TRIGGER slow_commit ON mesh_registry_log")
+
+    async def accepted() -> bool:
+        """A client's retry: refused ("not committed") until the replica has reconnected."""
+        try:
+            await pg.propose(agent("after"))
+        except Unavailable:
+            return False
+        return True
+
+    await eventually(accepted)
+    assert "in-doubt" not in pg.machine.view.agents  # terminated mid-COMMIT: rolled back

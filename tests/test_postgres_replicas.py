@@ -1,0 +1,220 @@
+"""DATABASE_TYPE=postgresql with real registry processes on a real PostgreSQL server
+(tests/postgres.py): one replica, three replicas on one database, a decider killed, the
+database killed under writes, a replica cut off from it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import agent_body, steadily
+from tests.postgres import Postgres
+from tests.processes import Registry
+from tests.test_cluster import (
+    AGENT_TIMEOUT,
+    AGENT_TIMEOUT_ENV,
+    agent_ids,
+    all_ready,
+    converged,
+    get_json,
+    keep_alive,
+    ready,
+    register,
+    statuses,
+    until,
+)
+from tests.timing import scaled
+
+pytestmark = pytest.mark.slow
+
+FAST = {"LEADER_ELECTION_RETRY_PERIOD": "200ms", "WRITE_TIMEOUT": "3s"}
+
+
+def replica(root: Path, server: Postgres, i: int, **env: str) -> Registry:
+    return Registry(
+        root / f"r{i}", **server.env, **FAST, REGISTRY_INSTANCE_ID=f"replica-{i}", **env
+    )
+
+
+async def cluster(session: aiohttp.ClientSession, nodes: list[Registry]) -> list[dict[str, Any]]:
+    return [await get_json(session, f"{n.url}/api/v1/cluster") for n in nodes]
+
+
+async def deciders(session: aiohttp.ClientSession, nodes: list[Registry]) -> list[int]:
+    return [i for i, s in enumerate(await cluster(session, nodes)) if s["role"] == "decider"]
+
+
+async def test_single_replica_writes_reads_and_restarts_from_the_database(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    node = replica(tmp_path, postgres, 0)
+    registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, [node])
+        assert await register(session, node, "pg-agent")
+        async with session.get(f"{node.url}/api/v1/agents/pg-agent") as resp:
+            assert resp.status == 200
+            index = int(resp.headers["X-Registry-Applied-Index"])
+        assert index >= 1
+        assert postgres.psql("SELECT count(*) FROM mesh_registry_log") == str(index)
+        node.stop()
+        node.start()
+        await all_ready(session, [node])
+        assert await agent_ids(session, node) == {"pg-agent"}
+        status = (await cluster(session, [node]))[0]
+        assert status["mode"] == "postgresql" and status["applied_index"] == index
+        assert status["synchronous_commit"] == "on"  # the server's default: flushed WAL
+
+
+async def test_three_replicas_share_one_log_and_one_decider(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    nodes = [replica(tmp_path, postgres, i) for i in range(3)]
+    for node in nodes:
+        registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+        for i in range(30):
+            assert await register(session, nodes[i % 3], f"agent-{i}")
+        expected = {f"agent-{i}" for i in range(30)}
+        for node in nodes:  # a linearizable read through any replica sees every write
+            assert await agent_ids(session, node, linearizable=True) == expected
+        await converged(session, nodes)  # same view digest and applied index everywhere
+
+        async def one_decider() -> bool:
+            return len(await deciders(session, nodes)) == 1
+
+        await until(one_decider)
+        await steadily(one_decider, 2)  # and it stays one (retries at 200 ms find it held)
+        first = (await deciders(session, nodes))[0]
+        old_term = (await cluster(session, nodes))[first]["term"]
+        nodes[first].kill()
+        rest = [n for i, n in enumerate(nodes) if i != first]
+
+        async def taken_over() -> bool:
+            return len(await deciders(session, rest)) == 1
+
+        await until(taken_over)
+        statuses = await cluster(session, rest)
+        new = next(s for s in statuses if s["role"] == "decider")
+        assert new["term"] > old_term
+
+        async def everyone_names_it() -> bool:  # learnt at the next poll of the head row
+            return all(s["leader"] == new["node_id"] for s in await cluster(session, rest))
+
+        await until(everyone_names_it)
+        assert await register(session, rest[0], "after-failover")
+        assert "after-failover" in await agent_ids(session, rest[1], linearizable=True)
+
+
+async def test_health_is_decided_by_the_decider_from_every_replicas_heartbeats(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """HEADs reach a replica that does not decide: their ids reach the decider by NOTIFY, so
+    the agent stays healthy, while one nobody hears from is marked unhealthy."""
+    env = {"AGENT_TIMEOUT": AGENT_TIMEOUT_ENV, "HEALTH_CHECK_INTERVAL": "200ms"}
+    nodes = [replica(tmp_path, postgres, i, **env) for i in range(2)]
+    for node in nodes:
+        registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+
+        async def one_decider() -> list[int]:
+            found = await deciders(session, nodes)
+            return found if len(found) == 1 else []
+
+        decider = (await until(one_decider))[0]
+        other = nodes[1 - decider]
+        for agent_id in ("alive-1", "silent-1"):
+            async with session.post(f"{other.url}/heartbeat", json=agent_body(agent_id, "x")) as r:
+                assert r.status == 200
+
+        async def silent_marked() -> bool:
+            await keep_alive(session, other, "alive-1")
+            return (await statuses(session, nodes[decider]))["silent-1"] == "unhealthy"
+
+        await until(silent_marked, timeout=AGENT_TIMEOUT + 15)
+
+        async def alive_still_healthy() -> bool:
+            await silent_marked()
+            return (await statuses(session, nodes[decider]))["alive-1"] == "healthy"
+
+        await steadily(alive_still_healthy, AGENT_TIMEOUT + 1, every=0.3)
+        await converged(session, nodes)
+
+
+async def test_database_killed_and_restarted_under_writes_loses_no_acknowledged_write(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """Every 200 is in the log after the restart; every failure is a 503 (never a 5xx of
+    another kind, never a hang past WRITE_TIMEOUT) saying whether it is certainly not committed
+    (failed before COMMIT, or never sent) or of unknown outcome (COMMIT unconfirmed)."""
+    nodes = [replica(tmp_path, postgres, i) for i in range(2)]
+    for node in nodes:
+        registries.append(node.start())
+    acknowledged: list[str] = []
+    failures: list[tuple[int, str]] = []
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+
+        async def writer(w: int) -> None:
+            for n in range(400):
+                if stop.is_set():
+                    return
+                agent_id = f"w{w}-{n}"
+                body = {"id": agent_id, "capabilities": ["c"], "endpoint": "http://x:1"}
+                started = time.monotonic()
+                async with session.post(f"{nodes[w % 2].url}/api/v1/agents", json=body) as resp:
+                    if resp.status == 200:
+                        acknowledged.append(agent_id)
+                    else:
+                        failures.append((resp.status, await resp.text()))
+                        await asyncio.sleep(0.05)  # a client's back-off, not synchronization
+                assert time.monotonic() - started < scaled(10)
+
+        stop = asyncio.Event()
+        writers = [asyncio.create_task(writer(w)) for w in range(4)]
+        await until(lambda: len(acknowledged) >= 20)
+        await asyncio.to_thread(postgres.stop, "immediate")
+        await until(lambda: len(failures) >= 4)
+        await asyncio.to_thread(postgres.start)
+        count = len(acknowledged)
+        await until(lambda: len(acknowledged) >= count + 20, timeout=30)
+        stop.set()
+        await asyncio.gather(*writers)
+        await all_ready(session, nodes)
+        for node in nodes:
+            assert set(acknowledged) <= await agent_ids(session, node, linearizable=True)
+    assert failures and {status for status, _ in failures} == {503}, failures[:5]
+    reasons = ("outcome unknown", "not committed", "unreachable")
+    assert all(any(r in text for r in reasons) for _, text in failures), failures
+
+
+async def test_replica_without_its_database_is_not_ready_and_refuses_writes(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    node = replica(tmp_path, postgres, 0)
+    registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, [node])
+        await asyncio.to_thread(postgres.stop, "immediate")
+
+        async def not_ready() -> bool:
+            return not await ready(session, node)
+
+        await until(not_ready)
+        async with session.get(f"{node.url}/ready") as resp:
+            reason = await resp.text()
+        assert "unreachable" in reason, reason
+        body = {"id": "refused", "capabilities": ["c"], "endpoint": "http://x:1"}
+        async with session.post(f"{node.url}/api/v1/agents", json=body) as resp:
+            assert resp.status == 503
+        assert "postgresql log unavailable" in node.log()
+        await asyncio.to_thread(postgres.start)
+        await all_ready(session, [node], timeout=30)
+        assert await register(session, node, "back")
