@@ -392,11 +392,12 @@ def test_least_privilege(renderings: dict[str, Any]) -> None:
 # environment: the manifests set only what the registry reads, and it reads only what is documented
 
 
-READERS = ("load", "_trust")
+READERS = ("load", "_trust", "_database")
 
 
 def names_read_by_load() -> set[str]:
-    """String literals that registry/config.py's load() (and _trust(), its TLS part) pass to
+    """String literals that registry/config.py's load() (and _trust() and _database(), its TLS
+    and PostgreSQL parts) pass to
     env.get(...) or get(...)."""
     tree = ast.parse((REPO / "registry" / "config.py").read_text())
     readers = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in READERS]
