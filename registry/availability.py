@@ -24,8 +24,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 
 from registry.resolve import Dependency, Provider, matches, tag_score, version_matches
 
-Key = tuple[str, str]
-"""A tool: (agent id, function name)."""
+Key = tuple[str, str, str]
+"""A tool: (agent id, function name, capability)."""
 
 Graph = Mapping[str, Collection[str]]
 """Required edges by capability name: capability -> the capabilities its tools require."""
@@ -55,8 +55,9 @@ def unavailable(
     declaration order in the Go registry's words (:func:`broken_edge`). Whether the tool's own
     agent is healthy is the caller's to check (the claim gate deliberately does not).
 
-    ``known`` holds answers this function gave before for the same view: they are used, not
-    evaluated again, and the answer holds the newly evaluated tools only. A tool's answer
+    ``known`` holds answers this function gave before that are still true (the view drops those a
+    change may reach): they are used, not evaluated again, and the answer holds the newly
+    evaluated tools only. A tool's answer
     depends only on what its requirements lead to, so evaluating only that part is exact.
 
     Propagation: each requirement waits on its healthy matching candidates that have
@@ -78,7 +79,7 @@ def unavailable(
             for candidate in providers(dep.capability):
                 if not is_healthy(candidate.agent_id) or not matches(dep, candidate):
                     continue
-                candidate_key = (candidate.agent_id, candidate.function_name)
+                candidate_key = (candidate.agent_id, candidate.function_name, candidate.capability)
                 before = known.get(candidate_key)
                 if before is not None or requirements(candidate_key) is None:
                     if not before:
@@ -190,37 +191,28 @@ def find_loop(graph: Graph) -> list[str] | None:
     return None
 
 
-def closing_loop(others: Graph, incoming: Graph, known: Graph) -> list[str] | None:
-    """The loop of required edges a registration would close, or None.
+def closing_loop(graph: Graph, new: Collection[tuple[str, str]]) -> list[str] | None:
+    """The loop of required edges a registration would close through one of its ``new``
+    edges (those the view does not hold for its agent yet), in ``graph`` (every agent's edges,
+    the registration's in place of its agent's); None when there is none.
 
-    ``others``: every other agent's required edges; ``incoming``: the registration's;
-    ``known``: the edges the view already holds for this agent. Only a loop through one of the
-    registration's *new* edges is its doing: one already in the view (two replicas each
-    accepted one half) must not refuse every later registration, nor this agent's next
-    unchanged heartbeat. The loop is named as the Go registry names it when it is the first
-    loop of the whole graph (always so unless the view already holds one); otherwise it is the
-    first found from the new edges in sorted order.
+    Only a loop through a new edge is the registration's doing: one already in the view (two
+    replicas each accepted one half) must not refuse every later registration, nor the next
+    unchanged heartbeat of its members. The loop is named as the Go registry names it when it is
+    the whole graph's first loop (always so unless the view already holds one); otherwise it is
+    the first found from the new edges in sorted order.
     """
-    new = set(
-        (source, target)
-        for source, targets in incoming.items()
-        for target in targets
-        if target not in known.get(source, ())
-    )
-    if not new:
-        return None
-    graph: dict[str, set[str]] = {source: set(targets) for source, targets in others.items()}
-    for source, targets in incoming.items():
-        graph.setdefault(source, set()).update(targets)
-    first = find_loop(graph)
-    if first is None:
-        return None
-    if any(pair in new for pair in itertools.pairwise(first)):
-        return first
     for source, target in sorted(new):
         if source == target:
-            return [source, source]
+            loop = [source, source]
+            break
         path = _walk(graph, target, set(), _reaching(source))
         if path is not None:
-            return [source, *path]
-    return None
+            loop = [source, *path]
+            break
+    else:
+        return None
+    first = find_loop(graph)
+    if first is not None and any(pair in new for pair in itertools.pairwise(first)):
+        return first
+    return loop

@@ -47,6 +47,9 @@ class Node:
         self.metrics.insecure_key.set(1 if config.insecure_key else 0)
         self.gc_pauses = GcPauses(self.metrics.gc_pause)
         self.fatal: asyncio.Future[BaseException] | None = None
+        self._requirements_checked = asyncio.Lock()
+        """Held from the loop check of a registration declaring required dependencies until
+        it is applied (see :meth:`register`)."""
         self.proposer: Proposer
         # Health, expiry and job sweeps commit through ``decide``: in PostgreSQL mode only the
         # decider's current term may write them (registry/pg_decider.py); elsewhere being the
@@ -200,10 +203,24 @@ class Node:
         dependencies would close a loop (RequiredLoop); liveness learns the agent only once its
         registration is in, so refused or failed ones leave nothing behind.
         """
-        agent_id = agent["agent_id"]
         self.admission.check_shape(agent)
-        if (loop := self.view.required_loop(agent)) is not None:  # never could be available
-            raise RequiredLoop(loop)
+        requires = any(
+            spec.get("required") is True
+            for tool in agent.get("tools") or ()
+            for spec in tool.get("dependencies") or ()
+        )
+        if not requires:
+            return await self._register(agent, client)
+        # As the Go registry's lock: two halves of a loop sent to this node at once must not
+        # both pass the check against a view that holds neither (across replicas they still
+        # can; docs/protocol.md).
+        async with self._requirements_checked:
+            if (loop := self.view.required_loop(agent)) is not None:  # never could be available
+                raise RequiredLoop(loop)
+            return await self._register(agent, client)
+
+    async def _register(self, agent: dict[str, Any], client: str) -> bool:
+        agent_id = agent["agent_id"]
         new = agent_id not in self.view.agents
         if self._unchanged(agent):
             await self.proposer.barrier()

@@ -134,15 +134,17 @@ class View:
         self._llm_answers: dict[str, tuple[int, llm.Answer]] = {}
         self._audit_clean: dict[str, int] = {}
         """Per consumer, the epoch as of which an upsert of it would record no audit event."""
-        self._requirements: dict[str, dict[str, tuple[str, list[Dependency]]]] = {}
-        """Per agent, its tools declaring ``required`` dependencies (by function name): their
-        capability and those dependencies."""
+        self._requirements: dict[str, dict[tuple[str, str], list[Dependency]]] = {}
+        """Per agent, its tools declaring ``required`` dependencies, by (function name,
+        capability): those dependencies."""
         self._required_by: dict[str, set[availability.Key]] = {}
         """Per capability, the tools requiring it: whose availability (and so whose consumers'
         answers) a change of its providers may change."""
+        self._requiring: dict[str, set[availability.Key]] = {}
+        """Per capability, its tools that declare ``required`` dependencies."""
         self._unmet: dict[availability.Key, str] = {}
-        self._unmet_epoch = 0
-        """registry.availability.unavailable's answers so far as of this epoch."""
+        """registry.availability.unavailable's answers, each dropped when a change may reach it
+        (:meth:`_touch`): a write pays for what it changed, not for every chain in the mesh."""
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -163,26 +165,24 @@ class View:
         """Why each tool with unmet ``required`` dependencies has them unmet (whatever its own
         agent's health, see :func:`registry.availability.unavailable`)."""
         roots = [
-            (agent_id, function_name)
+            (agent_id, function_name, capability)
             for agent_id, tools in self._requirements.items()
-            for function_name in tools
+            for function_name, capability in tools
         ]
         return {key: reason for key, reason in self._evaluate(roots).items() if reason}
 
     def unavailable_reason(self, provider: Provider) -> str:
         """Why ``provider`` is unavailable whatever its agent's health (the caller checks that),
         ``""`` when it is not."""
-        if provider.function_name not in self._requirements.get(provider.agent_id, ()):
+        tool = (provider.function_name, provider.capability)
+        if tool not in self._requirements.get(provider.agent_id, ()):
             return ""
-        key = (provider.agent_id, provider.function_name)
+        key = (provider.agent_id, *tool)
         return self._evaluate([key])[key]
 
     def _evaluate(self, roots: list[availability.Key]) -> dict[availability.Key, str]:
-        """Every answer known for this epoch, the ``roots`` evaluated if they were not: only
-        what their requirements lead to, so that a registration's resolution in ``apply`` pays
-        for its own candidates' requirements, not for every requirement in the mesh."""
-        if self._unmet_epoch != self._epoch:
-            self._unmet, self._unmet_epoch = {}, self._epoch
+        """Every answer known, the ``roots`` evaluated if they were not (only what their
+        requirements lead to)."""
         if any(key not in self._unmet for key in roots):
             self._unmet.update(
                 availability.unavailable(
@@ -192,42 +192,58 @@ class View:
         return self._unmet
 
     def _required(self, key: availability.Key) -> list[Dependency] | None:
-        tool = self._requirements.get(key[0], {}).get(key[1])
-        return None if tool is None else tool[1]
+        return self._requirements.get(key[0], {}).get((key[1], key[2]))
 
     def availability(self, agent_id: str) -> tuple[str, ...]:
         """:meth:`unavailable_reason` of each of the agent's tools, in registration order."""
         agent = self.agents.get(agent_id)
         tools = agent.registration.get("tools") or () if agent is not None else ()
-        mine = self._requirements.get(agent_id, {})
-        roots = [
-            (agent_id, tool["function_name"]) for tool in tools if tool["function_name"] in mine
-        ]
-        if not roots:
+        mine = self._requirements.get(agent_id)
+        if not mine:
             return ("",) * len(tools)
-        unmet = self._evaluate(roots)
-        return tuple(unmet.get((agent_id, tool["function_name"]), "") for tool in tools)
+        keys = [(agent_id, tool["function_name"], tool["capability"]) for tool in tools]
+        unmet = self._evaluate([key for key in keys if (key[1], key[2]) in mine])
+        return tuple(unmet.get(key, "") for key in keys)
 
     def required_loop(self, registration: dict[str, Any]) -> list[str] | None:
         """The loop of ``required`` dependencies (by capability name, whatever the tags,
         versions and namespaces, as the Go registry checks it) that ``registration`` would
-        close: :func:`registry.availability.closing_loop`."""
-        incoming = _required_edges(
-            (tool["capability"], [Dependency.from_spec(d, "") for d in tool["dependencies"]])
-            for tool in registration.get("tools") or ()
-            if tool.get("dependencies")
-        )
+        close through an edge it adds: :func:`registry.availability.closing_loop`."""
+        incoming: dict[str, set[str]] = {}
+        for tool in registration.get("tools") or ():
+            for spec in tool.get("dependencies") or ():
+                if spec.get("required") is True:
+                    incoming.setdefault(tool["capability"], set()).add(spec["capability"])
         if not incoming:  # the common case: nothing to build
             return None
         agent_id = registration["agent_id"]
-        others = (
-            tool
-            for holder, tools in self._requirements.items()
-            if holder != agent_id
-            for tool in tools.values()
+        known = self._required_edges(agent_id, mine=True)
+        new = {
+            (source, target)
+            for source, targets in incoming.items()
+            for target in targets
+            if target not in known.get(source, ())
+        }
+        if not new:  # an unchanged heartbeat, or fewer requirements: closes nothing
+            return None
+        graph = self._required_edges(agent_id, mine=False)
+        for source, targets in incoming.items():
+            graph.setdefault(source, set()).update(targets)
+        return availability.closing_loop(graph, new)
+
+    def _required_edges(self, agent_id: str, mine: bool) -> dict[str, set[str]]:
+        """Required edges by capability name (registry.availability.Graph) of ``agent_id``'s
+        tools (``mine``), or of every other agent's."""
+        held = (
+            [self._requirements.get(agent_id, {})]
+            if mine
+            else [tools for holder, tools in self._requirements.items() if holder != agent_id]
         )
-        mine = self._requirements.get(agent_id, {}).values()
-        return availability.closing_loop(_required_edges(others), incoming, _required_edges(mine))
+        edges: dict[str, set[str]] = {}
+        for tools in held:
+            for (_, capability), deps in tools.items():
+                edges.setdefault(capability, set()).update(dep.capability for dep in deps)
+        return edges
 
     def resolution(self, agent_id: str) -> Resolution:
         """What ``agent_id``'s dependencies resolve to now (cached until a provider changes)."""
@@ -368,8 +384,9 @@ class View:
                 continue
             seen.add(capability)
             self._capability_epoch[capability] = self._epoch
-            for agent_id, function_name in self._required_by.get(capability, ()):
-                pending.append(self._requirements[agent_id][function_name][0])
+            for key in self._requiring.get(capability, ()):
+                self._unmet.pop(key, None)
+            pending.extend(key[2] for key in self._required_by.get(capability, ()))
 
     def _index(self, agent_id: str, registration: dict[str, Any] | None, ts_ms: int) -> None:
         """Replace the agent's providers, dependencies and schemas (as of ``ts_ms``); bump epochs
@@ -394,33 +411,40 @@ class View:
         self._resolved.pop(agent_id, None)
         self._llm_answers.pop(agent_id, None)
         self._audit_clean.pop(agent_id, None)
-        dependencies = _dependencies_of(registration) if registration is not None else []
-        self._index_requirements(agent_id, new, dependencies)
+        self._index_requirements(agent_id, registration)
         if registration is None:
             self._dependencies.pop(agent_id, None)
         else:
-            self._dependencies[agent_id] = dependencies
+            self._dependencies[agent_id] = _dependencies_of(registration)
 
-    def _index_requirements(
-        self,
-        agent_id: str,
-        providers: list[Provider],
-        dependencies: list[tuple[str, list[Dependency]]],
-    ) -> None:
+    def _index_requirements(self, agent_id: str, registration: dict[str, Any] | None) -> None:
         """Replace the agent's entries in the requirement indexes. A change of a tool's
-        requirements is a change of its tool, so :meth:`_index` has touched its capability."""
-        for function_name, (_, deps) in self._requirements.pop(agent_id, {}).items():
+        requirements is a change of its tool, so :meth:`_index` has touched its capability.
+        Tools are told apart by function name *and* capability (two tools may share a function
+        name); of two with both equal, the last one counts, as for providers."""
+        for (function_name, capability), deps in self._requirements.pop(agent_id, {}).items():
+            key = (agent_id, function_name, capability)
+            self._requiring[capability].discard(key)
+            self._unmet.pop(key, None)
             for dep in deps:
-                self._required_by[dep.capability].discard((agent_id, function_name))
-        capability_of = {p.function_name: p.capability for p in providers}
-        for function_name, specs in dependencies:
-            required = [dep for dep in specs if dep.required]
-            if not required:
+                self._required_by[dep.capability].discard(key)
+        namespace = (registration or {}).get("namespace") or "default"
+        tools: dict[tuple[str, str], list[Dependency]] = {}
+        for tool in (registration or {}).get("tools") or ():
+            tools[(tool["function_name"], tool["capability"])] = [
+                Dependency.from_spec(spec, namespace)
+                for spec in tool.get("dependencies") or ()
+                if spec.get("required") is True
+            ]
+        for (function_name, capability), deps in tools.items():
+            if not deps:
                 continue
-            tools = self._requirements.setdefault(agent_id, {})
-            tools[function_name] = (capability_of[function_name], required)
-            for dep in required:
-                self._required_by.setdefault(dep.capability, set()).add((agent_id, function_name))
+            key = (agent_id, function_name, capability)
+            self._requirements.setdefault(agent_id, {})[(function_name, capability)] = deps
+            self._requiring.setdefault(capability, set()).add(key)
+            self._unmet.pop(key, None)
+            for dep in deps:
+                self._required_by.setdefault(dep.capability, set()).add(key)
 
     # -- snapshots ----------------------------------------------------------------------------
 
@@ -483,17 +507,6 @@ class View:
         for agent_id, function_name, dep_index, *slot in state.get("audits", []):
             view.audits.setdefault(agent_id, {})[(function_name, dep_index)] = audit.Slot(*slot)
         return view
-
-
-def _required_edges(tools: Iterable[tuple[str, list[Dependency]]]) -> dict[str, set[str]]:
-    """Required edges by capability name (registry.availability.Graph) of ``tools``: each a
-    capability with the dependencies its tool declares."""
-    edges: dict[str, set[str]] = {}
-    for capability, deps in tools:
-        for dep in deps:
-            if dep.required:
-                edges.setdefault(capability, set()).add(dep.capability)
-    return edges
 
 
 def _record(

@@ -24,7 +24,7 @@ from registry.availability import find_loop
 from registry.health import Liveness
 from registry.registration import from_heartbeat
 from registry.view import HEALTHY, UNHEALTHY, View, apply
-from tests.conftest import agent_body
+from tests.conftest import Api, agent_body
 
 
 def required(capability: str, **constraints: Any) -> dict[str, Any]:
@@ -236,6 +236,19 @@ def test_a_chain_longer_than_the_stack_is_evaluated_and_its_loop_refused() -> No
     assert loop is not None and (loop[0], loop[-1], len(loop)) == ("c0", "c0", length + 1)
 
 
+def count_matches(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """From now on, one item per requirement candidate registry.availability looks at."""
+    calls: list[None] = []
+    real = availability.matches
+
+    def counted(dep: Any, provider: Any) -> bool:
+        calls.append(None)
+        return real(dep, provider)
+
+    monkeypatch.setattr(availability, "matches", counted)
+    return calls
+
+
 def test_evaluation_work_is_linear_in_the_requirements_even_inside_a_loop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -248,15 +261,7 @@ def test_evaluation_work_is_linear_in_the_requirements_even_inside_a_loop(
         for j in range(2)
     ]
     mesh = Mesh(bodies)
-    calls = 0
-    real = availability.matches
-
-    def counted(dep: Any, provider: Any) -> bool:
-        nonlocal calls
-        calls += 1
-        return real(dep, provider)
-
-    monkeypatch.setattr(availability, "matches", counted)
+    calls = count_matches(monkeypatch)
     mesh.apply(events.health(UNHEALTHY, ["l0-0"], 9000))  # a change: evaluated afresh
     assert {reason for agent in mesh.view.agents for reason in mesh.view.availability(agent)} == {
         f"required dep 'l{(i + 1) % layers}' unavailable (provider l{(i + 1) % layers}-0 "
@@ -264,28 +269,33 @@ def test_evaluation_work_is_linear_in_the_requirements_even_inside_a_loop(
         for i in range(layers)
     }
     # Each requirement looks at each of its (healthy) candidates once.
-    assert 0 < calls <= 2 * layers * 2
+    assert 0 < len(calls) <= 2 * layers * 2
 
 
 # -- the cached, incremental answers equal a reference computed afresh -------------------------
 
-CAPS = ("a", "b", "c", "d")
+CAPS = ("a", "b", "c")
 
 
-def reference_unmet(view: View) -> dict[tuple[str, str], str]:
+def reference_unmet(view: View) -> dict[tuple[str, str, str], str]:
     """The least fixed point by plain iteration (a different algorithm from
     registry.availability): start with every tool that requires something unavailable, make
     available what has all requirements met by available tools, until nothing changes."""
-    tools = {
-        (agent_id, function_name): [d for d in deps if d.required]
-        for agent_id in view.agents
-        for function_name, deps in view.dependencies(agent_id)
-        if any(d.required for d in deps)
-    }
-    available: set[tuple[str, str]] = set()
+    tools: dict[tuple[str, str, str], list[resolve.Dependency]] = {}
+    for agent_id, agent in view.agents.items():
+        namespace = agent.registration.get("namespace") or "default"
+        for tool in agent.registration.get("tools") or ():
+            key = (agent_id, tool["function_name"], tool["capability"])
+            tools[key] = [  # the last of two equal tools counts, as for providers
+                resolve.Dependency.from_spec(spec, namespace)
+                for spec in tool.get("dependencies") or ()
+                if spec.get("required") is True
+            ]
+    tools = {key: deps for key, deps in tools.items() if deps}
+    available: set[tuple[str, str, str]] = set()
 
     def usable(p: Any) -> bool:
-        key = (p.agent_id, p.function_name)
+        key = (p.agent_id, p.function_name, p.capability)
         return view.is_healthy(p.agent_id) and (key not in tools or key in available)
 
     def met(dep: Any) -> bool:
@@ -310,8 +320,7 @@ def reference_unmet(view: View) -> dict[tuple[str, str], str]:
 @st.composite
 def registrations(draw: st.DrawFn, agent_id: str) -> dict[str, Any]:
     tools = []
-    for position in range(draw(st.integers(1, 2))):
-        capability = draw(st.sampled_from(CAPS))
+    for _ in range(draw(st.integers(1, 2))):
         deps = [
             {
                 "capability": draw(st.sampled_from(CAPS)),
@@ -322,17 +331,18 @@ def registrations(draw: st.DrawFn, agent_id: str) -> dict[str, Any]:
         ]
         tools.append(
             {
-                "function_name": f"{capability}_fn{position}",
-                "capability": capability,
+                # Two tools may share a function name (even a capability too).
+                "function_name": draw(st.sampled_from(["f", "g"])),
+                "capability": draw(st.sampled_from(CAPS)),
                 "version": draw(st.sampled_from(["1.0.0", "2.0.0"])),
-                "tags": draw(st.sampled_from([[], ["x"], ["y"]])),
+                "tags": draw(st.sampled_from([[], ["x"]])),
                 "dependencies": deps,
             }
         )
     return from_heartbeat({**agent_body(agent_id), "tools": tools})
 
 
-AGENTS = [f"p-{i}" for i in range(5)]
+AGENTS = [f"p-{i}" for i in range(4)]
 
 
 @st.composite
@@ -349,21 +359,74 @@ def steps(draw: st.DrawFn) -> tuple[list[str], events.Event]:
     return asked, events.health(status, [agent_id], 1000)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(steps(), min_size=1, max_size=25))
 def test_cached_answers_equal_ones_computed_afresh(script: list[Any]) -> None:
     """After any sequence of registrations, health changes and removals, asked about in any
-    order: the availability equals the reference fixed point, and every cached resolution and
-    availability equals those of a view rebuilt from its state (no cache)."""
-    mesh = Mesh([])
+    order: the availability equals the reference fixed point; every cached resolution and
+    availability equals those of a view rebuilt from its state (no cache); and the state
+    (history, audit, what each agent was told) equals that of a replica never asked anything."""
+    mesh, silent = Mesh([]), Mesh([])
     for asked, event in script:
         for agent_id in asked:
             if agent_id in mesh.view.agents:
                 mesh.view.resolution(agent_id)
                 mesh.view.availability(agent_id)
         mesh.apply(event)
+        silent.apply(event)
         assert mesh.view.requirements_unmet() == reference_unmet(mesh.view)
         fresh = View.from_state(mesh.view.to_state())
         for agent_id in mesh.view.agents:
             assert mesh.view.resolution(agent_id) == fresh.resolution(agent_id)
             assert mesh.view.availability(agent_id) == fresh.availability(agent_id)
+        assert mesh.view.digest() == silent.view.digest()
+
+
+def test_two_tools_sharing_a_function_name_keep_their_own_requirements() -> None:
+    """One agent's tool ``f`` for a_cap requires c_cap, another ``f`` for z_cap requires
+    nothing: c_cap failing makes only a_cap unavailable, and its consumer is told."""
+    both = agent_body("a-1", "a_cap")
+    both["tools"] = [
+        {"function_name": "f", "capability": "a_cap", "dependencies": [required("c_cap")]},
+        {"function_name": "f", "capability": "z_cap"},
+    ]
+    mesh = Mesh([both, C, agent_body("e-1", "e_cap", deps=["a_cap", "z_cap"], port=9004)])
+    assert mesh.resolved("e-1") == ["a-1", "a-1"]
+    mesh.apply(events.health(UNHEALTHY, ["c-1"], 5000))
+    assert mesh.view.availability("a-1") == (
+        "required dep 'c_cap' unavailable (provider c-1 unhealthy)",
+        "",
+    )
+    assert mesh.resolved("e-1") == ["", "a-1"]
+    assert mesh.view.resolution_changed("e-1")
+
+
+def test_a_write_reevaluates_only_what_its_change_reaches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five levels of ten providers, each requiring the level below: once evaluated, a
+    registration elsewhere (even one consuming the top level) evaluates nothing again, and a
+    change at the bottom re-evaluates the levels above it, not more."""
+    levels, width = 5, 10
+    bodies = [
+        agent_body(f"l{i}-{j}", f"l{i}", deps=[required(f"l{i + 1}")] if i + 1 < levels else None)
+        for i in range(levels)
+        for j in range(width)
+    ]
+    mesh = Mesh(bodies)
+    assert mesh.view.requirements_unmet() == {}
+    calls = count_matches(monkeypatch)
+    mesh.upsert(agent_body("top-1", "top", deps=["l0"]))
+    assert (mesh.resolved("top-1"), len(calls)) == (["l0-0"], 0)
+    mesh.apply(events.health(UNHEALTHY, [f"l{levels - 1}-0"], 9000))
+    assert mesh.view.requirements_unmet() == {}  # nine healthy providers remain at the bottom
+    # The change reaches every level above: each requirement looks at each candidate once.
+    assert 0 < len(calls) <= (levels - 1) * width * width
+
+
+async def test_two_halves_of_a_loop_sent_to_one_node_at_once_are_not_both_accepted(
+    api: Api,
+) -> None:
+    x = agent_body("x-1", "x_cap", deps=[required("y_cap")], port=9008)
+    y = agent_body("y-1", "y_cap", deps=[required("x_cap")], port=9009)
+    answers = await asyncio.gather(*(api.client.post("/heartbeat", json=body) for body in (x, y)))
+    assert sorted(answer.status for answer in answers) == [200, 400]
+    assert len(api.node.view.agents) == 1

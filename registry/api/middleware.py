@@ -71,7 +71,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
-    except RequiredLoop as exc:  # the Go registry: 200 with status "error" (docs/protocol.md)
+    except RequiredLoop as exc:  # 400 where the Go registry answers 200 {"status": "error"}
         response = json_response(error_body(str(exc)), status=400)
     except Refused as exc:
         node.metrics.refused.labels(exc.reason).inc()

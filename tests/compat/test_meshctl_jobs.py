@@ -148,7 +148,14 @@ async def test_a_drain_through_one_replica_holds_on_every_replica_and_across_res
                 return await answer.json()
 
         running = (await post(nodes[0], "/jobs", JOB))["id"]
-        await post(nodes[1], "/jobs/claim", {"capability": "render", "instance_id": "p1"})
+
+        async def claimed_by_p1() -> bool:
+            # an empty claim is answered without a barrier (a claimer polls, as with Go), so
+            # the second replica may not have applied the job yet: poll as an executor would
+            got = await post(nodes[1], "/jobs/claim", {"capability": "render", "instance_id": "p1"})
+            return [job["id"] for job in got["claimed"]] == [running]
+
+        await until(claimed_by_p1)
         queued = (await post(nodes[2], "/jobs", JOB))["id"]
         code, out, err = await meshctl(mesh_cli, nodes[0].url, "registry", "drain")
         assert code == 0, err

@@ -181,19 +181,25 @@ async def call_tool(
         return ""
 
 
-async def call_greet(session: aiohttp.ClientSession, consumer: Agent) -> str:
-    return await call_tool(session, consumer, "greet", {"name": "Ada"})
+async def call_greet(
+    session: aiohttp.ClientSession, consumer: Agent, timeout: aiohttp.ClientTimeout | None = None
+) -> str:
+    return await call_tool(session, consumer, "greet", {"name": "Ada"}, timeout)
 
 
 async def eventually_says(
-    session: aiohttp.ClientSession, consumer: Agent, text: str, timeout: float
+    session: aiohttp.ClientSession,
+    consumer: Agent,
+    text: str,
+    timeout: float,
+    call_timeout: aiohttp.ClientTimeout | None = None,
 ) -> float:
     """Seconds until the consumer's answer contains ``text``; fails after ``timeout``, stretched
-    by TEST_TIME_SCALE (tests/timing.py)."""
+    by TEST_TIME_SCALE (tests/timing.py). Each call has ``call_timeout`` (None: the session's)."""
     started = time.monotonic()
     last = ""
     while time.monotonic() - started < scaled(timeout):
-        last = await call_greet(session, consumer)
+        last = await call_greet(session, consumer, call_timeout)
         if text in last:
             return time.monotonic() - started
         await asyncio.sleep(0.5)

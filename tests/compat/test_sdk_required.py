@@ -9,15 +9,13 @@ arriving makes the whole chain available, and its loss makes it unavailable agai
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.compat.test_sdk import Agent, agents, call_tool, sdk_python  # noqa: F401 (fixtures)
+from tests.compat.test_sdk import Agent, agents, eventually_says, sdk_python  # noqa: F401
 from tests.test_cluster import Cluster, all_ready, get_json
 from tests.timing import scaled
 
@@ -79,19 +77,8 @@ class DateConsumer:
 SETTLING = aiohttp.ClientTimeout(total=scaled(40))
 """A call's limit: the SDK holds a call up to about 19 s while a dependency it just learned of
 settles, before refusing it."""
-REFUSED = '"error": "dependency_unavailable", "capability": "date_service"'
-
-
-async def says(session: aiohttp.ClientSession, consumer: Agent, text: str, timeout: float) -> str:
-    """The consumer's answer to greet once it contains ``text``; fails after ``timeout``."""
-    deadline = time.monotonic() + scaled(timeout)
-    last = ""
-    while time.monotonic() < deadline:
-        last = await call_tool(session, consumer, "greet", {"name": "Ada"}, SETTLING)
-        if text in last.replace('\\"', '"'):
-            return last
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"consumer never said {text!r}; last answer: {last[-500:]}")
+REFUSED = r"\"error\": \"dependency_unavailable\", \"capability\": \"date_service\""
+"""The SDK's refusal, as it stands (JSON-escaped) in the MCP answer's text."""
 
 
 async def date_service(session: aiohttp.ClientSession, url: str) -> tuple[bool, str]:
@@ -114,7 +101,7 @@ async def test_the_sdk_sees_a_required_chain_become_available_and_lose_it(
         date = Agent(sdk_python, DATE, cluster.nodes[1], tmp_path).start()
         consumer = Agent(sdk_python, CONSUMER, cluster.nodes[2], tmp_path).start()
         agents.extend([date, consumer])
-        await says(session, consumer, REFUSED, timeout=90)
+        await eventually_says(session, consumer, REFUSED, 90, SETTLING)
         assert await date_service(session, cluster.nodes[0].url) == (
             False,
             "required dep 'clock' unresolved",
@@ -122,10 +109,10 @@ async def test_the_sdk_sees_a_required_chain_become_available_and_lose_it(
 
         clock = Agent(sdk_python, CLOCK, cluster.nodes[0], tmp_path).start()
         agents.append(clock)
-        await says(session, consumer, "It is provider-says-tick", timeout=90)
+        await eventually_says(session, consumer, "It is provider-says-tick", 90, SETTLING)
         assert await date_service(session, cluster.nodes[2].url) == (True, "")
 
         clock.stop(signal.SIGKILL)  # no goodbye: unhealthy after AGENT_TIMEOUT
-        await says(session, consumer, REFUSED, timeout=60)
+        await eventually_says(session, consumer, REFUSED, 60, SETTLING)
         available, reason = await date_service(session, cluster.nodes[1].url)
         assert (available, reason.startswith("required dep 'clock' unavailable")) == (False, True)
