@@ -11,9 +11,11 @@ term check instead of overruling the new decider's.
 Before deciding anything, a new decider applies the log up to the head it read with its term,
 so it judges agents on everything its predecessors decided.
 
-Losing the session is noticed by a ``SELECT 1`` every LEADER_ELECTION_RETRY_PERIOD; the server
-side drops a silent client through TCP keepalives (set per session below), which bounds how
-long a vanished decider keeps the lock from the others.
+Losing the session is noticed by a ``SELECT 1`` every LEADER_ELECTION_RETRY_PERIOD. The server
+drops a vanished decider's session through TCP keepalives and a paused one's through
+``idle_session_timeout`` (``registry/pg_schema.py``), which bounds how long either keeps the
+lock from the others. A decider whose own log connection is down could decide nothing (its
+decisions cannot be appended), so it lets the lock go until the log is back.
 """
 
 from __future__ import annotations
@@ -25,27 +27,28 @@ from collections.abc import Awaitable, Callable
 
 from registry.commit import Unavailable
 from registry.config import Config
-from registry.pg_schema import DB_ERRORS, connect, ensure_schema
+from registry.pg_schema import DB_ERRORS, connect, drop_when_idle, ensure_schema, reason
 
 log = logging.getLogger(__name__)
 
 DECIDER_LOCK = 0x6D6573685F646563
 """``pg_try_advisory_lock`` key of the decider."""
-KEEPALIVES = {
-    "tcp_keepalives_idle": "5",
-    "tcp_keepalives_interval": "2",
-    "tcp_keepalives_count": "3",
-}
-"""Server-side keepalives of the decider's session: a vanished decider's lock is released
-within about 11 s."""
+IDLE_PERIODS = 5
+"""Session checks a paused decider may miss before the server ends its session."""
 
 
 class Decider:
     """Holds (or tries for) the decider lock; ``term`` is set while this replica decides."""
 
-    def __init__(self, config: Config, caught_up_to: Callable[[int], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        caught_up_to: Callable[[int], Awaitable[None]],
+        log_connected: asyncio.Event,
+    ) -> None:
         self.config = config
         self._caught_up_to = caught_up_to
+        self._log_connected = log_connected
         self.term: int | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -73,25 +76,35 @@ class Decider:
             except DB_ERRORS as exc:
                 if self.term is not None:
                     log.warning(
-                        "decider session lost", extra={"term": self.term, "reason": str(exc)}
+                        "decider session lost", extra={"term": self.term, "reason": reason(exc)}
                     )
             except Unavailable as exc:
-                log.warning("decider could not catch up", extra={"reason": str(exc)})
+                log.warning("decider could not catch up", extra={"reason": reason(exc)})
             finally:
                 self.term = None
             await asyncio.sleep(period)
 
     async def _hold(self) -> None:
-        """Try for the lock until it is had, then decide while the session lives."""
+        """Try for the lock until it is had, then decide while the session (and this
+        replica's log connection) lives."""
         timeout = self.config.write_timeout
         period = self.config.retry_period
-        conn = await connect(self.config, timeout, KEEPALIVES)
+        conn = await connect(self.config, timeout, "decider")
         try:
-            await ensure_schema(conn)
-            while not await conn.fetchval(
-                "SELECT pg_try_advisory_lock($1)", DECIDER_LOCK, timeout=timeout
-            ):
-                await asyncio.sleep(period)
+            await drop_when_idle(conn, IDLE_PERIODS * period, timeout)
+            await ensure_schema(conn, timeout)
+            while True:
+                # The session stays busy (drop_when_idle) while the log is down.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._log_connected.wait(), period)
+                if self._log_connected.is_set() and await conn.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", DECIDER_LOCK, timeout=timeout
+                ):
+                    break
+                if self._log_connected.is_set():
+                    await asyncio.sleep(period)
+                else:
+                    await conn.fetchval("SELECT 1", timeout=timeout)
             row = await conn.fetchrow(
                 "UPDATE mesh_registry_head SET term = term + 1, decider = $1 RETURNING term, idx",
                 self.config.instance_id,
@@ -100,8 +113,10 @@ class Decider:
             await self._caught_up_to(row["idx"])
             self.term = row["term"]
             log.info("deciding health and sweeps", extra={"term": self.term})
-            while self.term is not None:
+            while self.term is not None and self._log_connected.is_set():
                 await asyncio.sleep(period)
                 await conn.fetchval("SELECT 1", timeout=timeout)
+            if self.term is not None:
+                log.warning("the log's connection is down; no longer deciding")
         finally:
             conn.terminate()

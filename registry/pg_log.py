@@ -8,21 +8,30 @@ Tables (``registry/pg_schema.py``):
 - ``mesh_registry_head``: one row, ``idx`` (the last index handed out), ``term`` (the decider's
   fencing term, ``registry/pg_decider.py``) and ``decider`` (its instance id, for display).
 
-Appends are serialized by that one row: each append transaction starts with
-``UPDATE mesh_registry_head SET idx = idx + n``, whose row lock is held until COMMIT, so the
-next append cannot take its indices before the previous one is committed and visible. A
-sequence would let index 5 commit before 4 and a reader skip 4 for ever; ``max(idx) + 1``
-under ``pg_advisory_xact_lock`` would serialize too, but the row also carries the term, so
-allocating the indices and checking a decision's term is one statement, one round trip.
+Appends are serialized by that one row: an append is a single statement (:data:`APPEND`, run
+outside any explicit transaction, so it is its own) that first does ``UPDATE mesh_registry_head
+SET idx = idx + n``, whose row lock is held until the statement's implicit COMMIT, so the next
+append cannot take its indices before the previous one is committed and visible. A sequence
+would let index 5 commit before 4 and a reader skip 4 for ever; ``max(idx) + 1`` under
+``pg_advisory_xact_lock`` would serialize too, but the row also carries the term, so
+allocating the indices and checking a decision's term is one step. Being one statement, the
+lock is never held while the server waits for the client: a replica paused mid-append
+(SIGSTOP, a frozen VM) cannot stop the others' writes.
 
-Writes are group-committed like :class:`registry.commit.LocalLog`: proposals queue up while a
-transaction is in flight and go into the next one together (decisions, which carry a term,
-in a transaction of their own). A write is acknowledged only after COMMIT returned *and* this
-replica applied it (read your own write); COMMIT returning means durable as the server's
+Writes are group-committed like :class:`registry.commit.LocalLog`: proposals queue up while an
+append is in flight and go into the next one together (decisions, which carry a term, in an
+append of their own). A write is acknowledged only after the append returned *and* this
+replica applied it (read your own write); the append returning means durable as the server's
 ``synchronous_commit`` promises: with the default ``on``, flushed to the primary's WAL (and
 to synchronous standbys if the server has any); with ``off``, a server crash may lose the
-last few hundred milliseconds of acknowledged writes. A lost connection or a timeout during
-COMMIT gives a 503 "outcome unknown", never success.
+last few hundred milliseconds of acknowledged writes. An error the server reports for the
+statement means it rolled back ("not committed"); a lost connection, a timeout or the server
+shutting down gives a 503 "outcome unknown", never success.
+
+The log only grows. A replica that finds it shorter than what it applied, or the entry at its
+applied index changed (a server restored from a backup, a failover to a standby that lacked
+the last commits, ``synchronous_commit=off`` after a crash), stops with both named instead of
+applying a different history on top of its view; restarted, it replays the log as it now is.
 
 Every replica applies the table in index order with the same :class:`StateMachine.apply`,
 woken by NOTIFY on ``mesh_registry_log`` (sent inside each append transaction, so delivered
@@ -51,7 +60,7 @@ from registry.config import Config
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
 from registry.pg_decider import Decider
-from registry.pg_schema import DB_ERRORS, connect, ensure_schema
+from registry.pg_schema import DB_ERRORS, connect, drop_when_idle, ensure_schema, reason
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,26 @@ NOTIFY_BYTES = 7000
 """Largest liveness payload (PostgreSQL's NOTIFY limit is 8000 bytes)."""
 BACKOFF = (0.1, 5.0)
 """First and longest wait between attempts to reach the database."""
+READER_IDLE = 10.0
+"""Seconds without a query after which the server ends the reader's session (the reader
+queries at least every :data:`POLL_SECONDS`; ``pg_schema.drop_when_idle`` says why)."""
+APPEND = """/* mesh-registry append */
+WITH head AS (
+    UPDATE mesh_registry_head SET idx = idx + cardinality($1::bytea[])
+    WHERE $2::bigint IS NULL OR term = $2
+    RETURNING idx
+), appended AS (
+    INSERT INTO mesh_registry_log (idx, record)
+    SELECT head.idx - cardinality($1::bytea[]) + entry.n, entry.record
+    FROM head, unnest($1::bytea[]) WITH ORDINALITY AS entry(record, n)
+)
+SELECT idx, pg_notify('mesh_registry_log', idx::text)::text FROM head
+"""
+"""One append: the indices, the term check (``$2``, NULL for ordinary writes), the rows and the
+NOTIFY in one statement. No row comes back when the term is not the current one."""
+UNCERTAIN_SQLSTATE = ("08", "57", "58", "XX")
+"""Classes of server errors that may arrive after a statement's commit (connection exception,
+operator intervention such as a shutdown, system error, internal error): outcome unknown."""
 
 
 @dataclass(slots=True)
@@ -101,7 +130,13 @@ class PgLog:
         self._wake_reader = asyncio.Event()
         self._progress = asyncio.Event()
         self._waiters: dict[int, _Pending] = {}
-        self._connected = False
+        self._in_flight: dict[int, bool] | None = None
+        """While an append is in flight, what the reader applied meanwhile (index: took
+        effect): the append's own entries may be applied before its answer arrives."""
+        self._last_record = b""
+        """The record at the applied index, to see the database's log change under us."""
+        self._connected = asyncio.Event()
+        """Set while both connections are up and the tables exist."""
         self._reason = "connecting to the database"
         self._head = 0
         self._caught_up = False
@@ -110,7 +145,7 @@ class PgLog:
         self._decider_id = ""
         self._synchronous_commit = ""
         self._task: asyncio.Task[None] | None = None
-        self.decider = Decider(config, self.caught_up_to)
+        self.decider = Decider(config, self.caught_up_to, self._connected)
 
     # -- Proposer -----------------------------------------------------------------------------
 
@@ -128,7 +163,7 @@ class PgLog:
                 await self._task
 
     def ready(self) -> tuple[bool, str]:
-        if not self._connected:
+        if not self._connected.is_set():
             return False, self._reason
         if not self._caught_up:
             return False, (
@@ -156,7 +191,7 @@ class PgLog:
             "leader": self.leader(),
             "members": [{"id": self.config.instance_id, "state": "self", "connected": True}],
             "database": self.config.database.describe(),
-            "connected": self._connected,
+            "connected": self._connected.is_set(),
             "synchronous_commit": self._synchronous_commit,
             "commit_index": self._head,
             "applied_index": view.applied_index,
@@ -175,7 +210,7 @@ class PgLog:
 
     async def barrier(self) -> None:
         """Read the log's head and apply up to it: a reader round that starts after now."""
-        if not self._connected:
+        if not self._connected.is_set():
             raise Unavailable(self._reason)
         target = self._rounds_started + 1
         deadline = time.monotonic() + self.config.write_timeout
@@ -203,7 +238,7 @@ class PgLog:
         self._progress = asyncio.Event()
 
     async def _submit(self, record: bytes, term: int | None) -> Committed:
-        if not self._connected:
+        if not self._connected.is_set():
             raise Unavailable(self._reason)
         future: asyncio.Future[Committed] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(record, term, future))
@@ -224,12 +259,18 @@ class PgLog:
             try:
                 await self._session()
             except DB_ERRORS as exc:
-                reason = f"database {self.config.database.describe()} unreachable: {exc}"
-                if self._connected or reason != self._reason:
-                    log.warning("postgresql log unavailable; retrying", extra={"reason": reason})
-                self._reason = reason
+                why = f"database {self.config.database.describe()} unreachable: {reason(exc)}"
+                if self._connected.is_set() or why != self._reason:
+                    log.warning("postgresql log unavailable; retrying", extra={"reason": why})
+                self._reason = why
+            except Exception as exc:  # a damaged log, or a bug: stop the node, do not linger
+                if not isinstance(exc, CorruptRecord):  # which was logged where it was found
+                    log.critical("postgresql log failed; stopping", exc_info=exc)
+                self._reason = f"stopped: {exc}"
+                self._on_fatal(exc)
+                return
             finally:
-                self._connected = False
+                self._connected.clear()
                 self._caught_up = False
                 self._fail_all(_NotCommitted("database connection lost; not committed"))
             if time.monotonic() - started > BACKOFF[1]:
@@ -239,17 +280,18 @@ class PgLog:
 
     async def _session(self) -> None:
         timeout = self.config.write_timeout
-        writer = await connect(self.config, timeout)
+        writer = await connect(self.config, timeout, "writer")
         try:
-            reader = await connect(self.config, timeout)
+            reader = await connect(self.config, timeout, "reader")
             try:
-                await ensure_schema(writer)
+                await drop_when_idle(reader, READER_IDLE, timeout)
+                await ensure_schema(writer, timeout)
                 await reader.add_listener(CHANNEL, self._notified)
                 await reader.add_listener(LIVENESS_CHANNEL, self._liveness_in)
                 self._head = await reader.fetchval("SELECT idx FROM mesh_registry_head")
                 # What an acknowledgement promises (module docstring), said where it is decided.
                 self._synchronous_commit = await writer.fetchval("SHOW synchronous_commit")
-                self._connected = True
+                self._connected.set()
                 log.info(
                     "postgresql log connected",
                     extra={"head": self._head, "synchronous_commit": self._synchronous_commit},
@@ -259,8 +301,8 @@ class PgLog:
                     group.create_task(self._read(reader))
             finally:
                 reader.terminate()
-        except* DB_ERRORS as group_error:
-            raise group_error.exceptions[0] from None
+        except BaseExceptionGroup as group:  # the writer's or the reader's failure
+            raise _most_serious(group) from None
         finally:
             writer.terminate()
 
@@ -296,63 +338,42 @@ class PgLog:
         return batch
 
     async def _append(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
-        """One transaction for ``batch``; a connection failure ends the session (re-raised)."""
+        """One append for ``batch``; a connection failure ends the session (re-raised)."""
         if not batch:
             return
-        timeout = self.config.write_timeout
         term = batch[0].term
-        first = 0
-        transaction = conn.transaction()
+        self._in_flight = {}
         try:
-            await transaction.start()
-            if term is None:
-                head = await conn.fetchval(
-                    "UPDATE mesh_registry_head SET idx = idx + $1 RETURNING idx",
-                    len(batch),
-                    timeout=timeout,
-                )
-            else:
-                head = await conn.fetchval(
-                    "UPDATE mesh_registry_head SET idx = idx + $1 WHERE term = $2 RETURNING idx",
-                    len(batch),
-                    term,
-                    timeout=timeout,
-                )
-            if head is None:
-                await transaction.rollback()
-                self._fenced(term, batch)
-                return
-            first = head - len(batch) + 1
-            for offset, pending in enumerate(batch):
-                self._waiters[first + offset] = pending
-            await conn.execute(
-                "INSERT INTO mesh_registry_log (idx, record) "
-                "SELECT * FROM unnest($1::bigint[], $2::bytea[])",
-                list(range(first, head + 1)),
+            head = await conn.fetchval(
+                APPEND,
                 [pending.record for pending in batch],
-                timeout=timeout,
+                term,
+                timeout=self.config.write_timeout,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(head), timeout=timeout)
-        except DB_ERRORS as exc:
-            self._settle(first, batch, _NotCommitted(f"log append failed ({exc}); not committed"))
-            raise
-        try:
-            await transaction.commit()
         except (*DB_ERRORS, asyncio.CancelledError) as exc:
-            self._settle(
-                first, batch, Unavailable(f"COMMIT not confirmed ({exc}); outcome unknown")
-            )
+            why = reason(exc)
+            error: Unavailable = Unavailable(f"append not confirmed ({why}); outcome unknown")
+            if isinstance(exc, asyncpg.PostgresError) and not exc.sqlstate.startswith(
+                UNCERTAIN_SQLSTATE
+            ):
+                error = _NotCommitted(f"log append failed ({why}); not committed")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
             raise
+        finally:
+            applied, self._in_flight = self._in_flight, None
+        if head is None:
+            self._fenced(term, batch)
+            return
+        first = head - len(batch) + 1
+        for index, pending in enumerate(batch, first):
+            if index in applied:
+                if not pending.future.done():
+                    pending.future.set_result(Committed(index, applied[index]))
+            else:
+                self._waiters[index] = pending
         self._wake_reader.set()
-
-    def _settle(self, first: int, batch: list[_Pending], error: Unavailable) -> None:
-        """Fail a batch whose transaction failed; an entry the reader already applied as ours
-        (the COMMIT went through before the connection broke) keeps its answer."""
-        for offset, pending in enumerate(batch):
-            if first and self._waiters.get(first + offset) is pending:
-                del self._waiters[first + offset]
-            if not pending.future.done():
-                pending.future.set_exception(error)
 
     def _fenced(self, term: int | None, batch: list[_Pending]) -> None:
         log.warning("decision refused: a newer decider exists", extra={"term": term})
@@ -380,46 +401,63 @@ class PgLog:
             self._wake_reader.clear()
 
     async def _catch_up(self, conn: asyncpg.Connection) -> None:
-        """Read the head, then apply every entry up to it (and any committed since)."""
+        """Read the head, then apply every entry up to it (and any committed since), first
+        checking that the log still holds what this replica applied (module docstring)."""
         timeout = self.config.write_timeout
         row = await conn.fetchrow("SELECT idx, decider FROM mesh_registry_head", timeout=timeout)
         self._head, self._decider_id = row["idx"], row["decider"]
         view = self.machine.view
+        if self._head < view.applied_index:
+            self._diverged(f"the database log ends at {self._head}")
         while True:
+            applied = view.applied_index
             rows = await conn.fetch(
-                "SELECT idx, record FROM mesh_registry_log WHERE idx > $1 ORDER BY idx LIMIT $2",
-                view.applied_index,
-                PAGE,
+                "SELECT idx, record FROM mesh_registry_log WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                applied,
+                PAGE + 1,
                 timeout=timeout,
             )
+            if applied:
+                if not rows or rows[0]["idx"] != applied:
+                    self._diverged(f"the database log has no entry {applied}")
+                if bytes(rows[0]["record"]) != self._last_record:
+                    self._diverged(f"the database log's entry {applied} is not the one applied")
+                rows = rows[1:]
             for index, record in rows:
                 self._apply(index, bytes(record))
             if len(rows) < PAGE:
                 break
         self._caught_up = view.applied_index >= self._head
 
+    def _diverged(self, what: str) -> None:
+        """The database's log is not the one this replica applied: stop (a restart replays
+        the log as it is now) rather than build on a view that history no longer has."""
+        index = self.machine.view.applied_index
+        log.critical("the database log went back; stopping", extra={"index": index, "what": what})
+        raise CorruptRecord(
+            index,
+            f"{what}, but this replica applied up to {index} from it (a restore, a failover "
+            "or synchronous_commit=off lost entries)",
+        )
+
     def _apply(self, index: int, record: bytes) -> None:
         expected = self.machine.view.applied_index + 1
         if index != expected:
             # Appends commit in index order (the head row's lock), so this is a deleted row.
-            error = CorruptRecord(expected, f"missing from the database log (next is {index})")
             log.critical("gap in the database log; stopping", extra={"index": expected})
-            self._on_fatal(error)
-            raise error
+            raise CorruptRecord(expected, f"missing from the database log (next is {index})")
         try:
             event = events.decode(record, index)
-        except CorruptRecord as exc:
+        except CorruptRecord:
             log.critical("corrupt record in the database log; stopping", extra={"index": index})
-            self._on_fatal(exc)
             raise
         took_effect = self.machine.apply(index, event)
+        self._last_record = record
+        if self._in_flight is not None:
+            self._in_flight[index] = took_effect
         pending = self._waiters.pop(index, None)
-        if pending is None or pending.future.done():
-            return
-        if pending.record == record:
+        if pending is not None and not pending.future.done():
             pending.future.set_result(Committed(index, took_effect))
-        else:  # another replica's entry took the index after our transaction failed
-            pending.future.set_exception(Unavailable("log append failed; not committed"))
 
     async def _forward_liveness(self, conn: asyncpg.Connection) -> None:
         """Tell every replica (the decider among them) which agents this one heard from."""
@@ -433,3 +471,17 @@ class PgLog:
             size += len(agent_id) + 1
         if chunk:
             await conn.execute("SELECT pg_notify($1, $2)", LIVENESS_CHANNEL, ",".join(chunk))
+
+
+def _most_serious(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What ends a session whose tasks failed: anything but a connection failure first (a
+    damaged log stops the node even if the other task lost its connection meanwhile)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            pending[:0] = exc.exceptions
+        else:
+            leaves.append(exc)
+    return next((exc for exc in leaves if not isinstance(exc, DB_ERRORS)), leaves[0])

@@ -29,17 +29,65 @@ INSERT INTO mesh_registry_head VALUES (true, 0, 0, '') ON CONFLICT DO NOTHING;
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 """What a lost, refused or misconfigured database connection raises."""
 
+SESSION_SETTINGS = {
+    # A vanished replica's session (its host gone, its network cut) is dropped by the server
+    # within about 11 s, releasing whatever it held.
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    # A paused replica (SIGSTOP, a long GC, a frozen VM) answers keepalives from its kernel but
+    # sends nothing: a transaction it left open is ended after 10 s, so no lock it took there
+    # (the schema lock below) outlives it. Appends hold no transaction open across round trips.
+    "idle_in_transaction_session_timeout": "10s",
+}
+"""Set on every connection the registry opens."""
 
-async def connect(
-    config: Config, timeout: float, server_settings: dict[str, str] | None = None
-) -> asyncpg.Connection:
-    """A connection to the configured database (raises one of DB_ERRORS)."""
+IDLE_SESSION_FLOOR = 10.0
+"""Shortest ``idle_session_timeout`` set by :func:`drop_when_idle`, in seconds."""
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as a readiness reason: never empty (``str(TimeoutError())`` is)."""
+    return str(exc) or type(exc).__name__
+
+
+async def connect(config: Config, timeout: float, role: str) -> asyncpg.Connection:
+    """A connection to the configured database (raises one of DB_ERRORS), named in
+    ``pg_stat_activity`` by the replica and its ``role`` (writer, reader, decider)."""
+    settings = {
+        **SESSION_SETTINGS,
+        "application_name": f"mesh-registry {config.instance_id} {role}",
+    }
     return await asyncpg.connect(
-        **config.database.connect_args(), timeout=timeout, server_settings=server_settings
+        **config.database.connect_args(), timeout=timeout, server_settings=settings
     )
 
 
-async def ensure_schema(conn: asyncpg.Connection) -> None:
+async def drop_when_idle(conn: asyncpg.Connection, seconds: float, timeout: float) -> None:
+    """Have the server end this session once it has sent nothing for ``seconds``.
+
+    For the sessions that hold something while idle: the reader's LISTEN (a listener that
+    never reads pins the server's notification queue, which fills and then fails every
+    append) and the decider's advisory lock (a paused decider would keep it from the others
+    for ever). Both send a query at least every few seconds while their process runs. The
+    setting exists from PostgreSQL 14; older servers keep only the keepalives.
+    """
+    if conn.get_server_version() >= (14,):
+        limit = max(IDLE_SESSION_FLOOR, seconds)
+        await conn.execute(f"SET idle_session_timeout = '{int(limit * 1000)}ms'", timeout=timeout)
+
+
+async def ensure_schema(conn: asyncpg.Connection, timeout: float) -> None:
+    """Create the tables unless they exist: a role that may only read and write them (a
+    managed database's application user, the tables made by its owner) needs no privilege on
+    the schema itself."""
+    exists = await conn.fetchval(
+        "SELECT to_regclass('mesh_registry_log') IS NOT NULL "
+        "AND to_regclass('mesh_registry_head') IS NOT NULL",
+        timeout=timeout,
+    )
+    if exists:
+        return
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
-        await conn.execute(SCHEMA)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK, timeout=timeout)
+        await conn.execute(SCHEMA, timeout=timeout)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from registry import events
 from registry.commit import StateMachine, Unavailable
 from registry.config import Config, Database
+from registry.events import CorruptRecord
 from registry.health import Liveness
 from registry.pg_log import PgLog
 from registry.view import View
@@ -105,21 +107,22 @@ CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON mesh_registry_log
 async def test_a_connection_lost_during_commit_is_an_unknown_outcome(
     start_log: Start, postgres: Postgres
 ) -> None:
-    """The COMMIT is sent, then its backend dies before answering (a deferred trigger holds
-    the COMMIT open until it is terminated): the write must be neither success nor "not
-    committed", which the client could not tell from the server."""
+    """The append is sent, then its backend dies before answering (a deferred trigger holds
+    its implicit COMMIT open until it is terminated): the write must be neither success nor
+    "not committed", which the client could not tell from the server."""
     pg = await start_log("a")
     postgres.psql(SLOW_COMMIT)
     write = asyncio.create_task(pg.propose(agent("in-doubt")))
 
     def committing() -> str:
         return postgres.psql(
-            "SELECT pid FROM pg_stat_activity WHERE query ILIKE 'COMMIT%' AND state = 'active'"
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE query LIKE '/* mesh-registry append */%' AND state = 'active'"
         )
 
     pid = await eventually(lambda: asyncio.to_thread(committing))
     postgres.psql(f"SELECT pg_terminate_backend({pid})")
-    with pytest.raises(Unavailable, match=r"COMMIT not confirmed.*outcome unknown"):
+    with pytest.raises(Unavailable, match=r"append not confirmed.*outcome unknown"):
         await write
     postgres.psql("DROP TRIGGER slow_commit ON mesh_registry_log")
 
@@ -133,3 +136,67 @@ async def test_a_connection_lost_during_commit_is_an_unknown_outcome(
 
     await eventually(accepted)
     assert "in-doubt" not in pg.machine.view.agents  # terminated mid-COMMIT: rolled back
+
+
+@pytest.fixture
+def fatal() -> list[BaseException]:
+    """What the log started by ``started_for_divergence`` stopped its node with."""
+    return []
+
+
+async def started_for_divergence(
+    tmp_path: Path, postgres: Postgres, fatal: list[BaseException]
+) -> PgLog:
+    config: Config = replace(
+        make_config(tmp_path / "d"),
+        database_type="postgresql",
+        database=Database(host="127.0.0.1", port=postgres.port, name=DATABASE, user=USER),
+        instance_id="d",
+        write_timeout=3.0,
+    )
+    machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
+    pg = PgLog(config, machine, Liveness(), fatal.append)
+    await pg.start()
+    await eventually(lambda: pg.ready()[0])
+    for i in range(5):
+        await pg.propose(agent(f"kept-{i}"))
+    return pg
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        # restored from an older backup, or failed over to a standby that lacked the last
+        # commits: the log is shorter than what was applied
+        (
+            "DELETE FROM mesh_registry_log WHERE idx > 3; UPDATE mesh_registry_head SET idx = 3",
+            "the database log ends at 3",
+        ),
+        # ... and written again since by others: as long as before, but another history
+        (
+            "UPDATE mesh_registry_log SET record = (SELECT record FROM mesh_registry_log "
+            "WHERE idx = 1) WHERE idx = 5",
+            "entry 5 is not the one applied",
+        ),
+        ("DELETE FROM mesh_registry_log WHERE idx = 5", "has no entry 5"),
+    ],
+)
+async def test_a_database_log_that_went_back_stops_the_replica_naming_the_index(
+    tmp_path: Path, postgres: Postgres, fatal: list[BaseException], damage: str, named: str
+) -> None:
+    """Review finding H1: a replica used to apply whatever the table held past its index, so a
+    log that went back under it left its view on a history the others no longer had."""
+    pg = await started_for_divergence(tmp_path, postgres, fatal)
+    try:
+        assert pg.machine.view.applied_index == 5
+        postgres.psql(damage)
+        with contextlib.suppress(Unavailable):
+            await pg.barrier()
+        await eventually(lambda: fatal)
+        [error] = fatal
+        assert isinstance(error, CorruptRecord) and error.index == 5, error
+        assert named in str(error), error
+        assert pg.machine.view.applied_index == 5  # nothing applied on top
+        assert not pg.ready()[0]
+    finally:
+        await pg.stop()  # returns (review finding M1: it re-raised the reader's failure)

@@ -218,3 +218,93 @@ async def test_replica_without_its_database_is_not_ready_and_refuses_writes(
         await asyncio.to_thread(postgres.start)
         await all_ready(session, [node], timeout=30)
         assert await register(session, node, "back")
+
+
+async def test_a_replica_paused_under_writes_does_not_stop_the_others_writes(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """Review finding H2: an append used to hold the head row's lock across five round trips,
+    so a replica paused (SIGSTOP) inside one blocked every replica's writes for as long as it
+    stayed paused. Paused six times while four clients keep it busy appending, the other
+    replica's writes still commit within their WRITE_TIMEOUT each time."""
+    busy, other = (replica(tmp_path, postgres, i) for i in range(2))
+    for node in (busy, other):
+        registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, [busy, other])
+        stop = asyncio.Event()
+
+        async def load(w: int) -> None:
+            n = 0
+            while not stop.is_set():
+                await register(session, busy, f"busy-{w}-{n}")
+                n += 1
+
+        loads = [asyncio.create_task(load(w)) for w in range(4)]
+        try:
+            for round_ in range(6):
+                await until(lambda: asyncio.to_thread(busy_appending, postgres))
+                await asyncio.to_thread(busy.pause)
+                try:
+                    assert await register(session, other, f"other-{round_}"), round_
+                finally:
+                    busy.resume()
+        finally:
+            stop.set()
+            await asyncio.gather(*loads)
+        await converged(session, [busy, other])
+
+
+def busy_appending(postgres: Postgres) -> bool:
+    """replica-0's writer has an append in flight or just had one (it is in the middle of its
+    work, not idle between requests)."""
+    return (
+        postgres.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+            "'mesh-registry replica-0 writer' AND state_change > now() - interval '50 milliseconds'"
+        )
+        != "0"
+    )
+
+
+async def test_a_paused_decider_gives_way_and_a_paused_replica_stops_listening(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """A paused process answers TCP keepalives from its kernel, so only the server's
+    ``idle_session_timeout`` ends its sessions: without it a paused decider kept the lock (no
+    health decisions anywhere, for ever) and a paused reader kept its LISTEN (pinning the
+    notification queue until appends fail). Resumed, it rejoins as an ordinary replica."""
+    nodes = [replica(tmp_path, postgres, i) for i in range(2)]
+    for node in nodes:
+        registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+
+        async def one_decider(among: list[Registry]) -> list[int]:
+            found = await deciders(session, among)
+            return found if len(found) == 1 else []
+
+        decider = (await until(lambda: one_decider(nodes)))[0]
+        paused, other = nodes[decider], nodes[1 - decider]
+        name = f"replica-{decider}"
+        await asyncio.to_thread(paused.pause)
+        try:
+            await until(lambda: one_decider([other]), timeout=scaled(30))
+
+            async def only_the_writer_left() -> bool:
+                names = await asyncio.to_thread(
+                    postgres.psql,
+                    "SELECT string_agg(application_name, ',' ORDER BY application_name) "
+                    f"FROM pg_stat_activity WHERE application_name LIKE 'mesh-registry {name} %'",
+                )
+                return names == f"mesh-registry {name} writer"
+
+            # the writer holds nothing while idle and may stay; reader and decider may not
+            await until(only_the_writer_left, timeout=scaled(30))
+            assert await register(session, other, "while-paused")
+        finally:
+            paused.resume()
+        await all_ready(session, nodes, timeout=30)
+        assert "while-paused" in await agent_ids(session, paused, linearizable=True)
+        await steadily(lambda: one_decider(nodes), 1)
+        assert (await until(lambda: one_decider(nodes)))[0] == 1 - decider
