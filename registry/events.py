@@ -118,6 +118,17 @@ def rotate(entity_id: str, ts_ms: int) -> Event:
     return Event(ROTATE, ts_ms, {"entity_id": entity_id})
 
 
+def agents_named(event: Event) -> list[str]:
+    """The agents whose own record ``event`` may change: a registration's, a removal's, the
+    ones a health decision names (what a projection rewrites after applying it)."""
+    payload = event.payload
+    if "agent" in payload:
+        return [payload["agent"]["agent_id"]]
+    if "agent_id" in payload:
+        return [payload["agent_id"]]
+    return list(payload.get("agent_ids", ()))
+
+
 def encode(event: Event) -> bytes:
     """The record stored in the log for ``event`` (checksum first, then msgpack)."""
     body: bytes = msgpack.packb(

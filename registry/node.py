@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry import events
 from registry.availability import RequiredLoop
@@ -27,6 +27,9 @@ from registry.sqlite_projection import SqliteProjection
 from registry.store import Store
 from registry.timefmt import now_ms
 from registry.view import HEALTHY, View
+
+if TYPE_CHECKING:  # imported where PostgreSQL mode starts: asyncpg only when it is used
+    from registry.pg_projection import PgProjection
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +95,14 @@ class Node:
             config.retention,
             config.job_retention,
         )
-        self.projection: SqliteProjection | None = None
-        if config.sqlite_projection:
+        self.projection: SqliteProjection | PgProjection | None = None
+        if postgres:
+            from registry.pg_projection import PgProjection
+
+            self.projection = PgProjection(config, self.view, self.liveness, self.proposer.leading)
+        elif config.sqlite_projection:
             self.projection = SqliteProjection(config.database_path, self.view)
+        if self.projection is not None:
             machine.listeners.append(self.projection.on_applied)
             machine.reset_listeners.append(self.projection.on_reset)
         self.started_monotonic = time.monotonic()

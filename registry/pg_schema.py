@@ -24,7 +24,26 @@ CREATE TABLE IF NOT EXISTS mesh_registry_head (
     decider text NOT NULL
 );
 INSERT INTO mesh_registry_head VALUES (true, 0, 0, '') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS agents (
+    id text PRIMARY KEY,
+    name text NOT NULL,
+    capability text[] NOT NULL,
+    status text NOT NULL,
+    last_seen timestamptz NOT NULL,
+    endpoint text NOT NULL,
+    namespace text NOT NULL,
+    registration jsonb NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mesh_registry_projection (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    idx bigint NOT NULL
+);
+INSERT INTO mesh_registry_projection VALUES (true, 0) ON CONFLICT DO NOTHING;
 """
+"""The log and its head (``registry/pg_log.py``), the ``agents`` projection and the log index
+it reflects (``registry/pg_projection.py``)."""
+
+TABLES = ("mesh_registry_log", "mesh_registry_head", "agents", "mesh_registry_projection")
 
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 """What a lost, refused or misconfigured database connection raises."""
@@ -82,8 +101,8 @@ async def ensure_schema(conn: asyncpg.Connection, timeout: float) -> None:
     managed database's application user, the tables made by its owner) needs no privilege on
     the schema itself."""
     exists = await conn.fetchval(
-        "SELECT to_regclass('mesh_registry_log') IS NOT NULL "
-        "AND to_regclass('mesh_registry_head') IS NOT NULL",
+        "SELECT bool_and(to_regclass(name) IS NOT NULL) FROM unnest($1::text[]) AS name",
+        TABLES,
         timeout=timeout,
     )
     if exists:

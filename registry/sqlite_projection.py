@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from registry import ent_schema, llm
-from registry.events import Event
+from registry.events import Event, agents_named
 from registry.resolve import AVAILABLE
 from registry.timefmt import iso_ms
 from registry.view import View
@@ -326,13 +326,7 @@ class SqliteProjection:
 
     def on_applied(self, _index: int, event: Event) -> None:
         """State-machine listener: remember which agents to rewrite."""
-        payload = event.payload
-        if "agent" in payload:
-            self._dirty.add(payload["agent"]["agent_id"])
-        elif "agent_id" in payload:
-            self._dirty.add(payload["agent_id"])
-        else:
-            self._dirty.update(payload.get("agent_ids", ()))
+        self._dirty.update(agents_named(event))
         self._wake.set()
 
     def on_reset(self) -> None:

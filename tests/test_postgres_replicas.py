@@ -308,3 +308,72 @@ async def test_a_paused_decider_gives_way_and_a_paused_replica_stops_listening(
         assert "while-paused" in await agent_ids(session, paused, linearizable=True)
         await steadily(lambda: one_decider(nodes), 1)
         assert (await until(lambda: one_decider(nodes)))[0] == 1 - decider
+
+
+GUIDE_INDEXES = """
+CREATE INDEX idx_agents_capability ON agents(capability);
+CREATE INDEX idx_agents_last_seen ON agents(last_seen);
+"""
+"""The guide's Troubleshooting commands, as it runs them in psql."""
+
+
+async def test_the_agents_table_follows_the_view_through_a_decider_failover(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """One row per agent (its capabilities, status, last_seen, endpoint, namespace and
+    registration), written by the decider from what every replica applied: registrations
+    through either replica, a health decision, a removal, and after the decider is killed the
+    new one's writes. The guide's CREATE INDEX commands work on it."""
+    env = {"AGENT_TIMEOUT": AGENT_TIMEOUT_ENV, "HEALTH_CHECK_INTERVAL": "200ms"}
+    nodes = [replica(tmp_path, postgres, i, **env) for i in range(2)]
+    for node in nodes:
+        registries.append(node.start())
+
+    def table() -> str:
+        return postgres.psql(
+            "SELECT string_agg(concat_ws(' ', id, array_to_string(capability, ','), status, "
+            "endpoint, namespace, registration->>'name'), '; ' ORDER BY id) FROM agents"
+        )
+
+    async def shows(expected: str) -> bool:
+        return await asyncio.to_thread(table) == expected
+
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+        postgres.psql(GUIDE_INDEXES)
+        for i, (agent_id, capability) in enumerate((("alive", "date"), ("silent", "time"))):
+            body = agent_body(agent_id, capability, port=9000 + i, namespace="ops")
+            async with session.post(f"{nodes[i].url}/heartbeat", json=body) as resp:
+                assert resp.status == 200, await resp.text()
+        alive = "alive date healthy http://127.0.0.1:9000 ops alive"
+        await until(lambda: shows(f"{alive}; silent time healthy http://127.0.0.1:9001 ops silent"))
+
+        async def marked_while_the_other_beats() -> bool:
+            await keep_alive(session, nodes[1], "alive")
+            return await shows(f"{alive}; silent time unhealthy http://127.0.0.1:9001 ops silent")
+
+        await until(marked_while_the_other_beats, timeout=AGENT_TIMEOUT + 15)
+        seen = postgres.psql(
+            "SELECT string_agg(id, ',' ORDER BY last_seen DESC) FROM agents "
+            "WHERE last_seen > now() - interval '1 hour'"
+        )
+        assert seen == "alive,silent"  # the heartbeats reached last_seen, the silent one's did not
+        async with session.delete(f"{nodes[0].url}/agents/silent") as resp:
+            assert resp.status in (200, 204), await resp.text()
+        await until(lambda: shows(alive))
+        decider = (await until(lambda: one_decider(session, nodes)))[0]
+        nodes[decider].kill()
+        rest = nodes[1 - decider]
+        await until(lambda: one_decider(session, [rest]), timeout=scaled(20))
+        async with session.post(f"{rest.url}/heartbeat", json=agent_body("late", "x")) as resp:
+            assert resp.status == 200
+        await until(lambda: shows(f"{alive}; late x healthy http://127.0.0.1:9000 default late"))
+        explain = postgres.psql(
+            "SET enable_seqscan = off; EXPLAIN SELECT id FROM agents WHERE last_seen > now()"
+        )
+        assert "idx_agents_last_seen" in explain  # the guide's index is used
+
+
+async def one_decider(session: aiohttp.ClientSession, among: list[Registry]) -> list[int]:
+    found = await deciders(session, among)
+    return found if len(found) == 1 else []
