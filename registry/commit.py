@@ -115,11 +115,13 @@ class StateMachine:
     def install(self, index: int, record: bytes) -> None:
         """Replace the view with a snapshot received from the leader (a node too far behind).
 
-        The record is kept as this node's own newest snapshot so a restart starts from it.
+        The record is kept as this node's own newest snapshot so a restart starts from it
+        (in PostgreSQL mode it already is one: the database's).
         """
         limit = self.view.history.maxlen or 0
         installed = view_from_snapshot(index, decode_snapshot(index, record), limit)
-        self.store.put_snapshot_record(index, record)
+        if self._store is not None:
+            self._store.put_snapshot_record(index, record)
         self.snapshot_index = index
         self.view.replace(installed)
         for listener in self.reset_listeners:

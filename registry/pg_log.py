@@ -54,13 +54,14 @@ from typing import Any
 
 import asyncpg
 
-from registry import events
+from registry import events, pg_snapshots
 from registry.commit import Committed, StateMachine, Unavailable
 from registry.config import Config
 from registry.events import CorruptRecord, Event
 from registry.health import Liveness
 from registry.pg_decider import Decider
 from registry.pg_schema import DB_ERRORS, connect, drop_when_idle, ensure_schema, reason
+from registry.store import snapshot_record
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,11 @@ class PgLog:
         self._in_flight: dict[int, bool] | None = None
         """While an append is in flight, what the reader applied meanwhile (index: took
         effect): the append's own entries may be applied before its answer arrives."""
-        self._last_record = b""
-        """The record at the applied index, to see the database's log change under us."""
+        self._last_record: bytes | None = b""
+        """The record at the applied index, to see the database's log change under us (None
+        just after a snapshot's install, until the reader has read it)."""
+        self._snapshot_index = 0
+        """The newest snapshot's index known here (the decider writes the next one)."""
         self._connected = asyncio.Event()
         """Set while both connections are up and the tables exist."""
         self._reason = "connecting to the database"
@@ -289,6 +293,7 @@ class PgLog:
                 await reader.add_listener(CHANNEL, self._notified)
                 await reader.add_listener(LIVENESS_CHANNEL, self._liveness_in)
                 self._head = await reader.fetchval("SELECT idx FROM mesh_registry_head")
+                self._snapshot_index = await pg_snapshots.newest_index(reader, timeout)
                 # What an acknowledgement promises (module docstring), said where it is decided.
                 self._synchronous_commit = await writer.fetchval("SHOW synchronous_commit")
                 self._connected.set()
@@ -393,6 +398,12 @@ class PgLog:
             await self._catch_up(conn)
             self._rounds_done += 1
             self._progressed()
+            if (
+                self.leading()
+                and self.machine.view.applied_index - self._snapshot_index
+                >= self.machine.snapshot_every
+            ):
+                await self._snapshot(conn)
             if time.monotonic() - last_liveness >= POLL_SECONDS:
                 last_liveness = time.monotonic()
                 await self._forward_liveness(conn)
@@ -402,32 +413,76 @@ class PgLog:
 
     async def _catch_up(self, conn: asyncpg.Connection) -> None:
         """Read the head, then apply every entry up to it (and any committed since), first
-        checking that the log still holds what this replica applied (module docstring)."""
+        checking that the log still holds what this replica applied (module docstring). A
+        replica starting, or one the compaction left behind, installs the newest snapshot."""
         timeout = self.config.write_timeout
         row = await conn.fetchrow("SELECT idx, decider FROM mesh_registry_head", timeout=timeout)
         self._head, self._decider_id = row["idx"], row["decider"]
         view = self.machine.view
         if self._head < view.applied_index:
             self._diverged(f"the database log ends at {self._head}")
+        if view.applied_index == 0 and self._head > 0:
+            await self._install_newest(conn, 0)  # a fast start, when there is a snapshot
         while True:
             applied = view.applied_index
             rows = await conn.fetch(
                 "SELECT idx, record FROM mesh_registry_log WHERE idx >= $1 ORDER BY idx LIMIT $2",
-                applied,
+                max(applied, 1),
                 PAGE + 1,
                 timeout=timeout,
             )
-            if applied:
-                if not rows or rows[0]["idx"] != applied:
-                    self._diverged(f"the database log has no entry {applied}")
-                if bytes(rows[0]["record"]) != self._last_record:
+            if applied and rows and rows[0]["idx"] == applied:
+                record = bytes(rows[0]["record"])
+                if self._last_record is not None and record != self._last_record:
                     self._diverged(f"the database log's entry {applied} is not the one applied")
+                self._last_record = record  # known again after a snapshot's install
                 rows = rows[1:]
+            elif applied and await pg_snapshots.newest_index(conn, timeout) < applied:
+                # compaction only removes entries a kept snapshot covers
+                self._diverged(f"the database log has no entry {applied}")
+            if (rows and rows[0]["idx"] > applied + 1) or (not rows and self._head > applied):
+                await self._install_newest(conn, applied + 1)
+                continue
             for index, record in rows:
                 self._apply(index, bytes(record))
             if len(rows) < PAGE:
                 break
         self._caught_up = view.applied_index >= self._head
+
+    async def _install_newest(self, conn: asyncpg.Connection, needed: int) -> None:
+        """Replace the view with the newest snapshot, which must cover index ``needed`` (0: any
+        snapshot, and none is fine)."""
+        found = await pg_snapshots.newest(conn, self.config.write_timeout)
+        if found is None or found[0] < needed:
+            if needed == 0:
+                return
+            log.critical("gap in the database log; stopping", extra={"index": needed})
+            raise CorruptRecord(needed, "missing from the database log, and no snapshot covers it")
+        index, record = found
+        self.machine.install(index, record)
+        self._last_record = None
+        self._snapshot_index = max(self._snapshot_index, index)
+        # This replica's own writes the snapshot covers were committed, but whether each took
+        # effect is in the snapshot's history only: say so rather than guess.
+        for waiting in [i for i in self._waiters if i <= index]:
+            pending = self._waiters.pop(waiting)
+            if not pending.future.done():
+                pending.future.set_exception(
+                    Unavailable(
+                        f"committed at index {waiting}, applied here by a snapshot; outcome unknown"
+                    )
+                )
+
+    async def _snapshot(self, conn: asyncpg.Connection) -> None:
+        """The decider's snapshot of the view as of its applied index (pg_snapshots): the
+        state is captured here on the loop, packed in a thread."""
+        view = self.machine.view
+        index = view.applied_index
+        state = view.to_state()
+        record = await asyncio.to_thread(snapshot_record, state)
+        await pg_snapshots.write(conn, index, record, self.config.write_timeout)
+        self._snapshot_index = index
+        log.info("snapshot written", extra={"index": index})
 
     def _diverged(self, what: str) -> None:
         """The database's log is not the one this replica applied: stop (a restart replays

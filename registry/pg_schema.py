@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS mesh_registry_head (
     decider text NOT NULL
 );
 INSERT INTO mesh_registry_head VALUES (true, 0, 0, '') ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS mesh_registry_snapshot (idx bigint PRIMARY KEY, record bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS agents (
     id text PRIMARY KEY,
     name text NOT NULL,
@@ -40,10 +41,16 @@ CREATE TABLE IF NOT EXISTS mesh_registry_projection (
 );
 INSERT INTO mesh_registry_projection VALUES (true, 0) ON CONFLICT DO NOTHING;
 """
-"""The log and its head (``registry/pg_log.py``), the ``agents`` projection and the log index
-it reflects (``registry/pg_projection.py``)."""
+"""The log and its head (``registry/pg_log.py``), its snapshots (``registry/pg_snapshots.py``),
+the ``agents`` projection and the log index it reflects (``registry/pg_projection.py``)."""
 
-TABLES = ("mesh_registry_log", "mesh_registry_head", "agents", "mesh_registry_projection")
+TABLES = (
+    "mesh_registry_log",
+    "mesh_registry_head",
+    "mesh_registry_snapshot",
+    "agents",
+    "mesh_registry_projection",
+)
 
 DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 """What a lost, refused or misconfigured database connection raises."""

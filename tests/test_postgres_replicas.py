@@ -377,3 +377,49 @@ async def test_the_agents_table_follows_the_view_through_a_decider_failover(
 async def one_decider(session: aiohttp.ClientSession, among: list[Registry]) -> list[int]:
     found = await deciders(session, among)
     return found if len(found) == 1 else []
+
+
+async def test_snapshots_compact_the_log_and_replicas_start_or_catch_up_from_them(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """With SNAPSHOT_EVERY=20 the decider snapshots the view into the database and the log
+    is kept only from the older of the two newest snapshots on. A replica paused while the
+    log moves past its position installs the newest snapshot when it resumes; a new replica
+    starts from it; every replica ends with the same view."""
+    env = {"SNAPSHOT_EVERY": "20"}
+    nodes = [replica(tmp_path, postgres, i, **env) for i in range(2)]
+    for node in nodes:
+        registries.append(node.start())
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, nodes)
+        for i in range(10):
+            assert await register(session, nodes[i % 2], f"before-{i}")
+        decider = (await until(lambda: one_decider(session, nodes)))[0]
+        lagging = nodes[1 - decider]
+        await converged(session, nodes)
+        await asyncio.to_thread(lagging.pause)
+        try:
+            for i in range(90):
+                assert await register(session, nodes[decider], f"while-paused-{i}")
+
+            def compacted() -> bool:
+                low, snapshots = postgres.psql(
+                    "SELECT (SELECT min(idx) FROM mesh_registry_log) || ' ' || "
+                    "(SELECT count(*) FROM mesh_registry_snapshot)"
+                ).split()
+                return int(low) > 11 and snapshots == "2"  # its position (10) is gone
+
+            await until(lambda: asyncio.to_thread(compacted))
+        finally:
+            lagging.resume()
+        fresh = replica(tmp_path, postgres, 2, **env)
+        registries.append(fresh.start())
+        nodes.append(fresh)
+        await all_ready(session, nodes)
+        expected = {f"before-{i}" for i in range(10)} | {f"while-paused-{i}" for i in range(90)}
+        for node in nodes:
+            assert await agent_ids(session, node, linearizable=True) == expected
+        await converged(session, nodes)
+        assert "snapshot installed" in lagging.log()
+        assert "snapshot installed" in fresh.log()
+        assert "snapshot written" in nodes[decider].log()
