@@ -76,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Check FILE and write it into an empty data directory (DATA_DIR unless "
         "--data-dir is given); the node started on it serves the backup's agents. For a "
         "cluster, restore the same file into every member's empty data directory, then start "
-        "them all (k8s/README.md, 'Backup and restore').",
+        "them all (k8s/README.md, 'Backup and restore'). With DATABASE_TYPE=postgresql and no "
+        "--data-dir: into the configured database, whose log must be empty.",
     )
     restore.add_argument("--from", dest="source", required=True, type=Path, metavar="FILE")
     restore.add_argument("--data-dir", type=Path, help="target directory (default: DATA_DIR)")
@@ -182,6 +183,13 @@ def backup_command(cfg: config.Config, out: Path, url: str | None) -> int:
 
 def restore_command(cfg: config.Config, source: Path, data_dir: Path | None) -> int:
     made = _read_backup(source)
+    if cfg.database_type == "postgresql" and data_dir is None:
+        asyncio.run(_restore_into_database(cfg, made))
+        print(
+            f"restored applied index {made.applied_index} ({made.header['agents']} agents) "
+            f"into {cfg.database.describe()}; start the registry replicas on it"
+        )
+        return 0
     target = data_dir or Path(cfg.data_dir)
     backup.restore(made, target)
     print(
@@ -189,6 +197,30 @@ def restore_command(cfg: config.Config, source: Path, data_dir: Path | None) -> 
         f"into {target}; start the registry on it"
     )
     return 0
+
+
+async def _restore_into_database(cfg: config.Config, made: backup.Backup) -> None:
+    """``restore`` in PostgreSQL mode: into the configured database, whose log must be empty
+    (as the data directory must be in the other modes)."""
+    from registry import pg_schema, pg_snapshots
+
+    timeout = cfg.write_timeout
+    try:
+        conn = await pg_schema.connect(cfg, timeout, "restore")
+        try:
+            await pg_schema.ensure_schema(conn, timeout)
+            await pg_snapshots.restore(conn, made.applied_index, made.record, timeout)
+        finally:
+            conn.terminate()
+    except pg_snapshots.NotEmpty as exc:
+        raise backup.BackupError(
+            f"{exc}: restore only into a database no registry has written to (a new database, "
+            "or one whose mesh_registry_* tables were dropped)"
+        ) from None
+    except pg_schema.DB_ERRORS as exc:
+        raise backup.BackupError(
+            f"database {cfg.database.describe()} unreachable: {pg_schema.reason(exc)}"
+        ) from None
 
 
 def inspect_command(cfg: config.Config, source: Path | None, url: str | None, as_json: bool) -> int:

@@ -61,3 +61,27 @@ async def write(conn: asyncpg.Connection, index: int, record: bytes, timeout: fl
             timeout=timeout,
         )
         await conn.execute(PRUNE, timeout=timeout)
+
+
+class NotEmpty(Exception):
+    """The database already holds a log: a restore would give it two histories."""
+
+
+async def restore(conn: asyncpg.Connection, index: int, record: bytes, timeout: float) -> None:
+    """Make an empty log start from a backup's snapshot at ``index``: the snapshot becomes
+    the only one and the head moves to ``index``, so replicas install it and appends go on
+    from ``index + 1``. Refuses (NotEmpty) a log that was ever written to."""
+    async with conn.transaction():
+        head = await conn.fetchval("SELECT idx FROM mesh_registry_head FOR UPDATE", timeout=timeout)
+        snapshots = await conn.fetchval(
+            "SELECT count(*) FROM mesh_registry_snapshot", timeout=timeout
+        )
+        if head or snapshots:
+            raise NotEmpty(f"the database log is not empty (head {head})")
+        await conn.execute(
+            "INSERT INTO mesh_registry_snapshot (idx, record) VALUES ($1, $2)",
+            index,
+            record,
+            timeout=timeout,
+        )
+        await conn.execute("UPDATE mesh_registry_head SET idx = $1", index, timeout=timeout)

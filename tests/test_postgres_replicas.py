@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import agent_body, steadily
 from tests.postgres import Postgres
 from tests.processes import Registry
+from tests.test_backup import cli
 from tests.test_cluster import (
     AGENT_TIMEOUT,
     AGENT_TIMEOUT_ENV,
@@ -423,3 +424,44 @@ async def test_snapshots_compact_the_log_and_replicas_start_or_catch_up_from_the
         assert "snapshot installed" in lagging.log()
         assert "snapshot installed" in fresh.log()
         assert "snapshot written" in nodes[decider].log()
+
+
+async def test_backup_then_restore_into_an_empty_database(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """``backup`` through a replica, ``restore`` into a second database (refused into a
+    database whose log was written to), replicas started on it serve the backup's agents and
+    go on writing after the backup's index."""
+    source = replica(tmp_path, postgres, 0, SNAPSHOT_EVERY="5")
+    registries.append(source.start())
+    backup_file = tmp_path / "registry.backup"
+    async with aiohttp.ClientSession() as session:
+        await all_ready(session, [source])
+        for i in range(12):
+            assert await register(session, source, f"kept-{i}")
+        made = cli("backup", "--out", str(backup_file), "--url", source.url)
+        assert made.returncode == 0, made.stderr
+        refused = cli("restore", "--from", str(backup_file), **postgres.env)
+        assert refused.returncode == 1
+        assert "the database log is not empty" in refused.stderr, refused.stderr
+        postgres.psql("CREATE DATABASE restored OWNER mcpmesh")
+        into = {**postgres.env, "DATABASE_NAME": "restored"}
+        done = cli("restore", "--from", str(backup_file), **into)
+        assert done.returncode == 0, done.stderr
+        assert "restored applied index 12 (12 agents)" in done.stdout, done.stdout
+        again = cli("restore", "--from", str(backup_file), **into)
+        assert again.returncode == 1 and "not empty" in again.stderr, again.stderr
+        nodes = [
+            Registry(tmp_path / f"restored-{i}", **into, **FAST, REGISTRY_INSTANCE_ID=f"rr-{i}")
+            for i in range(2)
+        ]
+        for node in nodes:
+            registries.append(node.start())
+        await all_ready(session, nodes)
+        assert await register(session, nodes[1], "after-restore")
+        expected = {f"kept-{i}" for i in range(12)} | {"after-restore"}
+        for node in nodes:
+            assert await agent_ids(session, node, linearizable=True) == expected
+        await converged(session, nodes)
+        async with session.get(f"{nodes[0].url}/api/v1/agents/after-restore") as resp:
+            assert int(resp.headers["X-Registry-Applied-Index"]) == 13
