@@ -24,7 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import cpu, etcd, failover, recovery, workload
 from benchmarks.load import HeadClient, Request, Stats, closed_loop, paced
-from benchmarks.systems import OURS, System, go, ours
+from benchmarks.systems import OURS, REPLICAS, System, go, go_pg, ours, ours_pg
+from tests import postgres
+from tests.postgres import BIN as PG_BIN
 
 Result = dict[str, Any]
 T = TypeVar("T")
@@ -562,9 +564,65 @@ def s1_cpu_rounds(
     }
 
 
+# -- S7: PostgreSQL mode ---------------------------------------------------------------------
+
+
+async def s7_postgresql(scale: Scale) -> Result:
+    """S1 and S3 with the log in PostgreSQL: our three DATABASE_TYPE=postgresql replicas, then
+    three Go registries on one database of the same server (MCP Mesh's HA mode). The database
+    server's CPU (the postmaster and its backends) is counted in each system's CPU per write."""
+    if not (PG_BIN / "initdb").exists():
+        return _not_run("S7 PostgreSQL mode", f"no PostgreSQL server binaries in {PG_BIN}")
+    rows: list[Result] = []
+    with postgres.running() as server:
+        for start in (ours_pg, go_pg):
+            with start(server) as system:
+                if system is None:
+                    continue
+                system.pids.append(server.pid)
+                await system.wait_ready()
+                rows.append(await s1_measure(system, scale))
+                await workload.register(system, "s7", scale.discovery_agents)
+                system.mark()
+                urls = system.urls
+
+                def listing(client: aiohttp.ClientSession, n: int, urls: list[str] = urls) -> Any:
+                    return _get(client, f"{urls[n % len(urls)]}/agents")
+
+                stats = await closed_loop(listing, scale.connections, scale.seconds)
+                rows.append(_row(system, "GET /agents", stats, system.cost()))
+    writes = [row for row in rows if row["request"].startswith("POST")]
+    reads = [row for row in rows if row["request"] == "GET /agents"]
+    ratio = _ratio(
+        float(writes[0]["writes_per_second"]),
+        writes[1] if len(writes) > 1 else None,
+        1.0,
+        "writes_per_second",
+    )
+    read_ratio = _ratio(float(reads[0]["per_second"]), reads[1] if len(reads) > 1 else None, 1.0)
+    return {
+        "name": "S7 PostgreSQL mode",
+        "rows": rows,
+        "notes": [
+            f"One PostgreSQL 15 server (fsync on, synchronous_commit on), {REPLICAS} replicas "
+            f"each; {scale.connections} connections, closed loop, {scale.seconds:g} s per "
+            f"phase; S3 with {scale.discovery_agents} agents (registered after the S1 phase, "
+            "so the view also holds S1's). CPU per write includes the database server's.",
+            f"reads: ours/Go {read_ratio['measured']}",
+        ],
+        "target": "reported beside the Go registry on the same database server (issue 18)",
+        **ratio,
+        "met": None,
+    }
+
+
+def _not_run(name: str, why: str) -> Result:
+    return {"name": name, "rows": [], "notes": [why], "target": "", "measured": "n/a", "met": None}
+
+
 # -- the registry of scenarios --------------------------------------------------------------
 
-ORDER = ("s1", "s2", "s3", "s4", "s5", "s6")
+ORDER = ("s1", "s2", "s3", "s4", "s5", "s6", "s7")
 
 
 def run(
@@ -581,6 +639,7 @@ def run(
         "s3": lambda: asyncio.run(s3_discovery(scale)),
         "s4": lambda: asyncio.run(s4_failover(scale)),
         "s5": lambda: s5_recovery(scale),
+        "s7": lambda: asyncio.run(s7_postgresql(scale)),
     }
     wanted = set(chosen) | ({"s2"} if "s6" in chosen else set())
     results: dict[str, Result] = {}

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,16 @@ from benchmarks.cpu import Meter, cpu_seconds
 from benchmarks.go_registry import ensure_go_registry
 from registry.config import Config
 from tests.ports import free_port
+from tests.postgres import USER as PG_USER
+from tests.postgres import Postgres
 from tests.processes import Registry
 from tests.test_cluster import Cluster
 
 OURS = "ours"
 GO = "Go"
+OURS_PG = "ours on PostgreSQL"
+GO_PG = "Go on PostgreSQL"
+GO_DATABASE = "go_registry"
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -112,16 +118,7 @@ def ours(tree: Path | None = None, name: str = OURS) -> Iterator[System]:
     started: list[Registry] = []
     code = {} if tree is None else {"PYTHONPATH": str(tree.resolve()), "PYTHONSAFEPATH": "1"}
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as root:
-        # One load generator stands in for thousands of agents from one address: the
-        # per-address limit on registration changes (registry/limits.py) is lifted, and so
-        # is MAX_AGENTS (20,000), which S1's 20 s of new agents can pass at ~1,000/s: a 429
-        # answered from the limit is no registration.
-        env = {
-            "REGISTRATION_RATE": "1000000",
-            "REGISTRATION_BURST": "1000000",
-            "MAX_AGENTS": "1000000",
-            **code,
-        }
+        env = {**LIFTED_LIMITS, **code}
         cluster = Cluster(Path(root), started, 3, **env)
         try:
             cluster.start_all()
@@ -139,38 +136,117 @@ def ours(tree: Path | None = None, name: str = OURS) -> Iterator[System]:
                     node.kill()
 
 
+LIFTED_LIMITS = {
+    "REGISTRATION_RATE": "1000000",
+    "REGISTRATION_BURST": "1000000",
+    "MAX_AGENTS": "1000000",
+}
+"""One load generator stands in for thousands of agents from one address: the per-address
+limit on registration changes (registry/limits.py) is lifted, and so is MAX_AGENTS (20,000),
+which S1's 20 s of new agents can pass at ~1,000/s: a 429 answered from the limit is no
+registration."""
+
+REPLICAS = 3
+
+
+@contextmanager
+def ours_pg(server: Postgres) -> Iterator[System]:
+    """Our DATABASE_TYPE=postgresql replicas (three, no Raft) sharing ``server``'s log."""
+    started: list[Registry] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ours-pg-") as root:
+        try:
+            for i in range(REPLICAS):
+                env = {**server.env, **LIFTED_LIMITS, "REGISTRY_INSTANCE_ID": f"bench-{i}"}
+                node = Registry(Path(root) / f"r{i}", None, **env)
+                started.append(node.start())
+            yield System(
+                OURS_PG,
+                [node.url for node in started],
+                [node.proc.pid for node in started if node.proc is not None],
+                "/ready",
+                ("/agents", "/api/v1/agents"),
+            )
+        finally:
+            for node in started:
+                if node.proc is not None and node.proc.poll() is None:
+                    node.kill()
+
+
 @contextmanager
 def go() -> Iterator[System | None]:
-    """The Go registry, or None (with the reason printed) when it cannot be fetched.
+    """The Go registry on SQLite, or None (with the reason printed) when it cannot be fetched.
 
     Its liveness settings are set to our defaults (AGENT_TIMEOUT 60 s, checked every 30 s;
     Go's own are 20 s and 10 s) so both declare an agent unhealthy under the same rule, and
     the setup phase (registering 10,000 agents takes the Go registry tens of seconds) cannot
     age the first agents out before they start heartbeating.
     """
+    with _go_replicas(GO, lambda root: [str(root / "registry.db")]) as system:
+        yield system
+
+
+@contextmanager
+def go_pg(server: Postgres) -> Iterator[System | None]:
+    """Three Go registries on one PostgreSQL database of ``server`` (MCP Mesh's own HA mode),
+    or None when the Go registry cannot be fetched."""
+    server.psql(f"CREATE DATABASE {GO_DATABASE} OWNER {PG_USER}")
+    url = f"postgres://{PG_USER}@127.0.0.1:{server.port}/{GO_DATABASE}?sslmode=disable"
+    with _go_replicas(GO_PG, lambda _: [url] * REPLICAS) as system:
+        yield system
+
+
+@contextmanager
+def _go_replicas(name: str, databases: Callable[[Path], list[str]]) -> Iterator[System | None]:
+    """One Go registry process per entry of ``databases(root)`` (its DATABASE_URL; ``root`` is
+    a temporary directory for its files and logs), each on its own port with our liveness
+    defaults (see :func:`go`)."""
     binaries, why_not = ensure_go_registry()
     if binaries is None:
         print(f"Go registry skipped: {why_not}", flush=True)
         yield None
         return
     defaults = Config()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-go-") as root:
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "DATABASE_URL": str(Path(root) / "registry.db"),
-            "DEFAULT_TIMEOUT_THRESHOLD": str(int(defaults.agent_timeout)),
-            "HEALTH_CHECK_INTERVAL": str(int(defaults.health_check_interval)),
-        }
-        with (Path(root) / "go.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [str(binaries / "mcp-mesh-registry")], env=env, stdout=log, stderr=log
-            )
+    procs: list[subprocess.Popen[bytes]] = []
+    urls = []
+    with tempfile.TemporaryDirectory(prefix="bench-go-") as tmp:
+        root = Path(tmp)
         try:
-            url = f"http://127.0.0.1:{port}"
-            yield System(GO, [url], [proc.pid], "/health", ("/agents",))
+            for i, database in enumerate(databases(root)):
+                port = free_port()
+                env = {
+                    **os.environ,
+                    "PORT": str(port),
+                    "HOST": "127.0.0.1",
+                    "DATABASE_URL": database,
+                    "DEFAULT_TIMEOUT_THRESHOLD": str(int(defaults.agent_timeout)),
+                    "HEALTH_CHECK_INTERVAL": str(int(defaults.health_check_interval)),
+                }
+                with (root / f"go-{i}.log").open("wb") as log:
+                    procs.append(
+                        subprocess.Popen(
+                            [str(binaries / "mcp-mesh-registry")], env=env, stdout=log, stderr=log
+                        )
+                    )
+                urls.append(f"http://127.0.0.1:{port}")
+                # Go replicas started together race on creating their tables (one wins, the
+                # others exit on a duplicate type): each starts once the one before listens.
+                _listening(procs[-1], port)
+            yield System(name, urls, [proc.pid for proc in procs], "/health", ("/agents",))
         finally:
-            proc.kill()
-            proc.wait()
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+
+
+def _listening(proc: subprocess.Popen[bytes], port: int, limit: float = 30.0) -> None:
+    """Wait (bounded) until ``proc`` accepts connections on ``port``."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Go registry on port {port} exited ({proc.returncode})")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"the Go registry on port {port} did not listen within {limit} s")

@@ -96,6 +96,16 @@ SELECT idx, pg_notify('mesh_registry_log', idx::text)::text FROM head
 """
 """One append: the indices, the term check (``$2``, NULL for ordinary writes), the rows and the
 NOTIFY in one statement. No row comes back when the term is not the current one."""
+READ = """
+SELECT head.idx AS head, head.decider, entry.idx, entry.record
+FROM mesh_registry_head AS head
+LEFT JOIN LATERAL (
+    SELECT idx, record FROM mesh_registry_log WHERE idx >= $1 ORDER BY idx LIMIT $2
+) AS entry ON true
+ORDER BY entry.idx
+"""
+"""One page of the log from ``$1`` on, with the head and the decider read in the same
+statement (so from the same snapshot): one row with a NULL entry when there is none."""
 UNCERTAIN_SQLSTATE = ("08", "57", "58", "XX")
 """Classes of server errors that may arrive after a statement's commit (connection exception,
 operator intervention such as a shutdown, system error, internal error): outcome unknown."""
@@ -412,39 +422,38 @@ class PgLog:
             self._wake_reader.clear()
 
     async def _catch_up(self, conn: asyncpg.Connection) -> None:
-        """Read the head, then apply every entry up to it (and any committed since), first
-        checking that the log still holds what this replica applied (module docstring). A
-        replica starting, or one the compaction left behind, installs the newest snapshot."""
+        """Apply every entry up to the head (and any committed since), a page per round trip
+        (:data:`READ`), first checking that the log still holds what this replica applied
+        (module docstring). A replica starting, or one the compaction left behind, installs
+        the newest snapshot."""
         timeout = self.config.write_timeout
-        row = await conn.fetchrow("SELECT idx, decider FROM mesh_registry_head", timeout=timeout)
-        self._head, self._decider_id = row["idx"], row["decider"]
         view = self.machine.view
-        if self._head < view.applied_index:
-            self._diverged(f"the database log ends at {self._head}")
-        if view.applied_index == 0 and self._head > 0:
-            await self._install_newest(conn, 0)  # a fast start, when there is a snapshot
+        fast_start = view.applied_index == 0
         while True:
             applied = view.applied_index
-            rows = await conn.fetch(
-                "SELECT idx, record FROM mesh_registry_log WHERE idx >= $1 ORDER BY idx LIMIT $2",
-                max(applied, 1),
-                PAGE + 1,
-                timeout=timeout,
-            )
-            if applied and rows and rows[0]["idx"] == applied:
-                record = bytes(rows[0]["record"])
-                if self._last_record is not None and record != self._last_record:
+            page = await conn.fetch(READ, max(applied, 1), PAGE + 1, timeout=timeout)
+            self._head, self._decider_id = page[0]["head"], page[0]["decider"]
+            if self._head < applied:
+                self._diverged(f"the database log ends at {self._head}")
+            if fast_start and self._head > 0:
+                fast_start = False
+                await self._install_newest(conn, 0)  # when there is a snapshot
+                if view.applied_index:
+                    continue
+            rows = [(row["idx"], bytes(row["record"])) for row in page if row["idx"] is not None]
+            if applied and rows and rows[0][0] == applied:
+                if self._last_record is not None and rows[0][1] != self._last_record:
                     self._diverged(f"the database log's entry {applied} is not the one applied")
-                self._last_record = record  # known again after a snapshot's install
+                self._last_record = rows[0][1]  # known again after a snapshot's install
                 rows = rows[1:]
             elif applied and await pg_snapshots.newest_index(conn, timeout) < applied:
                 # compaction only removes entries a kept snapshot covers
                 self._diverged(f"the database log has no entry {applied}")
-            if (rows and rows[0]["idx"] > applied + 1) or (not rows and self._head > applied):
+            if (rows and rows[0][0] > applied + 1) or (not rows and self._head > applied):
                 await self._install_newest(conn, applied + 1)
                 continue
             for index, record in rows:
-                self._apply(index, bytes(record))
+                self._apply(index, record)
             if len(rows) < PAGE:
                 break
         self._caught_up = view.applied_index >= self._head
