@@ -99,7 +99,9 @@ class Node:
         if postgres:
             from registry.pg_projection import PgProjection
 
-            self.projection = PgProjection(config, self.view, self.liveness, self.proposer.leading)
+            self.projection = PgProjection(
+                config, self.view, self.liveness, self.proposer.leading, self._die
+            )
         elif config.sqlite_projection:
             self.projection = SqliteProjection(config.database_path, self.view)
         if self.projection is not None:

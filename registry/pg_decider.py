@@ -45,8 +45,10 @@ class Decider:
         config: Config,
         caught_up_to: Callable[[int], Awaitable[None]],
         log_connected: asyncio.Event,
+        on_fatal: Callable[[BaseException], None],
     ) -> None:
         self.config = config
+        self._on_fatal = on_fatal
         self._caught_up_to = caught_up_to
         self._log_connected = log_connected
         self.term: int | None = None
@@ -80,6 +82,10 @@ class Decider:
                     )
             except Unavailable as exc:
                 log.warning("decider could not catch up", extra={"reason": reason(exc)})
+            except Exception as exc:  # tables not as expected, or a bug: never decide silently
+                log.critical("decider failed; stopping", exc_info=exc)
+                self._on_fatal(exc)
+                return
             finally:
                 self.term = None
             await asyncio.sleep(period)

@@ -159,7 +159,7 @@ class PgLog:
         self._decider_id = ""
         self._synchronous_commit = ""
         self._task: asyncio.Task[None] | None = None
-        self.decider = Decider(config, self.caught_up_to, self._connected)
+        self.decider = Decider(config, self.caught_up_to, self._connected, on_fatal)
 
     # -- Proposer -----------------------------------------------------------------------------
 
@@ -386,6 +386,9 @@ class PgLog:
             if index in applied:
                 if not pending.future.done():
                     pending.future.set_result(Committed(index, applied[index]))
+            elif index <= self.machine.view.applied_index:  # passed by a snapshot's install
+                if not pending.future.done():
+                    pending.future.set_exception(_by_snapshot(index))
             else:
                 self._waiters[index] = pending
         self._wake_reader.set()
@@ -402,6 +405,9 @@ class PgLog:
     # -- reader ---------------------------------------------------------------------------------
 
     async def _read(self, conn: asyncpg.Connection) -> None:
+        # A round cut short by a lost connection never finished: barriers waiting for it are
+        # answered by this session's first round instead.
+        self._rounds_done = self._rounds_started
         last_liveness = time.monotonic()
         while True:
             self._rounds_started += 1
@@ -476,11 +482,7 @@ class PgLog:
         for waiting in [i for i in self._waiters if i <= index]:
             pending = self._waiters.pop(waiting)
             if not pending.future.done():
-                pending.future.set_exception(
-                    Unavailable(
-                        f"committed at index {waiting}, applied here by a snapshot; outcome unknown"
-                    )
-                )
+                pending.future.set_exception(_by_snapshot(waiting))
 
     async def _snapshot(self, conn: asyncpg.Connection) -> None:
         """The decider's snapshot of the view as of its applied index (pg_snapshots): the
@@ -515,11 +517,16 @@ class PgLog:
         except CorruptRecord:
             log.critical("corrupt record in the database log; stopping", extra={"index": index})
             raise
+        pending = self._waiters.get(index)
+        if pending is not None and pending.record != record:
+            # Our append committed at this index, and the database now holds another entry
+            # there: it lost a commit (a failover, synchronous_commit=off).
+            self._diverged(f"the database log's entry {index} is not the one this replica wrote")
         took_effect = self.machine.apply(index, event)
         self._last_record = record
         if self._in_flight is not None:
             self._in_flight[index] = took_effect
-        pending = self._waiters.pop(index, None)
+        self._waiters.pop(index, None)
         if pending is not None and not pending.future.done():
             pending.future.set_result(Committed(index, took_effect))
 
@@ -535,6 +542,12 @@ class PgLog:
             size += len(agent_id) + 1
         if chunk:
             await conn.execute("SELECT pg_notify($1, $2)", LIVENESS_CHANNEL, ",".join(chunk))
+
+
+def _by_snapshot(index: int) -> Unavailable:
+    """A write of this replica's that committed at ``index`` but was applied here as part of
+    a snapshot: whether it took effect is in the snapshot's history only."""
+    return Unavailable(f"committed at index {index}, applied here by a snapshot; outcome unknown")
 
 
 def _most_serious(group: BaseExceptionGroup[BaseException]) -> BaseException:

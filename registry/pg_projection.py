@@ -63,9 +63,15 @@ class PgProjection:
     """Mirrors the view into ``agents`` while ``leading()`` (this replica decides)."""
 
     def __init__(
-        self, config: Config, view: View, liveness: Liveness, leading: Callable[[], bool]
+        self,
+        config: Config,
+        view: View,
+        liveness: Liveness,
+        leading: Callable[[], bool],
+        on_fatal: Callable[[BaseException], None],
     ) -> None:
         self.config = config
+        self._on_fatal = on_fatal
         self.view = view
         self.liveness = liveness
         self._leading = leading
@@ -114,6 +120,10 @@ class PgProjection:
                 self._disconnect()
                 self._full = True
                 self._wake.set()
+            except Exception as exc:  # tables not as expected, or a bug: stop, not go stale
+                log.critical("agents projection failed; stopping", exc_info=exc)
+                self._on_fatal(exc)
+                return
             await asyncio.sleep(FLUSH_INTERVAL)
 
     def _disconnect(self) -> None:

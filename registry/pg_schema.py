@@ -56,8 +56,8 @@ DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErro
 """What a lost, refused or misconfigured database connection raises."""
 
 SESSION_SETTINGS = {
-    # A vanished replica's session (its host gone, its network cut) is dropped by the server
-    # within about 11 s, releasing whatever it held.
+    # A vanished replica's idle session (its host gone, its network cut) is dropped by the
+    # server within about 11 s, releasing whatever it held.
     "tcp_keepalives_idle": "5",
     "tcp_keepalives_interval": "2",
     "tcp_keepalives_count": "3",
@@ -65,6 +65,10 @@ SESSION_SETTINGS = {
     # sends nothing: a transaction it left open is ended after 10 s, so no lock it took there
     # (the schema lock below) outlives it. Appends hold no transaction open across round trips.
     "idle_in_transaction_session_timeout": "10s",
+    # Neither ends a session the server is blocked writing to (a paused listener whose socket
+    # filled with notifications, a host gone with data unacknowledged: retransmissions would
+    # take ~15 minutes); unacknowledged data for 10 s does.
+    "tcp_user_timeout": "10000",
 }
 """Set on every connection the registry opens."""
 

@@ -85,3 +85,5 @@ async def restore(conn: asyncpg.Connection, index: int, record: bytes, timeout: 
             timeout=timeout,
         )
         await conn.execute("UPDATE mesh_registry_head SET idx = $1", index, timeout=timeout)
+        # the agents table may reflect a later index of the history this replaces
+        await conn.execute("UPDATE mesh_registry_projection SET idx = 0", timeout=timeout)

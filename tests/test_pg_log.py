@@ -200,3 +200,27 @@ async def test_a_database_log_that_went_back_stops_the_replica_naming_the_index(
         assert not pg.ready()[0]
     finally:
         await pg.stop()  # returns (review finding M1: it re-raised the reader's failure)
+
+
+READER_PID = "SELECT pid FROM pg_stat_activity WHERE application_name = 'mesh-registry a reader'"
+
+
+async def test_barriers_after_lost_reader_sessions_wait_for_one_round(
+    start_log: Start, postgres: Postgres
+) -> None:
+    """Review finding: a round cut short by a lost connection was counted as started but
+    never done, so after n lost sessions every barrier waited for n more rounds (and, with
+    enough of them, ran past WRITE_TIMEOUT)."""
+    pg = await start_log("a")
+    for _ in range(4):
+        backend = postgres.psql(READER_PID)
+        postgres.psql(f"SELECT pg_terminate_backend({backend})")
+
+        async def reconnected(old: str = backend) -> bool:
+            now = await asyncio.to_thread(postgres.psql, READER_PID)
+            return bool(now) and now != old and pg.ready()[0]
+
+        await eventually(reconnected, timeout=10)
+    await pg.barrier()
+    # one round beyond those done: what a barrier now waits for, whatever was lost before
+    assert pg._rounds_started - pg._rounds_done <= 1

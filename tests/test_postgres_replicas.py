@@ -272,8 +272,9 @@ async def test_a_paused_decider_gives_way_and_a_paused_replica_stops_listening(
     tmp_path: Path, postgres: Postgres, registries: list[Registry]
 ) -> None:
     """A paused process answers TCP keepalives from its kernel, so only the server's
-    ``idle_session_timeout`` ends its sessions: without it a paused decider kept the lock (no
-    health decisions anywhere, for ever) and a paused reader kept its LISTEN (pinning the
+    ``idle_session_timeout`` (an idle session) and ``tcp_user_timeout`` (one it is blocked
+    writing to) end its sessions: without them a paused decider kept the lock (no health
+    decisions anywhere, for ever) and a paused reader kept its LISTEN (pinning the
     notification queue until appends fail). Resumed, it rejoins as an ordinary replica."""
     nodes = [replica(tmp_path, postgres, i) for i in range(2)]
     for node in nodes:
@@ -290,6 +291,12 @@ async def test_a_paused_decider_gives_way_and_a_paused_replica_stops_listening(
         name = f"replica-{decider}"
         await asyncio.to_thread(paused.pause)
         try:
+            # ~20 MB of notifications: the server blocks writing them to the paused reader's
+            # full socket, where idle_session_timeout cannot end it (tcp_user_timeout does)
+            postgres.psql(
+                "SELECT count(pg_notify('mesh_registry_log', i || repeat('x', 7000))) "
+                "FROM generate_series(1, 3000) AS i"  # distinct: equal ones are sent once
+            )
             await until(lambda: one_decider([other]), timeout=scaled(30))
 
             async def only_the_writer_left() -> bool:
