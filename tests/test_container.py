@@ -247,8 +247,10 @@ def image(podman: Podman, base: Base, tmp_path_factory: pytest.TempPathFactory) 
         pip_conf.write_text("[global]\ncert = /etc/ssl/certs/host-ca-bundle.crt\n")
         args += ["-v", f"{bundle}:/etc/ssl/certs/host-ca-bundle.crt:ro"]
         args += ["-v", f"{pip_conf}:/etc/pip.conf:ro"]
-    podman(*args, str(REPO), timeout=1200)
-    return IMAGE
+    # Run by image id, not by tag: another checkout's run may retag IMAGE meanwhile.
+    iidfile = tmp_path_factory.mktemp("iid") / "iid"
+    podman(*args, "--iidfile", str(iidfile), str(REPO), timeout=1200)
+    return iidfile.read_text().strip()
 
 
 @pytest.mark.parametrize(
@@ -288,12 +290,13 @@ def test_image_is_non_root_small_and_complete(podman: Podman, image: str) -> Non
     assert "/health" in " ".join(info["Healthcheck"]["Test"])
     probe = (
         "id -u; id -g; stat -c %u /data; "
-        "for t in sqlite3 python3 mcp-mesh-registry; do command -v $t; done; "
+        "for t in sqlite3 wget df python3 mcp-mesh-registry; do command -v $t; done; "
         "for c in gcc cc g++ clang make; do command -v $c && echo COMPILER $c; done; true"
     )
     out = podman("run", "--rm", "--entrypoint", "sh", image, "-c", probe).stdout.split()
     assert out[:3] == ["10001", "10001", "10001"]
     assert "/usr/bin/sqlite3" in out and "/opt/venv/bin/mcp-mesh-registry" in out
+    assert "/usr/bin/wget" in out and "/usr/bin/df" in out  # the guide's debugging commands
     assert "COMPILER" not in out, out
     version = podman("run", "--rm", image, "--version").stdout.strip()
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
@@ -515,6 +518,27 @@ def test_the_guides_api_on_the_cluster(cluster: Cluster) -> None:
         "exec", name, "mcp-mesh-registry", "inspect", "--from", "/tmp/registry.backup"
     ).stdout
     assert "guide-agent" in listed
+
+
+def test_the_guides_debug_commands_inside_a_pod(cluster: Cluster) -> None:
+    """The guide's "Debug Registry Issues": `kubectl exec -it mcp-mesh-registry-0 -- sh`, then,
+    inside, `wget -O- http://localhost:8080/health` and `df -h /data`, literally (through sh)."""
+    cluster.wait("all three ready", lambda: cluster.ready(ALL))
+    name = cluster.names[0]
+    health = cluster.podman("exec", name, "sh", "-c", "wget -O- http://localhost:8080/health")
+    assert json.loads(health.stdout)["status"] == "healthy", health.stdout
+    assert "200 OK" in health.stderr  # wget's own report of the answer
+    check_df_data(cluster.podman("exec", name, "sh", "-c", "df -h /data").stdout)
+    down = cluster.podman("exec", name, "wget", "-O-", "http://localhost:1/health", check=False)
+    assert down.returncode != 0  # wget reports a refused connection as a failure
+
+
+def check_df_data(out: str) -> None:
+    """`df -h /data` printed its header and one line for the filesystem mounted at /data."""
+    header, *rows = out.splitlines()
+    assert header.split()[:2] == ["Filesystem", "Size"], out
+    assert len(rows) == 1 and rows[0].split()[-1] == "/data", out
+    assert re.fullmatch(r"[\d.,]+[KMGT]?", rows[0].split()[1]), out
 
 
 def test_the_cluster_survives_killing_the_leader(cluster: Cluster) -> None:
