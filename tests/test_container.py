@@ -36,6 +36,8 @@ from typing import Any
 import pytest
 
 from replication import wire
+from tests.ports import free_port
+from tests.postgres import Postgres
 from tests.test_deploy import K8S, REPO, kustomize, pod_env
 from tests.timing import scaled
 
@@ -581,3 +583,53 @@ def test_the_cluster_survives_killing_the_leader(cluster: Cluster) -> None:
     cluster.wait("one view on all three", same_view, timeout=60)
     code, body = cluster.request(victim, "/api/v1/agents/after-failover")
     assert code == 200, body
+
+
+def test_a_postgresql_pod_from_the_image(podman: Podman, image: str, postgres: Postgres) -> None:
+    """One pod of k8s/overlays/postgresql from the image: its environment (DATABASE_TYPE=
+    postgresql, no Raft, no key), its pod security, a tmpfs at /data for its emptyDir, and a
+    real PostgreSQL (tests/postgres.py, on the host's loopback, so this container shares the
+    host's network and takes free ports). It becomes ready on the shared log, and the guide's
+    `wget -O- .../health` and `df -h /data` work inside it."""
+    env = pod_env(kustomize(K8S / "overlays" / "postgresql"), 0)
+    env.pop("POD_IP")
+    port = free_port()
+    env |= {
+        "DATABASE_HOST": "127.0.0.1",
+        "DATABASE_PORT": str(postgres.port),
+        "REGISTRY_PORT": str(port),
+        "METRICS_PORT": str(free_port()),
+    }
+    name = f"mcp-mesh-registry-pg-{uuid.uuid4().hex[:8]}"
+    podman(
+        "run", "--detach", "--name", name, "--network", "host",
+        "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/data",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        *[arg for k, v in sorted(env.items()) for arg in ("-e", f"{k}={v}")],
+        image,
+    )  # fmt: skip
+    try:
+
+        def fetch(path: str) -> subprocess.CompletedProcess[str]:
+            url = f"http://localhost:{port}{path}"
+            return podman("exec", name, "sh", "-c", f"wget -O- {url}", check=False, timeout=60)
+
+        deadline = time.monotonic() + scaled(60)
+        while (ready := fetch("/ready")).returncode != 0:
+            if time.monotonic() > deadline:
+                logs = podman("logs", "--tail", "20", name, check=False)
+                raise AssertionError(f"not ready: {ready.stderr}\n{logs.stdout}{logs.stderr}")
+            time.sleep(0.5)
+        status = json.loads(fetch("/api/v1/cluster").stdout)
+        assert status["mode"] == "postgresql" and status["node_id"] == env["POD_NAME"]
+        # the only replica on this database takes the decider's lock (maybe after /ready)
+        while json.loads(fetch("/api/v1/cluster").stdout)["role"] != "decider":
+            assert time.monotonic() < deadline, "no decider"
+            time.sleep(0.5)
+        assert json.loads(fetch("/health").stdout)["status"] == "healthy"
+        check_df_data(podman("exec", name, "sh", "-c", "df -h /data").stdout)
+        assert int(postgres.psql("SELECT count(*) FROM mesh_registry_head")) == 1
+        sessions = postgres.psql("SELECT application_name FROM pg_stat_activity")
+        assert f"mesh-registry {env['POD_NAME']}" in sessions, sessions
+    finally:
+        podman("rm", "--force", "--time", "2", name, check=False)
