@@ -41,6 +41,7 @@ from replication import peers
 from tests.certs import CA, client_context
 from tests.ports import free_port
 from tests.postgres import Postgres
+from tests.processes import Registry
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is not installed (pip install pyyaml)")
 
@@ -1442,12 +1443,16 @@ def test_health_script_local_mode(live: Live) -> None:
 
 FAKE_KUBECTL = """\
 #!{python}
-# A stand-in for kubectl: one StatefulSet pod whose registry listens on {url}.
+# A stand-in for kubectl: one {kind} pod, {pod}, whose registry listens on {url}.
 import subprocess, sys
 args = sys.argv[1:]
 ready = "{ready}"
-if args[:2] == ["get", "statefulset"]:
-    if args[2] != "mcp-mesh-registry":
+if args[:2] == ["get", "pods"]:
+    assert "app.kubernetes.io/name=mcp-mesh-registry" in args, args
+    print("{pod}", end="")
+    sys.exit(0)
+if args[:2] in (["get", "statefulset"], ["get", "deployment"]):
+    if args[1] != "{kind}" or args[2] != "mcp-mesh-registry":
         sys.exit(1)
     if "-o" in args:
         path = args[args.index("-o") + 1]
@@ -1457,7 +1462,7 @@ if args[:2] == ["get", "statefulset"]:
     sys.exit(0)
 if args[0] == "exec":
     assert args[args.index("-n") + 1] == "mcp-mesh" and args[args.index("-c") + 1] == "registry"
-    assert args[3] == "mcp-mesh-registry-0", args
+    assert args[3] == "{pod}", args
     command = args[args.index("--") + 1:]
     assert command[:2] == ["python3", "-c"], command
     command[0] = sys.executable
@@ -1471,7 +1476,12 @@ sys.exit("unexpected kubectl call: %r" % args)
 @pytest.mark.parametrize("ready", ["1", ""])
 def test_health_script_kubernetes_mode(live: Live, tmp_path: Path, ready: str) -> None:
     fake = tmp_path / "kubectl"
-    fake.write_text(FAKE_KUBECTL.format(python=sys.executable, url=live.url, ready=ready))
+    pod = "mcp-mesh-registry-0"
+    fake.write_text(
+        FAKE_KUBECTL.format(
+            python=sys.executable, url=live.url, ready=ready, kind="statefulset", pod=pod
+        )
+    )
     fake.chmod(0o755)
     done = subprocess.run(
         ["bash", str(SCRIPTS / "test_registry_health.sh")],
@@ -1487,6 +1497,42 @@ def test_health_script_kubernetes_mode(live: Live, tmp_path: Path, ready: str) -
     else:
         assert done.returncode == 1
         assert "Only 0/1 pods ready" in done.stderr
+
+
+def test_health_script_kubernetes_mode_finds_the_postgresql_deployment(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """DATABASE_TYPE=postgresql runs the registry as a Deployment: the script finds it, its
+    pods by label (random names, not ordinals) and the decider they all name."""
+    pod = "mcp-mesh-registry-7d9f8c6b5-x2kqp"
+    node = Registry(tmp_path / "pg", **postgres.env, REGISTRY_INSTANCE_ID=pod)
+    node.start()
+    try:
+
+        def deciding() -> bool:
+            status, body = http(f"{node.url}/api/v1/cluster")
+            return status == 200 and json.loads(body)["role"] == "decider"
+
+        eventually("the decider role", deciding)
+        fake = tmp_path / "kubectl"
+        fake.write_text(
+            FAKE_KUBECTL.format(
+                python=sys.executable, url=node.url, ready="1", kind="deployment", pod=pod
+            )
+        )
+        fake.chmod(0o755)
+        done = subprocess.run(
+            ["bash", str(SCRIPTS / "test_registry_health.sh")],
+            env={**os.environ, "KUBECTL": str(fake)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{pod}: decider, leader {pod}" in done.stdout, done.stdout
+        assert "Registry health check passed!" in done.stdout
+    finally:
+        node.kill()
 
 
 def test_shellcheck() -> None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # test_registry_health.sh: the guide's registry health check, against this registry's API.
 #
-# Kubernetes mode (default): the StatefulSet exists and all its pods are Ready; every pod
-# answers /health and /ready, reports a Raft role and names the same leader
-# (GET /api/v1/cluster); the ClusterIP Service answers /health, /api/v1/agents and
+# Kubernetes mode (default): the StatefulSet (DATABASE_TYPE=postgresql: the Deployment) exists
+# and all its pods are Ready; every pod answers /health and /ready, reports its role and names
+# the same leader, or decider (GET /api/v1/cluster); the ClusterIP Service answers /health, /api/v1/agents and
 # /api/v1/capabilities. Requests are made from inside the registry pods with the image's
 # python3 (`kubectl exec`), so no extra image has to be pulled; USE_CURL_POD=1 also runs the
 # guide's throwaway curlimages/curl pod against the Service.
@@ -11,7 +11,8 @@
 # Local mode: REGISTRY_URL=http://127.0.0.1:8080 checks one node directly (after
 # `kubectl port-forward svc/mcp-mesh-registry 8080:8080`, or a node started with `make run`).
 #
-# Environment: NAMESPACE (mcp-mesh), STATEFULSET (mcp-mesh-registry), REGISTRY_SVC
+# Environment: NAMESPACE (mcp-mesh), STATEFULSET (mcp-mesh-registry: the StatefulSet, or in
+# DATABASE_TYPE=postgresql the Deployment), REGISTRY_SVC
 # (mcp-mesh-registry), REGISTRY_PORT (8080), KUBECTL (kubectl), REGISTRY_URL, USE_CURL_POD.
 # Exit status 0 when every check passed, 1 otherwise.
 set -euo pipefail
@@ -29,10 +30,11 @@ FETCH='import sys, urllib.request
 with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
     sys.stdout.write(r.read().decode())'
 
-# Read GET /api/v1/cluster on stdin; print "<role> <leader>" ("single-node" mode: "leader self").
+# Read GET /api/v1/cluster on stdin; print "<role> <leader>" ("single-node" mode: "leader self";
+# postgresql mode: "decider" or "replica", and the decider's instance id, the pod's name).
 CLUSTER_SUMMARY='import json, sys
 c = json.load(sys.stdin)
-if c.get("mode") == "raft":
+if c.get("mode") in ("raft", "postgresql"):
     print(c.get("role", "unknown"), c.get("leader") or "-")
 else:
     print("leader", "self")'
@@ -69,25 +71,42 @@ pod_fetch() {
 check_kubernetes() {
   echo "Testing MCP Mesh Registry deployment..."
 
-  # Check StatefulSet
-  if ! "$KUBECTL" get statefulset "$STATEFULSET" -n "$NAMESPACE" &>/dev/null; then
-    fail "Registry StatefulSet not found"
+  # The StatefulSet (Raft modes), or the Deployment of DATABASE_TYPE=postgresql
+  local kind
+  if "$KUBECTL" get statefulset "$STATEFULSET" -n "$NAMESPACE" &>/dev/null; then
+    kind=statefulset
+  elif "$KUBECTL" get deployment "$STATEFULSET" -n "$NAMESPACE" &>/dev/null; then
+    kind=deployment
+  else
+    fail "Registry StatefulSet (or Deployment) not found"
   fi
 
   # Check all pods are ready
   local ready desired
-  ready=$("$KUBECTL" get statefulset "$STATEFULSET" -n "$NAMESPACE" -o jsonpath='{.status.readyReplicas}')
-  desired=$("$KUBECTL" get statefulset "$STATEFULSET" -n "$NAMESPACE" -o jsonpath='{.spec.replicas}')
+  ready=$("$KUBECTL" get "$kind" "$STATEFULSET" -n "$NAMESPACE" -o jsonpath='{.status.readyReplicas}')
+  desired=$("$KUBECTL" get "$kind" "$STATEFULSET" -n "$NAMESPACE" -o jsonpath='{.spec.replicas}')
   ready=${ready:-0}
   if [ "$ready" != "$desired" ]; then
     fail "Only $ready/$desired pods ready"
   fi
   echo "pods ready: $ready/$desired"
 
-  # Every pod: liveness, readiness, and one leader that all agree on
-  local leaders=() i pod summary role leader
-  for ((i = 0; i < desired; i++)); do
-    pod="$STATEFULSET-$i"
+  # The pods: ordinal names of the StatefulSet, the Deployment's by its label
+  local pods=() i
+  if [ "$kind" = statefulset ]; then
+    for ((i = 0; i < desired; i++)); do
+      pods+=("$STATEFULSET-$i")
+    done
+  else
+    read -r -a pods <<<"$("$KUBECTL" get pods -n "$NAMESPACE" \
+      -l "app.kubernetes.io/name=$STATEFULSET" --field-selector=status.phase=Running \
+      -o jsonpath='{.items[*].metadata.name}')"
+  fi
+  [ "${#pods[@]}" -gt 0 ] || fail "no registry pods found"
+
+  # Every pod: liveness, readiness, and one leader (decider) that all agree on
+  local leaders=() pod summary role leader
+  for pod in "${pods[@]}"; do
     pod_fetch "$pod" "http://127.0.0.1:$REGISTRY_PORT/health" >/dev/null ||
       fail "$pod: /health is not 200"
     pod_fetch "$pod" "http://127.0.0.1:$REGISTRY_PORT/ready" >/dev/null ||
@@ -108,10 +127,10 @@ check_kubernetes() {
 
   # Test service endpoint (through the ClusterIP Service's DNS name)
   local svc="http://$REGISTRY_SVC.$NAMESPACE:$REGISTRY_PORT"
-  pod_fetch "$STATEFULSET-0" "$svc/health" || fail "$svc/health failed"
+  pod_fetch "${pods[0]}" "$svc/health" || fail "$svc/health failed"
   echo
-  pod_fetch "$STATEFULSET-0" "$svc/api/v1/agents" >/dev/null || fail "$svc/api/v1/agents failed"
-  pod_fetch "$STATEFULSET-0" "$svc/api/v1/capabilities" >/dev/null ||
+  pod_fetch "${pods[0]}" "$svc/api/v1/agents" >/dev/null || fail "$svc/api/v1/agents failed"
+  pod_fetch "${pods[0]}" "$svc/api/v1/capabilities" >/dev/null ||
     fail "$svc/api/v1/capabilities failed"
   if [ "$USE_CURL_POD" = "1" ]; then
     "$KUBECTL" run test-curl -n "$NAMESPACE" --rm -i --image=curlimages/curl --restart=Never -- \
