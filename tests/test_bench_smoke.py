@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import postgres
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "latest.json").read_text())
     results = report["results"]
-    assert list(results) == ["s1", "s2", "s3", "s4", "s5", "s6"]
+    assert list(results) == ["s1", "s2", "s3", "s4", "s5", "s6", "s7"]
     for result in results.values():
         assert {"name", "target", "measured", "met", "rows", "notes"} <= set(result)
     ours = results["s1"]["rows"][0]
@@ -51,6 +52,13 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert len(results["s4"]["first_write_s"]) == 2
     assert results["s5"]["met"] is True
     assert len(results["s6"]["peak_rss_mib"]) == 3
+    pg_rows = results["s7"]["rows"]  # PostgreSQL mode: writes then listings, ours first
+    if (postgres.BIN / "initdb").exists():
+        assert [row["system"] for row in pg_rows][:2] == ["ours on PostgreSQL"] * 2
+        assert pg_rows[0]["acknowledged_writes"] == pg_rows[0]["requests"] > 0
+        assert len(pg_rows[0]["cpu_seconds"]) == 4  # three replicas and the database server
+    else:
+        assert not pg_rows and "no PostgreSQL server binaries" in results["s7"]["notes"][0]
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert markdown.startswith("# Benchmark results")
     assert all(f"## {result['name']}" in markdown for result in results.values())
