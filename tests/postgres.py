@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.config import Database
 from tests.ports import free_port
 from tests.timing import scaled
 
@@ -110,6 +111,11 @@ class Postgres:
         """``mode="immediate"``: the server dies without a checkpoint (a crash, as far as its
         durability is concerned: recovery replays the WAL at the next start)."""
         self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def database(self, name: str) -> Database:
+        """A new empty database on this server, as a registry's DATABASE_* settings."""
+        self.psql(f'CREATE DATABASE "{name}"')
+        return Database(host="127.0.0.1", port=self.port, name=name, user=USER)
 
     def psql(self, sql: str) -> str:
         return self._run(
