@@ -8,10 +8,12 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
-from registry import events
+from registry import events, pg_log
 from registry.commit import StateMachine, Unavailable
 from registry.config import Config, Database
 from registry.events import CorruptRecord
@@ -224,3 +226,52 @@ async def test_barriers_after_lost_reader_sessions_wait_for_one_round(
     await pg.barrier()
     # one round beyond those done: what a barrier now waits for, whatever was lost before
     assert pg._rounds_started - pg._rounds_done <= 1
+
+
+async def test_appends_and_catch_up_pages_stay_within_their_byte_bounds(
+    start_log: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records near the request body limit are appended a few per statement and read a few per
+    page (MAX_BATCH_BYTES, PAGE_BYTES, here 20 KB), and a replica catching up over many such
+    pages is caught up after one catch-up, not one page per polling round."""
+    monkeypatch.setattr(pg_log, "MAX_BATCH_BYTES", 20_000)
+    monkeypatch.setattr(pg_log, "PAGE_BYTES", 20_000)
+    pages: list[int] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def counted(conn: asyncpg.Connection, query: str, *args: object, **kw: object) -> Any:
+        rows = await fetch(conn, query, *args, **kw)
+        if query == pg_log.READ:
+            pages.append(sum(len(row["record"] or b"") for row in rows))
+        return rows
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counted)
+    catch_ups: list[tuple[str, bool]] = []
+    catch_up = PgLog._catch_up
+
+    async def recorded(self: PgLog, conn: asyncpg.Connection) -> None:
+        await catch_up(self, conn)
+        catch_ups.append((self.config.instance_id, self._caught_up))
+
+    monkeypatch.setattr(PgLog, "_catch_up", recorded)
+    a = await start_log("a")
+    batches: list[int] = []
+    append = a._append
+
+    async def spied(conn: asyncpg.Connection, batch: list[Any]) -> None:
+        batches.append(sum(len(pending.record) for pending in batch))
+        await append(conn, batch)
+
+    monkeypatch.setattr(a, "_append", spied)
+    big = [
+        events.upsert({"agent_id": f"big-{i}", "name": "x" * 8000, "tools": []}, 1)
+        for i in range(20)
+    ]
+    await asyncio.gather(*(a.propose(event) for event in big))
+    assert len(batches) >= 8 and max(batches) <= 20_000 + 9000, batches
+    pages.clear()
+    b = await start_log("b")
+    assert b.machine.view.applied_index == a.machine.view.applied_index
+    assert set(b.machine.view.agents) == {f"big-{i}" for i in range(20)}
+    assert len(pages) >= 8 and max(pages) < 20_000 + 2 * 9000, pages
+    assert catch_ups[[name for name, _ in catch_ups].index("b")] == ("b", True)
