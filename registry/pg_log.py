@@ -492,7 +492,10 @@ class PgLog:
             log.critical("gap in the database log; stopping", extra={"index": needed})
             raise CorruptRecord(needed, "missing from the database log, and no snapshot covers it")
         index, record = found
-        self.machine.install(index, record)
+        # Decoded in a thread, so the loop goes on serving reads; only this reader applies,
+        # so nothing is applied in between.
+        built = await asyncio.to_thread(self.machine.build, index, record)
+        self.machine.install(index, record, built)
         self._last_record = None
         self._snapshot_index = max(self._snapshot_index, index)
         # This replica's own writes the snapshot covers were committed, but whether each took

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +31,7 @@ Start = Callable[..., Awaitable[PgLog]]
 async def start_log(tmp_path: Path, postgres: Postgres) -> AsyncIterator[Start]:
     started: list[PgLog] = []
 
-    async def start(name: str, retry_period: float = 0.1) -> PgLog:
+    async def start(name: str, retry_period: float = 0.1, snapshot_every: int = 10000) -> PgLog:
         config: Config = replace(
             make_config(tmp_path / name),
             database_type="postgresql",
@@ -38,6 +39,7 @@ async def start_log(tmp_path: Path, postgres: Postgres) -> AsyncIterator[Start]:
             instance_id=name,
             retry_period=retry_period,
             write_timeout=3.0,
+            snapshot_every=snapshot_every,
         )
         machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
         pg = PgLog(config, machine, Liveness(), lambda error: None)
@@ -275,3 +277,27 @@ async def test_appends_and_catch_up_pages_stay_within_their_byte_bounds(
     assert set(b.machine.view.agents) == {f"big-{i}" for i in range(20)}
     assert len(pages) >= 8 and max(pages) < 20_000 + 2 * 9000, pages
     assert catch_ups[[name for name, _ in catch_ups].index("b")] == ("b", True)
+
+
+async def test_a_snapshot_is_decoded_off_the_event_loop(
+    start_log: Start, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica starting from the database's snapshot builds its view in a thread, so a large
+    snapshot does not stop the loop serving; the view it installs is the decider's."""
+    a = await start_log("a", snapshot_every=5)
+    await eventually(a.leading)
+    for i in range(12):
+        await a.propose(agent(f"snap-{i}"))
+    await eventually(lambda: postgres.psql("SELECT count(*) FROM mesh_registry_snapshot") != "0")
+    built_in: list[threading.Thread] = []
+    build = StateMachine.build
+
+    def recorded(self: StateMachine, index: int, record: bytes) -> View:
+        built_in.append(threading.current_thread())
+        return build(self, index, record)
+
+    monkeypatch.setattr(StateMachine, "build", recorded)
+    b = await start_log("b")
+    assert built_in and threading.main_thread() not in built_in
+    assert b.machine.snapshot_index > 0
+    assert set(b.machine.view.agents) == {f"snap-{i}" for i in range(12)}
