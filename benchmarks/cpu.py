@@ -24,12 +24,6 @@ def _stat_fields(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far (its own threads only)."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def _with_children(pid: int) -> float:
     fields = _stat_fields(pid)
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS

@@ -7,9 +7,10 @@ Theirs: the Go ``mcp-mesh-registry`` from the npm package, one process on SQLite
 context managers that kill every process they started, whatever happens inside. S1 also runs a
 3-node etcd (benchmarks/etcd.py) as a reference Raft store.
 
-CPU and memory come from ``/proc`` (no psutil): utime+stime of ``/proc/<pid>/stat`` (see
-benchmarks/cpu.py) and the ``VmHWM`` high-water mark of ``/proc/<pid>/status``. Each scenario
-starts fresh processes, so a peak is that scenario's peak.
+CPU and memory come from ``/proc`` (no psutil): utime+stime of ``/proc/<pid>/stat``, with the
+process's descendants (benchmarks/cpu.py: a PostgreSQL server works in its backends), and the
+``VmHWM`` high-water mark of ``/proc/<pid>/status``. Each scenario starts fresh processes, so a
+peak is that scenario's peak.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.cpu import Meter, cpu_seconds
+from benchmarks.cpu import Meter
 from benchmarks.go_registry import ensure_go_registry
 from registry.config import Config
 from tests.ports import free_port
@@ -62,14 +63,16 @@ class System:
     listings: tuple[str, ...]
     """The endpoints that list agents with their health (S2 watches them)."""
     cluster: Cluster | None = None
-    _cpu_mark: list[float] = field(default_factory=list)
+    _node_meters: list[Meter] = field(default_factory=list)
     _meter: Meter | None = None
 
     def mark(self) -> None:
         """Start counting CPU time for :meth:`cost` and :meth:`cpu_total`."""
-        self._cpu_mark = [cpu_seconds(pid) for pid in self.pids]
+        # Per node with its descendants: a PostgreSQL server's work is in its backends.
+        self._node_meters = [Meter([pid]) for pid in self.pids]
         self._meter = Meter(self.pids)
-        self._meter.mark()
+        for meter in (*self._node_meters, self._meter):
+            meter.mark()
 
     def cpu_total(self) -> float:
         """CPU seconds since :meth:`mark` summed over every server process (and descendants)."""
@@ -78,12 +81,9 @@ class System:
 
     def cost(self) -> dict[str, list[float]]:
         """CPU seconds per node since :meth:`mark`, and peak RSS per node so far."""
-        marks = self._cpu_mark or [0.0] * len(self.pids)
+        meters = self._node_meters or [Meter([pid]) for pid in self.pids]  # since start
         return {
-            "cpu_seconds": [
-                round(cpu_seconds(pid) - before, 2)
-                for pid, before in zip(self.pids, marks, strict=True)
-            ],
+            "cpu_seconds": [round(meter.seconds(), 2) for meter in meters],
             "peak_rss_mib": [peak_rss_mib(pid) for pid in self.pids],
         }
 
