@@ -22,7 +22,6 @@ import collections
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +43,6 @@ from replication.status import RaftStatus
 from replication.transport import (
     HELLO_MESSAGE,
     LIVENESS_MESSAGE,
-    LIVENESS_PERIOD,
     DurableTransport,
 )
 
@@ -127,7 +125,6 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         self._deliver = deliver
         self._on_liveness = on_liveness
         self.outbox: collections.deque[list[str]] = collections.deque()
-        self._last_liveness = 0.0
         # The tick thread's latest status (None before its first tick).
         self.status_snapshot: RaftStatus | None = None
         self.leader_changes = 0
@@ -550,10 +547,11 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             self._last_leader = status.leader
             self.leader_changes += 1
             log.info("raft leader changed", extra={"leader": status.leader, "term": status.term})
-        now = time.monotonic()
-        if now - self._last_liveness < LIVENESS_PERIOD or self.transport is None:
+        # The loop fills the outbox once every LIVENESS_PERIOD (RaftProposer._forward_liveness):
+        # sent at the next tick, not throttled a second time here (that could delay an id by
+        # up to two periods).
+        if not self.outbox or self.transport is None:
             return
-        self._last_liveness = now
         batch: list[str] = []
         while self.outbox:
             batch.extend(self.outbox.popleft())
