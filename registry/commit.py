@@ -112,14 +112,20 @@ class StateMachine:
             listener(index, event)
         return took_effect
 
-    def install(self, index: int, record: bytes) -> None:
-        """Replace the view with a snapshot received from the leader (a node too far behind).
+    def build(self, index: int, record: bytes) -> View:
+        """The view in snapshot ``record``, built apart from the current one: a caller may run
+        this in a thread (a large snapshot takes long to decode), then :meth:`install` it."""
+        limit = self.view.history.maxlen or 0
+        return view_from_snapshot(index, decode_snapshot(index, record), limit)
+
+    def install(self, index: int, record: bytes, built: View | None = None) -> None:
+        """Replace the view with a snapshot received from the leader (a node too far behind),
+        or with ``built``, the view :meth:`build` made of it.
 
         The record is kept as this node's own newest snapshot so a restart starts from it
         (in PostgreSQL mode it already is one: the database's).
         """
-        limit = self.view.history.maxlen or 0
-        installed = view_from_snapshot(index, decode_snapshot(index, record), limit)
+        installed = built if built is not None else self.build(index, record)
         if self._store is not None:
             self._store.put_snapshot_record(index, record)
         self.snapshot_index = index

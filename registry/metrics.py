@@ -141,6 +141,12 @@ class Metrics:
             "1 when the cluster runs with the deployment guide's published ENCRYPTION_KEY",
             registry=self.registry,
         )
+        self.decider = Gauge(
+            "mcp_registry_decider",
+            "1 on the replica that decides health, expiry and job sweeps (the Raft leader, "
+            "the holder of the PostgreSQL mode's advisory lock, a single node)",
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(machine))
         # The standard process_* (CPU, RSS, open files), python_gc_* and python_info series.
         ProcessCollector(registry=self.registry)

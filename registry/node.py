@@ -73,6 +73,7 @@ class Node:
             self.proposer = LocalLog(machine, config.instance_id)
             decide = self.proposer.propose
         self._decide = decide
+        self.metrics.decider.set_function(lambda: int(self.proposer.leading()))
         self.monitor = HealthMonitor(
             self.view,
             self.liveness,

@@ -72,9 +72,16 @@ never a log entry, as heartbeats must not grow the log)."""
 POLL_SECONDS = 1.0
 """Longest a replica goes without looking for new entries when no NOTIFY arrives."""
 PAGE = 500
-"""Entries fetched per query while catching up."""
+"""Most entries fetched per query while catching up."""
+PAGE_BYTES = 4 << 20
+"""Records fetched per query stop once they reach this many bytes (always one past the entry
+already applied, so a round always makes progress): 500 entries near the request body limit
+would otherwise be a quarter GiB in one answer."""
 MAX_BATCH = 512
-"""Most proposals in one append transaction."""
+"""Most proposals in one append statement."""
+MAX_BATCH_BYTES = 4 << 20
+"""Records in one append stop at this many bytes (a first one is always taken): the statement
+and its parameters are held whole by both sides until it commits."""
 NOTIFY_BYTES = 7000
 """Largest liveness payload (PostgreSQL's NOTIFY limit is 8000 bytes)."""
 BACKOFF = (0.1, 5.0)
@@ -100,12 +107,19 @@ READ = """
 SELECT head.idx AS head, head.decider, entry.idx, entry.record
 FROM mesh_registry_head AS head
 LEFT JOIN LATERAL (
-    SELECT idx, record FROM mesh_registry_log WHERE idx >= $1 ORDER BY idx LIMIT $2
+    SELECT idx, record FROM (
+        SELECT idx, record, sum(octet_length(record)) OVER (ORDER BY idx) AS upto
+        FROM (
+            SELECT idx, record FROM mesh_registry_log WHERE idx >= $1 ORDER BY idx LIMIT $2
+        ) AS page
+    ) AS sized
+    WHERE upto - octet_length(record) < $3
 ) AS entry ON true
 ORDER BY entry.idx
 """
-"""One page of the log from ``$1`` on, with the head and the decider read in the same
-statement (so from the same snapshot): one row with a NULL entry when there is none."""
+"""One page of the log from ``$1`` on (at most ``$2`` entries, ending with the first that
+reaches ``$3`` bytes), with the head and the decider read in the same statement (so from the
+same snapshot): one row with a NULL entry when there is none."""
 UNCERTAIN_SQLSTATE = ("08", "57", "58", "XX")
 """Classes of server errors that may arrive after a statement's commit (connection exception,
 operator intervention such as a shutdown, system error, internal error): outcome unknown."""
@@ -346,10 +360,14 @@ class PgLog:
         """Queued proposals with the first one's term (None: ordinary writes), in order."""
         term = self._pending[0].term
         batch: list[_Pending] = []
+        size = 0
         while self._pending and self._pending[0].term == term and len(batch) < MAX_BATCH:
+            if batch and size + len(self._pending[0].record) > MAX_BATCH_BYTES:
+                break
             pending = self._pending.popleft()
             if not pending.future.done():  # timed out while queued: never sent
                 batch.append(pending)
+                size += len(pending.record)
         return batch
 
     async def _append(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
@@ -437,7 +455,7 @@ class PgLog:
         fast_start = view.applied_index == 0
         while True:
             applied = view.applied_index
-            page = await conn.fetch(READ, max(applied, 1), PAGE + 1, timeout=timeout)
+            page = await conn.fetch(READ, max(applied, 1), PAGE + 1, PAGE_BYTES, timeout=timeout)
             self._head, self._decider_id = page[0]["head"], page[0]["decider"]
             if self._head < applied:
                 self._diverged(f"the database log ends at {self._head}")
@@ -460,7 +478,7 @@ class PgLog:
                 continue
             for index, record in rows:
                 self._apply(index, record)
-            if len(rows) < PAGE:
+            if view.applied_index >= self._head:
                 break
         self._caught_up = view.applied_index >= self._head
 
@@ -474,7 +492,10 @@ class PgLog:
             log.critical("gap in the database log; stopping", extra={"index": needed})
             raise CorruptRecord(needed, "missing from the database log, and no snapshot covers it")
         index, record = found
-        self.machine.install(index, record)
+        # Decoded in a thread, so the loop goes on serving reads; only this reader applies,
+        # so nothing is applied in between.
+        built = await asyncio.to_thread(self.machine.build, index, record)
+        self.machine.install(index, record, built)
         self._last_record = None
         self._snapshot_index = max(self._snapshot_index, index)
         # This replica's own writes the snapshot covers were committed, but whether each took

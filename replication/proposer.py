@@ -5,9 +5,9 @@ barriers, what a committed entry does to the view, and membership (joining a run
 ``remove_member``).
 
 Threads: pysyncobj runs Raft on its own tick thread; the registry runs on the asyncio loop.
-Committed events cross over with ``loop.call_soon_threadsafe`` (FIFO), and a write's future is
-settled through the same queue *after* its event, so a handler that awaited ``propose`` reads
-its own write. The future carries what applying the event did (an
+Committed events cross over through one FIFO (``replication/handoff.py``: one loop wakeup per
+batch), and a write's future is settled through the same queue *after* its event, so a handler
+that awaited ``propose`` reads its own write. The future carries what applying the event did (an
 :class:`replication.syncobj._Applied` filled by ``_apply``), since later entries may be applied
 before the handler resumes.
 
@@ -45,6 +45,7 @@ from registry.health import Liveness
 from registry.store import StorageFailure
 from replication import legacy, read_index, utility, wire
 from replication.dumps import Dumps, dump_path, write_dump
+from replication.handoff import Handoff
 from replication.journal import LmdbJournal
 from replication.peers import Peers, RaftTiming
 from replication.status import RaftStatus
@@ -112,7 +113,7 @@ class RaftProposer:
         self.liveness = liveness
         self.timing = RaftTiming.from_config(config)
         self.node: RaftNode | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handoff: Handoff | None = None
         self._in_flight = 0
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-writer")
         self._snapshotting = False
@@ -122,9 +123,13 @@ class RaftProposer:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Hand committed entries and results to ``loop`` (``start`` binds the running one)."""
+        self._handoff = Handoff(loop)
+
     async def start(self) -> None:
         install()  # pysyncobj patched for this process (replication/syncobj.py)
-        self._loop = asyncio.get_running_loop()
+        self.bind(asyncio.get_running_loop())
         raft_dir = os.path.join(self.config.data_dir, "raft")
         legacy.upgrade_journal(raft_dir, self.config.lmdb_map_size)
         journal = LmdbJournal(raft_dir, self.config.lmdb_map_size)
@@ -134,7 +139,7 @@ class RaftProposer:
             # A node that ran before rejoins the membership it last saw, whatever the env says.
             others = [m for m in journal.members() if m != self.peers.self_address]
         else:
-            found = await self._loop.run_in_executor(None, self._existing_cluster)
+            found = await asyncio.get_running_loop().run_in_executor(None, self._existing_cluster)
             others = list(self.peers.others)
             if found is not None:
                 peer, members, _ = found
@@ -355,10 +360,10 @@ class RaftProposer:
     def _deliver(self, index: int, record: bytes) -> _Applied:
         """Tick thread: hand a committed entry to the loop (an empty record is a barrier)."""
         applied = _Applied(index)
-        if not record or self._loop is None:
+        if not record or self._handoff is None:
             return applied
         self._in_flight += 1
-        self._loop.call_soon_threadsafe(self._apply, applied, record)
+        self._handoff.put(self._apply, applied, record)
         return applied
 
     def _apply(self, applied: _Applied, record: bytes) -> None:
@@ -387,10 +392,10 @@ class RaftProposer:
 
     def schedule_install(self, index: int, snapshot: bytes, tail: list[list[Any]]) -> None:
         """Tick thread: a dump was loaded; install its snapshot and records on the loop."""
-        if self._loop is None:
+        if self._handoff is None:
             return
         self._in_flight += 1
-        self._loop.call_soon_threadsafe(self._install, index, snapshot, tail)
+        self._handoff.put(self._install, index, snapshot, tail)
 
     def _install(self, index: int, snapshot: bytes, tail: list[list[Any]]) -> None:
         self._in_flight -= 1
@@ -405,8 +410,8 @@ class RaftProposer:
             self._on_fatal(exc)
 
     def _liveness_in(self, agent_ids: list[str]) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.liveness.seen_many, agent_ids)
+        if self._handoff is not None:
+            self._handoff.put(self.liveness.seen_many, agent_ids)
 
     async def _forward_liveness(self) -> None:
         while True:
@@ -461,11 +466,11 @@ class RaftProposer:
             else:
                 future.set_exception(Unavailable(_FAILURES.get(error, f"raft error {error}")))
 
+        handoff = self._handoff
+        assert handoff is not None, "submitted before bind() (start() binds)"
+
         def callback(result: Any, error: int) -> None:
-            # A loop closed by shutdown has nobody left waiting; raising here would abort the
-            # rest of pysyncobj's tick.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, result, error)
+            handoff.put(settle, result, error)  # after the entry's own apply (module docstring)
 
         submit(callback)
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -14,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from registry.api.app import build_app
-from registry.config import Config
+from registry.config import Config, Database
 from registry.node import Node
 from tests import postgres as pg
 from tests.processes import Registry
@@ -61,13 +62,59 @@ class Api:
         return self.node.view.applied_index
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.storages("lmdb", "postgresql")`` (on a test or a module) runs each of its
+    tests that start nodes through ``start_api`` once per storage: the same API answers from a
+    node whose log is in LMDB and from a replica whose log is in PostgreSQL."""
+    marker = metafunc.definition.get_closest_marker("storages")
+    if marker is not None and "start_api" in metafunc.fixturenames:
+        metafunc.parametrize("storage", marker.args)
+
+
 @pytest.fixture
-async def start_api(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
+def storage(request: pytest.FixtureRequest) -> str:
+    """Where ``start_api``'s nodes keep their log: lmdb unless a ``storages`` mark says more."""
+    return str(getattr(request, "param", "lmdb"))
+
+
+@pytest.fixture(scope="session")
+def shared_postgres() -> Iterator[pg.Postgres]:
+    """One server for the session's PostgreSQL-mode API tests; each test gets a database of
+    its own (``start_api``), so none sees another's log and the server starts only once."""
+    with pg.running() as server:
+        yield server
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+async def start_api(
+    tmp_path: Path, storage: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
     started: list[tuple[Node, TestClient[Any, Any]]] = []
+    databases: dict[Path, Database] = {}
+    """In PostgreSQL mode, a data directory stands for a database: a node started again on
+    the same directory finds the log it left, as it would on its LMDB files."""
 
     async def start(data_dir: Path | None = None, **overrides: Any) -> Api:
-        node = Node.open(make_config(data_dir or tmp_path / "node", **overrides))
+        data_dir = data_dir or tmp_path / "node"
+        if storage == "postgresql":
+            if data_dir not in databases:
+                server: pg.Postgres = request.getfixturevalue("shared_postgres")
+                databases[data_dir] = server.database(f"api_{next(_databases)}")
+            overrides = {
+                "database_type": "postgresql",
+                "database": databases[data_dir],
+                "retry_period": 0.2,
+                **overrides,
+            }
+        node = Node.open(make_config(data_dir, **overrides))
         await node.start()
+        if storage == "postgresql":
+            # A replica answers writes once it has replayed the log; the health and sweep
+            # tests need it to be the decider too (the only replica, it soon is).
+            await eventually(lambda: node.proposer.ready()[0] and node.proposer.leading(), 10)
         client: TestClient[Any, Any] = TestClient(TestServer(build_app(node), host="127.0.0.1"))
         await client.start_server()
         started.append((node, client))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from registry.config import Database
 from tests.ports import free_port
 from tests.timing import scaled
 
@@ -110,6 +111,19 @@ class Postgres:
         """``mode="immediate"``: the server dies without a checkpoint (a crash, as far as its
         durability is concerned: recovery replays the WAL at the next start)."""
         self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def require_password(self, password: str) -> None:
+        """TCP sessions must give ``password`` (scram-sha-256, PostgreSQL 15's default), as on a
+        server made from the guide's postgres-secret; the tests' own psql keeps the socket."""
+        self.psql(f"ALTER USER {USER} PASSWORD '{password}'")
+        hba = "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        (self.data / "pg_hba.conf").write_text(hba)  # overwritten in place: still the server's
+        self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "reload")
+
+    def database(self, name: str) -> Database:
+        """A new empty database on this server, as a registry's DATABASE_* settings."""
+        self.psql(f'CREATE DATABASE "{name}"')
+        return Database(host="127.0.0.1", port=self.port, name=name, user=USER)
 
     def psql(self, sql: str) -> str:
         return self._run(

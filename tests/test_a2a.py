@@ -10,6 +10,8 @@ from registry import a2a, registration
 from registry.registration import InvalidRegistration
 from tests.conftest import Api
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 SURFACES = [{"path": "agents/report", "skill_id": "report"}, {"path": "/x", "skill_id": ""}]
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from registry import audit
 from registry.events import health, remove, upsert
 from registry.registration import from_heartbeat
 from registry.resolve import STAGE_LIST_LIMIT
 from registry.view import View, apply
 from tests.conftest import Api, agent_body
+
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
 
 CONSUMER = "c-1"
 

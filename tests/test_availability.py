@@ -26,6 +26,8 @@ from registry.registration import from_heartbeat
 from registry.view import HEALTHY, UNHEALTHY, View, apply
 from tests.conftest import Api, agent_body
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 
 def required(capability: str, **constraints: Any) -> dict[str, Any]:
     return {"capability": capability, "required": True, **constraints}

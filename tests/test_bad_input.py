@@ -9,6 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Api, agent_body
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 BAD_HEARTBEATS: list[tuple[str, Any]] = [
     ("not json", "{agent_id: nope"),
     ("empty body", ""),

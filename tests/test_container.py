@@ -13,6 +13,10 @@ overlay's pod environment and its pod security (read-only root, /tmp tmpfs, no c
 privilege escalation, the image's non-root user). Requests are made from inside the containers
 (`podman exec ... python3`), so nothing listens on the host.
 
+The guide's Example 2 (k8s/overlays/postgresql: three replicas of a Deployment on one
+PostgreSQL) runs on the host's network instead, against the test's private PostgreSQL server
+on loopback (no container registry here serves the guide's postgres:15-alpine image).
+
 Needs root and `apt-get install -y podman buildah debootstrap runc`.
 """
 
@@ -38,7 +42,7 @@ import pytest
 from replication import wire
 from tests.ports import free_port
 from tests.postgres import Postgres
-from tests.test_deploy import K8S, REPO, kustomize, pod_env
+from tests.test_deploy import GUIDE_POSTGRES_SECRET, K8S, REPO, kustomize, pod_env
 from tests.timing import scaled
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
@@ -318,6 +322,8 @@ class Cluster:
         self.volumes = [f"{name}-data" for name in self.names]
         self.envs = [pod_env(kustomize(K8S / "overlays" / "ha"), i) for i in range(REPLICAS)]
         self.token = self.envs[0]["AUTH_TOKEN"]
+        self.ports = [(8080, 9090)] * REPLICAS
+        """Each container's HTTP and metrics ports, as requests inside it reach them."""
 
     def start(self, i: int) -> None:
         env = dict(self.envs[i])
@@ -364,7 +370,8 @@ class Cluster:
     def request(
         self, i: int, path: str, method: str = "GET", body: Any = None, token: str = ""
     ) -> tuple[int, Any]:
-        port = 9090 if path == "/metrics:9090" else 8080
+        http, metrics = self.ports[i]
+        port = metrics if path == "/metrics:9090" else http
         path = path.removesuffix(":9090")
         payload = json.dumps(body) if body is not None else ""
         done = self.podman(
@@ -585,51 +592,103 @@ def test_the_cluster_survives_killing_the_leader(cluster: Cluster) -> None:
     assert code == 200, body
 
 
-def test_a_postgresql_pod_from_the_image(podman: Podman, image: str, postgres: Postgres) -> None:
-    """One pod of k8s/overlays/postgresql from the image: its environment (DATABASE_TYPE=
-    postgresql, no Raft, no key), its pod security, a tmpfs at /data for its emptyDir, and a
-    real PostgreSQL (tests/postgres.py, on the host's loopback, so this container shares the
-    host's network and takes free ports). It becomes ready on the shared log, and the guide's
-    `wget -O- .../health` and `df -h /data` work inside it."""
-    env = pod_env(kustomize(K8S / "overlays" / "postgresql"), 0)
-    env.pop("POD_IP")
-    port = free_port()
-    env |= {
-        "DATABASE_HOST": "127.0.0.1",
-        "DATABASE_PORT": str(postgres.port),
-        "REGISTRY_PORT": str(port),
-        "METRICS_PORT": str(free_port()),
-    }
-    name = f"mcp-mesh-registry-pg-{uuid.uuid4().hex[:8]}"
-    podman(
-        "run", "--detach", "--name", name, "--network", "host",
-        "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/data",
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        *[arg for k, v in sorted(env.items()) for arg in ("-e", f"{k}={v}")],
-        image,
-    )  # fmt: skip
-    try:
+class Deployment(Cluster):
+    """k8s/overlays/postgresql's three replicas (the guide's Example 2) on the host's network,
+    where the test's PostgreSQL server listens on loopback; it answers to the name the guide's
+    ConfigMap gives it (``DATABASE_HOST: postgres``, through ``--add-host``), and only its port
+    differs from the ConfigMap's 5432 (a private server takes a free one). Each container takes
+    free ports of its own for HTTP and metrics, and a tmpfs at /data for its emptyDir."""
 
-        def fetch(path: str) -> subprocess.CompletedProcess[str]:
-            url = f"http://localhost:{port}{path}"
-            return podman("exec", name, "sh", "-c", f"wget -O- {url}", check=False, timeout=60)
+    def __init__(self, podman: Podman, image: str, server: Postgres) -> None:
+        super().__init__(podman, image)
+        objs = kustomize(K8S / "overlays" / "postgresql")
+        self.envs = [pod_env(objs, i) for i in range(REPLICAS)]
+        self.token = self.envs[0]["AUTH_TOKEN"]
+        self.ports = [(free_port(), free_port()) for _ in range(REPLICAS)]
+        for env, (http, metrics) in zip(self.envs, self.ports, strict=True):
+            env.pop("POD_IP")
+            env |= {"DATABASE_PORT": str(server.port), "REGISTRY_PORT": str(http)}
+            env |= {"METRICS_PORT": str(metrics)}
 
-        deadline = time.monotonic() + scaled(60)
-        while (ready := fetch("/ready")).returncode != 0:
-            if time.monotonic() > deadline:
-                logs = podman("logs", "--tail", "20", name, check=False)
-                raise AssertionError(f"not ready: {ready.stderr}\n{logs.stdout}{logs.stderr}")
-            time.sleep(0.5)
-        status = json.loads(fetch("/api/v1/cluster").stdout)
-        assert status["mode"] == "postgresql" and status["node_id"] == env["POD_NAME"]
-        # the only replica on this database takes the decider's lock (maybe after /ready)
-        while json.loads(fetch("/api/v1/cluster").stdout)["role"] != "decider":
-            assert time.monotonic() < deadline, "no decider"
-            time.sleep(0.5)
-        assert json.loads(fetch("/health").stdout)["status"] == "healthy"
-        check_df_data(podman("exec", name, "sh", "-c", "df -h /data").stdout)
-        assert int(postgres.psql("SELECT count(*) FROM mesh_registry_head")) == 1
+    def start(self, i: int) -> None:
+        self.podman(
+            "run", "--detach", "--name", self.names[i], "--network", "host",
+            "--add-host", "postgres:127.0.0.1",
+            "--read-only", "--tmpfs", "/tmp", "--tmpfs", "/data",
+            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            *[arg for k, v in sorted(self.envs[i].items()) for arg in ("-e", f"{k}={v}")],
+            self.image,
+        )  # fmt: skip
+
+    def __enter__(self) -> Deployment:
+        for i in range(REPLICAS):
+            self.start(i)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.names:
+            self.podman("rm", "--force", "--time", "2", name, check=False)
+
+    def deciders(self, members: list[int]) -> list[tuple[int, int]]:
+        """(ordinal, term) of each member that says it is the decider."""
+        statuses = {i: self.status(i) for i in members}
+        return [(i, s["term"]) for i, s in statuses.items() if s.get("role") == "decider"]
+
+
+def test_the_guides_example_2_on_three_containers(
+    podman: Podman, image: str, postgres: Postgres
+) -> None:
+    """Example 2 step by step: the guide's postgres-secret (its password required by the
+    server), its ConfigMap, three replicas of the Deployment; then its Step 4 checks (health,
+    metrics, logs, the API) against them, its Troubleshooting's CREATE INDEX statements in psql,
+    and a replica's pod deleted and replaced as the Deployment would."""
+    postgres.require_password(GUIDE_POSTGRES_SECRET["POSTGRES_PASSWORD"])
+    with Deployment(podman, image, postgres) as pods:
+        pods.wait("all three ready", lambda: pods.ready(ALL))
+        (decider, term), *more = pods.wait("a decider", lambda: pods.deciders(ALL))
+        assert not more, "two deciders"
+        for i in ALL:  # `wget -O- http://localhost:8080/health` inside each pod
+            url = f"http://localhost:{pods.ports[i][0]}/health"
+            health = podman("exec", pods.names[i], "sh", "-c", f"wget -O- {url}")
+            assert json.loads(health.stdout)["status"] == "healthy"
+        check_df_data(podman("exec", pods.names[0], "sh", "-c", "df -h /data").stdout)
         sessions = postgres.psql("SELECT application_name FROM pg_stat_activity")
-        assert f"mesh-registry {env['POD_NAME']}" in sessions, sessions
-    finally:
-        podman("rm", "--force", "--time", "2", name, check=False)
+        for env in pods.envs:  # each pod's sessions are named after it
+            assert f"mesh-registry {env['POD_NAME']} " in sessions, sessions
+        body = {"id": "example-2-agent", "capabilities": ["weather"], "endpoint": "http://w:8080"}
+        code, _ = pods.request(0, "/api/v1/agents", "POST", body, pods.token)
+        assert code == 200
+        for i in ALL:  # written through one replica, read from each
+            code, got = pods.request(i, "/api/v1/agents/example-2-agent?consistency=linearizable")
+            assert code == 200 and [c["name"] for c in got["capabilities"]] == ["weather"], got
+        code, metrics = pods.request(1, "/metrics:9090")
+        assert code == 200 and 'mcp_registry_agents_total{status="healthy"} 1.0' in metrics
+        logs = podman("logs", pods.names[decider])  # `kubectl logs deploy/...`
+        assert "deciding health and sweeps" in logs.stdout + logs.stderr
+        # The Troubleshooting section's indexes, on the table the decider keeps current.
+        pods.wait("the agents table", lambda: postgres.psql("SELECT name FROM agents") != "")
+        postgres.psql("CREATE INDEX idx_agents_capability ON agents(capability)")
+        postgres.psql("CREATE INDEX idx_agents_last_seen ON agents(last_seen)")
+        assert postgres.psql("SELECT capability FROM agents") == "{weather}"
+        # The decider's pod is deleted: another replica takes over with a higher term, and the
+        # replacement pod replays the log from the database (it has no volume).
+        podman("kill", pods.names[decider])
+        others = [i for i in ALL if i != decider]
+        (successor, new_term), *more = pods.wait("a new decider", lambda: pods.deciders(others))
+        assert not more and new_term > term
+        body = {"id": "after-failover", "capabilities": ["maps"], "endpoint": "http://m:8080"}
+        assert pods.request(successor, "/api/v1/agents", "POST", body, pods.token)[0] == 200
+        podman("rm", "--force", pods.names[decider])
+        pods.start(decider)
+        pods.wait("the replaced pod ready", lambda: pods.ready([decider]))
+        code, listed = pods.request(decider, "/api/v1/agents")
+        assert code == 200 and {a["id"] for a in listed["agents"]} == {
+            "example-2-agent",
+            "after-failover",
+        }
+        # A pod given a wrong password is not ready and says why; it does not crash-loop.
+        pods.envs[decider]["DATABASE_PASSWORD"] = "wrong"
+        podman("rm", "--force", pods.names[decider])
+        pods.start(decider)
+        pods.wait("the reason", lambda: "password" in str(pods.request(decider, "/ready")[1]))
+        assert pods.request(decider, "/health")[0] == 200

@@ -1364,8 +1364,9 @@ def test_alerts_and_dashboard_use_metrics_the_registry_exposes(
         "RegistryHighErrorRate",
         "RegistryHeartbeatExpirySpike",
         "RegistryInsecureEncryptionKey",
+        "RegistryNoDecider",
     } <= alerts
-    assert "mcp_registry_insecure_key" in used
+    assert {"mcp_registry_insecure_key", "mcp_registry_decider"} <= used
 
 
 def test_the_guides_sqlite_query(live: Live) -> None:

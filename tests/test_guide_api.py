@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gc
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from registry.gc_pauses import GcPauses
 from tests.conftest import Api, agent_body
+
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
 
 
 async def test_guide_registration_roundtrip(api: Api) -> None:

@@ -7,11 +7,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from registry.api.jobs import render
 from tests.conftest import Api, agent_body, eventually, steadily
+
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
 
 NEW_JOB = {"capability": "render", "submitted_by": "consumer", "submitted_payload": {"n": 1}}
 

@@ -12,6 +12,8 @@ import pytest
 from registry.limits import TRACKED_ADDRESSES, Admission, Limits, Refused
 from tests.conftest import Api, agent_body
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 
 class Clock:
     def __init__(self) -> None:

@@ -16,6 +16,8 @@ from registry.registration import InvalidRegistration
 from registry.view import UNHEALTHY, View, apply
 from tests.conftest import Api
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}}
 
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
-from registry import events
+from registry import events, pg_log
 from registry.commit import StateMachine, Unavailable
 from registry.config import Config, Database
 from registry.events import CorruptRecord
@@ -28,7 +31,7 @@ Start = Callable[..., Awaitable[PgLog]]
 async def start_log(tmp_path: Path, postgres: Postgres) -> AsyncIterator[Start]:
     started: list[PgLog] = []
 
-    async def start(name: str, retry_period: float = 0.1) -> PgLog:
+    async def start(name: str, retry_period: float = 0.1, snapshot_every: int = 10000) -> PgLog:
         config: Config = replace(
             make_config(tmp_path / name),
             database_type="postgresql",
@@ -36,6 +39,7 @@ async def start_log(tmp_path: Path, postgres: Postgres) -> AsyncIterator[Start]:
             instance_id=name,
             retry_period=retry_period,
             write_timeout=3.0,
+            snapshot_every=snapshot_every,
         )
         machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
         pg = PgLog(config, machine, Liveness(), lambda error: None)
@@ -224,3 +228,76 @@ async def test_barriers_after_lost_reader_sessions_wait_for_one_round(
     await pg.barrier()
     # one round beyond those done: what a barrier now waits for, whatever was lost before
     assert pg._rounds_started - pg._rounds_done <= 1
+
+
+async def test_appends_and_catch_up_pages_stay_within_their_byte_bounds(
+    start_log: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records near the request body limit are appended a few per statement and read a few per
+    page (MAX_BATCH_BYTES, PAGE_BYTES, here 20 KB), and a replica catching up over many such
+    pages is caught up after one catch-up, not one page per polling round."""
+    monkeypatch.setattr(pg_log, "MAX_BATCH_BYTES", 20_000)
+    monkeypatch.setattr(pg_log, "PAGE_BYTES", 20_000)
+    pages: list[int] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def counted(conn: asyncpg.Connection, query: str, *args: object, **kw: object) -> Any:
+        rows = await fetch(conn, query, *args, **kw)
+        if query == pg_log.READ:
+            pages.append(sum(len(row["record"] or b"") for row in rows))
+        return rows
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", counted)
+    catch_ups: list[tuple[str, bool]] = []
+    catch_up = PgLog._catch_up
+
+    async def recorded(self: PgLog, conn: asyncpg.Connection) -> None:
+        await catch_up(self, conn)
+        catch_ups.append((self.config.instance_id, self._caught_up))
+
+    monkeypatch.setattr(PgLog, "_catch_up", recorded)
+    a = await start_log("a")
+    batches: list[int] = []
+    append = a._append
+
+    async def spied(conn: asyncpg.Connection, batch: list[Any]) -> None:
+        batches.append(sum(len(pending.record) for pending in batch))
+        await append(conn, batch)
+
+    monkeypatch.setattr(a, "_append", spied)
+    big = [
+        events.upsert({"agent_id": f"big-{i}", "name": "x" * 8000, "tools": []}, 1)
+        for i in range(20)
+    ]
+    await asyncio.gather(*(a.propose(event) for event in big))
+    assert len(batches) >= 8 and max(batches) <= 20_000 + 9000, batches
+    pages.clear()
+    b = await start_log("b")
+    assert b.machine.view.applied_index == a.machine.view.applied_index
+    assert set(b.machine.view.agents) == {f"big-{i}" for i in range(20)}
+    assert len(pages) >= 8 and max(pages) < 20_000 + 2 * 9000, pages
+    assert catch_ups[[name for name, _ in catch_ups].index("b")] == ("b", True)
+
+
+async def test_a_snapshot_is_decoded_off_the_event_loop(
+    start_log: Start, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica starting from the database's snapshot builds its view in a thread, so a large
+    snapshot does not stop the loop serving; the view it installs is the decider's."""
+    a = await start_log("a", snapshot_every=5)
+    await eventually(a.leading)
+    for i in range(12):
+        await a.propose(agent(f"snap-{i}"))
+    await eventually(lambda: postgres.psql("SELECT count(*) FROM mesh_registry_snapshot") != "0")
+    built_in: list[threading.Thread] = []
+    build = StateMachine.build
+
+    def recorded(self: StateMachine, index: int, record: bytes) -> View:
+        built_in.append(threading.current_thread())
+        return build(self, index, record)
+
+    monkeypatch.setattr(StateMachine, "build", recorded)
+    b = await start_log("b")
+    assert built_in and threading.main_thread() not in built_in
+    assert b.machine.snapshot_index > 0
+    assert set(b.machine.view.agents) == {f"snap-{i}" for i in range(12)}

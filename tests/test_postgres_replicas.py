@@ -43,6 +43,13 @@ async def deciders(session: aiohttp.ClientSession, nodes: list[Registry]) -> lis
     return [i for i, s in enumerate(await cluster(session, nodes)) if s["role"] == "decider"]
 
 
+async def decider_gauge(session: aiohttp.ClientSession, node: Registry) -> float:
+    async with session.get(f"http://127.0.0.1:{node.metrics_port}/metrics") as resp:
+        text = await resp.text()
+    (line,) = [line for line in text.splitlines() if line.startswith("mcp_registry_decider ")]
+    return float(line.split()[1])
+
+
 async def test_single_replica_writes_reads_and_restarts_from_the_database(
     tmp_path: Path, postgres: Postgres, registries: list[Registry]
 ) -> None:
@@ -102,6 +109,8 @@ async def test_three_replicas_share_one_log_and_one_decider(
             return all(s["leader"] == new["node_id"] for s in await cluster(session, rest))
 
         await until(everyone_names_it)
+        deciding = [await decider_gauge(session, n) for n in rest]  # RegistryNoDecider's input
+        assert sorted(deciding) == [0.0, 1.0]
         assert await register(session, rest[0], "after-failover")
         assert "after-failover" in await agent_ids(session, rest[1], linearizable=True)
 

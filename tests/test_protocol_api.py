@@ -8,11 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from registry.events import health
 from registry.timefmt import now_ms
 from tests.conftest import Api, agent_body, eventually
 from tests.timing import scaled
+
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
 
 # A real exchange between SDK 3.8 agents and the Go registry (copied from shared/reference/).
 REFERENCE = Path(__file__).resolve().parent / "data"

@@ -403,14 +403,18 @@ def test_a_member_added_while_a_read_is_pending_does_not_change_its_majority(
 
 
 @contextlib.contextmanager
-def proposer_on(node: RaftNode, root: Path) -> Iterator[RaftProposer]:
-    """The registry's RaftProposer over ``node`` (its own store in ``root``): what settles a
-    read on the event loop, and appends a barrier entry when the read is refused."""
+def proposer_on(
+    node: RaftNode, root: Path, loop: asyncio.AbstractEventLoop
+) -> Iterator[RaftProposer]:
+    """The registry's RaftProposer over ``node`` (its own store in ``root``), bound to
+    ``loop``: what settles a read on the event loop, and appends a barrier entry when the read
+    is refused."""
     store = Store(str(root / "lmdb"))
     config = Config(data_dir=str(root), encryption_key="read-index-test-key-0123456789abcd")
     machine = StateMachine(store, restore_view(store, config.events_history), 1000)
     proposer = RaftProposer(config, Peers(address(node), ()), machine, Liveness(), lambda _: None)
     proposer.node = node
+    proposer.bind(loop)
     try:
         yield proposer
     finally:
@@ -426,7 +430,7 @@ def test_an_answer_for_a_loop_closed_by_shutdown_does_not_break_the_tick(
     leader = cluster.calm()
     f1, f2 = cluster.others(leader)
     loop = asyncio.new_event_loop()
-    with proposer_on(leader, tmp_path) as proposer:
+    with proposer_on(leader, tmp_path, loop) as proposer:
         try:
             cluster.paused = {address(f1), address(f2)}  # the read stays pending
             request = leader.read_index.request
@@ -453,7 +457,7 @@ def test_a_refused_read_falls_back_to_a_barrier_entry(cluster: Cluster, tmp_path
     cluster.tick(leader)  # its status now says it leads (RaftProposer looks there first)
 
     async def barrier() -> None:
-        with proposer_on(leader, tmp_path) as proposer:
+        with proposer_on(leader, tmp_path, asyncio.get_running_loop()) as proposer:
             task = asyncio.ensure_future(proposer.barrier())
             await asyncio.sleep(0)
             while not task.done():

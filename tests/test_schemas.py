@@ -13,6 +13,8 @@ from registry.schemas import Expected, admits, incompatibilities
 from registry.view import View, apply
 from tests.conftest import Api
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 PERSON = {
     "properties": {"age": {"type": "integer"}, "name": {"type": "string"}},
     "required": ["age", "name"],

@@ -24,6 +24,8 @@ from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready, converged
 from tests.timing import scaled
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 # -- identity and the pure state -----------------------------------------------------------------
 
 

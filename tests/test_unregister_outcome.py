@@ -20,6 +20,8 @@ from registry.timefmt import now_ms
 from tests.conftest import Api, agent_body, eventually
 from tests.ports import free_port
 
+pytestmark = pytest.mark.storages("lmdb", "postgresql")
+
 
 async def test_removal_followed_by_a_write_in_the_same_batch_reports_removed(
     start_api: Callable[..., Awaitable[Api]],
@@ -81,6 +83,7 @@ def _raft_of_one() -> dict[str, Any]:
     }
 
 
+@pytest.mark.storages("lmdb")  # its cases are the LMDB log's two proposers, local and raft
 @pytest.mark.parametrize("proposer", ["local", "raft"])
 async def test_concurrent_deletes_over_http_all_answer_204(
     start_api: Callable[..., Awaitable[Api]], proposer: str
