@@ -1,6 +1,6 @@
 """Three registries that replicate, in either of the two ways the registry can: a Raft cluster
-(tests/test_cluster.py's ``Cluster``) or PostgreSQL-mode replicas sharing one event log on the
-private server of tests/postgres.py (``Replicas``, with the same interface).
+(tests/test_cluster.py's ``Cluster``) or PostgreSQL-mode replicas sharing one event log in a
+database of a server of tests/postgres.py (``Replicas``, with the same interface).
 
 Tests that hold for any replicated registry (the compatibility suite's answers compared with
 the Go registry's) take the ``topology`` fixture and run once per way, so that a difference
@@ -9,6 +9,7 @@ only one of them has shows, without a copy of the test for each.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -25,10 +26,13 @@ database does not confirm is answered (503, outcome unknown) within 3 s: a test 
 either no longer than its own deadline allows."""
 
 TOPOLOGIES = ("raft", "postgresql")
+_databases = itertools.count()
+"""Numbers the session's databases of PostgreSQL-mode replicas."""
 
 
 def replica(root: Path, server: Postgres, i: int, port: int | None = None, **env: str) -> Registry:
-    """Replica ``i`` of ``server``'s database (not started), its files in ``root/r<i>``."""
+    """Replica ``i`` of ``server``'s database (not started; another database of it by
+    ``DATABASE_NAME`` in ``env``), its files in ``root/r<i>``."""
     return Registry(
         root / f"r{i}",
         port=port,
@@ -78,15 +82,16 @@ def three_replicas(
     kind: str, request: pytest.FixtureRequest, root: Path, started: list[Registry]
 ) -> Topology:
     """A maker of three replicas of ``kind`` (one of TOPOLOGIES), not started, with the
-    environment it is given on each. The PostgreSQL server is asked of pytest only for that
-    kind (the Raft variants neither need nor start one), and here, while fixtures are set up.
-
-    The server, set up after ``registries``, is torn down before the replicas are killed:
-    they lose their database for the moment that takes, which nothing after the test sees."""
+    environment it is given on each. In PostgreSQL mode they get a new database of their own
+    on the session's server (tests/conftest.py's ``shared_postgres``: a server made for each
+    test cost 1.5-3 s of initdb and start, on every PostgreSQL variant), asked of pytest only
+    for that kind, so that the Raft variants neither need nor start one. Advisory locks and
+    NOTIFY channels are per database: no test sees another's decider or log."""
     if kind == "raft":
         return lambda **env: Cluster(root, started, **env)
-    server: Postgres = request.getfixturevalue("postgres")
-    return lambda **env: Replicas(root, started, server, **env)
+    server: Postgres = request.getfixturevalue("shared_postgres")
+    database = server.database(f"replicas_{next(_databases)}").name
+    return lambda **env: Replicas(root, started, server, **{"DATABASE_NAME": database, **env})
 
 
 @pytest.fixture(params=TOPOLOGIES)
