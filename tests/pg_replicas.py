@@ -54,7 +54,8 @@ class Replicas:
         self.nodes = [replica(root, server, i, **env) for i in range(n)]
 
     def start(self, i: int, **env: str) -> Registry:
-        node = replica(self.root, self.server, i, port=self.nodes[i].port, **self.env, **env)
+        # ``env`` over the replicas' own, as Cluster.start: a restart may change a setting
+        node = replica(self.root, self.server, i, self.nodes[i].port, **{**self.env, **env})
         self.nodes[i] = node
         self.started.append(node.start())
         return node
