@@ -224,16 +224,20 @@ class Node:
             return await self._register(agent, client)
         # As the Go registry's lock: two halves of a loop sent to this node at once must not
         # both pass the check against a view that holds neither (across replicas they still
-        # can; docs/protocol.md).
+        # can; docs/protocol.md). The check reads a view brought up to date by a barrier: a
+        # half acknowledged through another replica before this request came must count, as
+        # one deleted there must no longer (this replica may not have applied either yet).
         async with self._requirements_checked:
+            await self.proposer.barrier()
             if (loop := self.view.required_loop(agent)) is not None:  # never could be available
                 raise RequiredLoop(loop)
-            return await self._register(agent, client)
+            return await self._register(agent, client, current=True)
 
-    async def _register(self, agent: dict[str, Any], client: str) -> bool:
+    async def _register(self, agent: dict[str, Any], client: str, current: bool = False) -> bool:
+        """``current``: the view was just brought up to date by a barrier (no second one)."""
         agent_id = agent["agent_id"]
         new = agent_id not in self.view.agents
-        if self._unchanged(agent):
+        if self._unchanged(agent) and not current:
             await self.proposer.barrier()
         if not self._unchanged(agent):
             new = agent_id not in self.view.agents

@@ -98,7 +98,9 @@ async def all_ready(
 
 
 async def leader_of(session: aiohttp.ClientSession, nodes: list[Registry]) -> int:
-    """The position in ``nodes`` of the node every reachable node agrees leads."""
+    """The position in ``nodes`` of the node every reachable node agrees leads: the Raft
+    leader, or in PostgreSQL mode (tests/pg_replicas.py) the decider, which like the leader
+    is the one node that decides health and sweeps jobs."""
 
     async def check() -> int | None:
         statuses = []
@@ -107,10 +109,10 @@ async def leader_of(session: aiohttp.ClientSession, nodes: list[Registry]) -> in
                 statuses.append(await get_json(session, f"{node.url}/api/v1/cluster"))
             except aiohttp.ClientError:
                 return None
-        roles = [s["role"] for s in statuses]
-        if roles.count("leader") != 1 or len({s["leader"] for s in statuses}) != 1:
+        leads = [s["role"] in ("leader", "decider") for s in statuses]
+        if leads.count(True) != 1 or len({s["leader"] for s in statuses}) != 1:
             return None
-        return roles.index("leader") + 1  # +1: position 0 must count as found
+        return leads.index(True) + 1  # +1: position 0 must count as found
 
     return int(await until(check)) - 1
 

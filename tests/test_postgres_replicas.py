@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import agent_body, steadily
+from tests.pg_replicas import FAST, replica
 from tests.postgres import Postgres
 from tests.processes import Registry
 from tests.test_backup import cli
@@ -32,14 +33,6 @@ from tests.test_cluster import (
 from tests.timing import scaled
 
 pytestmark = pytest.mark.slow
-
-FAST = {"LEADER_ELECTION_RETRY_PERIOD": "200ms", "WRITE_TIMEOUT": "3s"}
-
-
-def replica(root: Path, server: Postgres, i: int, **env: str) -> Registry:
-    return Registry(
-        root / f"r{i}", **server.env, **FAST, REGISTRY_INSTANCE_ID=f"replica-{i}", **env
-    )
 
 
 async def cluster(session: aiohttp.ClientSession, nodes: list[Registry]) -> list[dict[str, Any]]:

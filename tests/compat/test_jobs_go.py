@@ -3,6 +3,10 @@
 Ids and times differ by nature and are normalized away; error bodies are compared by status
 (their wording is ours, docs/protocol.md). Time-driven sweeps are not exercised here (the Go
 registry sweeps every MCP_MESH_SWEEP_INTERVAL; tests/test_jobs_api.py covers ours).
+
+Ours is one node, and three replicas (a Raft cluster, and PostgreSQL-mode replicas on one
+database: tests/compat/test_llm.py's ``our_urls``) taking the sequence's requests in turn, so
+that a claim, a batch or a release reaches another replica than the job's submission did.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.compat.test_llm import our_urls  # noqa: F401 (fixture)
 from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401  (fixtures)
-from tests.conftest import Api
+from tests.processes import Registry
+from tests.test_cluster import all_ready
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
@@ -127,13 +133,18 @@ def fill(value: Any, job_id: str) -> Any:
     return value
 
 
-async def run(session: aiohttp.ClientSession, base: str) -> list[tuple[int, Any]]:
+async def run(
+    session: aiohttp.ClientSession, urls: list[str], reads: str = ""
+) -> list[tuple[int, Any]]:
+    """SEQUENCE's answers, its requests sent to ``urls`` in turn; ``reads`` is a query added
+    to each GET (ours: a replica's reads reflect every acknowledged write only when asked)."""
     answers: list[tuple[int, Any]] = []
     job_id = ""
-    for method, path, body in SEQUENCE:
-        async with session.request(
-            method, base + fill(path, job_id), json=fill(body, job_id)
-        ) as answer:
+    for step, (method, path, body) in enumerate(SEQUENCE):
+        url = urls[step % len(urls)] + fill(path, job_id)
+        if method == "GET" and reads:
+            url += ("&" if "?" in url else "?") + reads
+        async with session.request(method, url, json=fill(body, job_id)) as answer:
             payload = await answer.json(content_type=None)
         if method == "POST" and path == "/jobs" and answer.status == 201:
             job_id = payload["id"]
@@ -141,10 +152,14 @@ async def run(session: aiohttp.ClientSession, base: str) -> list[tuple[int, Any]
     return answers
 
 
-async def test_job_sequences_answer_as_the_go_registry_does(api: Api, go_registry: str) -> None:  # noqa: F811
-    ours = str(api.client.make_url("")).rstrip("/")
+async def test_job_sequences_answer_as_the_go_registry_does(
+    our_urls: list[str],  # noqa: F811 (the fixture imported above)
+    registries: list[Registry],
+    go_registry: str,  # noqa: F811
+) -> None:
     async with aiohttp.ClientSession() as session:
-        theirs = await run(session, go_registry)
-        mine = await run(session, ours)
+        await all_ready(session, registries)
+        theirs = await run(session, [go_registry])
+        mine = await run(session, our_urls, "consistency=linearizable")
     for step, (expected, got) in enumerate(zip(theirs, mine, strict=True)):
         assert got == expected, (step, SEQUENCE[step][:2])

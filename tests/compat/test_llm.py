@@ -1,13 +1,14 @@
 """``llm_tools`` and ``llm_providers`` side by side with the Go registry (npm @mcpmesh/cli 3.7).
 
-The same registrations go to the Go registry binary and to ours (one node, and a 3-replica
-cluster written and read through different replicas): LLM agents in the three filter modes,
-filters by name, ``"*"`` and ``{capability, tags, version}``, provider delegation with tag
-operators and versions, malformed declarations; then providers leave (DELETE) and come back
-(re-register). Every heartbeat answer's ``llm_tools`` and ``llm_providers``, and every agent's
-``llm_tool_resolutions`` and ``llm_provider_resolutions`` in ``GET /agents`` after each round,
-must be identical, except for the differences docs/protocol.md lists, which are asserted here
-as what each registry does.
+The same registrations go to the Go registry binary and to ours (one node, and three
+replicas written and read through different replicas, as a Raft cluster and in PostgreSQL
+mode: the ``our_urls`` fixture, which tests/compat's other Go comparisons share): LLM agents
+in the three filter modes, filters by name, ``"*"`` and ``{capability, tags, version}``,
+provider delegation with tag operators and versions, malformed declarations; then providers
+leave (DELETE) and come back (re-register). Every heartbeat answer's ``llm_tools`` and
+``llm_providers``, and every agent's ``llm_tool_resolutions`` and ``llm_provider_resolutions``
+in ``GET /agents`` after each round, must be identical, except for the differences
+docs/protocol.md lists, which are asserted here as what each registry does.
 
 The LLM agents' own functions have no input schema, so no tool list contains them: the Go
 registry re-creates an agent's tools at every full heartbeat, moving them to the end of the
@@ -25,8 +26,9 @@ import aiohttp
 import pytest
 
 from tests.compat.test_meshctl_and_go import go_registry, mesh_cli  # noqa: F401 (fixtures)
+from tests.pg_replicas import three_replicas
 from tests.processes import Registry
-from tests.test_cluster import Cluster, all_ready, until
+from tests.test_cluster import all_ready, until
 from tests.test_llm import ODD, tool
 from tests.timing import scaled
 
@@ -296,15 +298,20 @@ def names(tools: list[dict[str, Any]] | None) -> list[str] | None:
     return None if tools is None else [f"{t['endpoint']}/{t['name']}" for t in tools]
 
 
-@pytest.fixture(params=["one node", "three replicas"])
+OUR_TOPOLOGIES = {"three replicas": "raft", "three postgresql replicas": "postgresql"}
+"""The ``our_urls`` variants with three replicas, and the kind of tests/pg_replicas.py each is."""
+
+
+@pytest.fixture(params=["one node", *OUR_TOPOLOGIES])
 def our_urls(
     request: pytest.FixtureRequest, tmp_path: Path, registries: list[Registry]
 ) -> Iterator[list[str]]:
+    """The URLs of our registry under test, started: one node, or each of three replicas."""
     if request.param == "one node":
         registries.append(Registry(tmp_path / "single").start())
         yield [registries[-1].url]
     else:
-        cluster = Cluster(tmp_path, registries)
+        cluster = three_replicas(OUR_TOPOLOGIES[request.param], request, tmp_path, registries)()
         cluster.start_all()
         yield [node.url for node in cluster.nodes]
 

@@ -1,8 +1,9 @@
 """Side by side with MCP Mesh's own Go registry, from the same npm package as ``meshctl``.
 
-The same agents are registered with our 3-replica cluster and with the Go registry; the
-dependency resolutions (tag operators, OR groups, version constraints) and what ``meshctl``
-shows must be the same.
+The same agents are registered with our three replicas (a Raft cluster, and PostgreSQL-mode
+replicas on one database: tests/pg_replicas.py) and with the Go registry; the dependency
+resolutions (tag operators, OR groups, version constraints) and what ``meshctl`` shows must be
+the same.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import aiohttp
 import pytest
 
 from benchmarks.go_registry import ensure_go_registry
+from tests.pg_replicas import Topology, topology  # noqa: F401 (fixture)
 from tests.ports import free_port
-from tests.processes import Registry
-from tests.test_cluster import Cluster, all_ready
+from tests.test_cluster import all_ready
 from tests.timing import scaled
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
@@ -170,9 +171,11 @@ def meshctl_json(mesh_cli: Path, url: str) -> list[dict[str, Any]]:
 
 
 async def test_resolution_and_meshctl_match_the_go_registry(
-    tmp_path: Path, registries: list[Registry], go_registry: str, mesh_cli: Path
+    topology: Topology,  # noqa: F811 (the fixture imported above)
+    go_registry: str,
+    mesh_cli: Path,
 ) -> None:
-    cluster = Cluster(tmp_path, registries)
+    cluster = topology()
     cluster.start_all()
     async with aiohttp.ClientSession() as session:
         await all_ready(session, cluster.nodes)

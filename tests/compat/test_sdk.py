@@ -1,9 +1,12 @@
-"""The published MCP Mesh SDK, unchanged, against a 3-replica cluster on loopback.
+"""The published MCP Mesh SDK, unchanged, against three replicas on loopback.
 
 Installs ``mcp-mesh`` into its own virtual environment (cached in ``.venv-compat``), runs a
 real provider and consumer (FastMCP tools with ``@mesh.tool``/``@mesh.agent``) registered
 through *different* replicas, and calls the consumer's tool over MCP: the answer must come
-from the provider through the proxy the SDK injected from our registry's resolution.
+from the provider through the proxy the SDK injected from our registry's resolution. The
+replicas are a Raft cluster, and PostgreSQL-mode replicas on one database (tests/pg_replicas.py),
+except for the leader's failover, which is Raft's own (the decider's is in
+tests/compat/test_sdk_jobs.py and tests/test_postgres_replicas.py).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pytest
 from registry.timefmt import iso_ms, now_ms
 from tests.compat.fetch_errors import registry_unreachable
 from tests.conftest import eventually
+from tests.pg_replicas import Topology, topology  # noqa: F401 (fixture)
 from tests.ports import free_port
 from tests.processes import Registry
 from tests.test_cluster import Cluster, all_ready, get_json, leader_of
@@ -207,9 +211,12 @@ async def eventually_says(
 
 
 async def test_sdk_agents_resolve_and_call_through_different_replicas(
-    tmp_path: Path, registries: list[Registry], agents: list[Agent], sdk_python: Path
+    topology: Topology,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+    agents: list[Agent],
+    sdk_python: Path,
 ) -> None:
-    cluster = Cluster(tmp_path, registries, AGENT_TIMEOUT="5s", HEALTH_CHECK_INTERVAL="1s")
+    cluster = topology(AGENT_TIMEOUT="5s", HEALTH_CHECK_INTERVAL="1s")
     cluster.start_all()
     timeout = aiohttp.ClientTimeout(total=scaled(10))
     async with aiohttp.ClientSession(timeout=timeout) as session:

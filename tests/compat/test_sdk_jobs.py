@@ -1,4 +1,4 @@
-"""MeshJob with the published SDK, unchanged, through a 3-replica cluster behind a Service.
+"""MeshJob with the published SDK, unchanged, through three replicas behind a Service.
 
 Two producers host the same ``task=True`` tool and a consumer submits jobs to it and waits,
 all in the shape of MCP Mesh's ``examples/jobs`` (our own agents). The jobs must complete
@@ -6,6 +6,10 @@ while the leader is killed mid-job (the producer's progress batches and the cons
 go to the survivors), and when the producer holding a job is killed mid-job (the leader's
 sweep finds it orphaned once its health is lost, and the other producer claims the job again
 and completes it). Every replica then serves the same result.
+
+The replicas are a Raft cluster, and PostgreSQL-mode replicas on one database
+(tests/pg_replicas.py), where the decider is what the leader is here: the one replica that
+decides health and sweeps jobs, killed mid-job and taken over by another.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import pytest
 
 from tests.compat.test_sdk import Agent, ServiceProxy, agents, call_tool, sdk_python
 from tests.conftest import eventually
+from tests.pg_replicas import Topology, topology  # noqa: F401 (fixture)
 from tests.processes import Registry
-from tests.test_cluster import Cluster, all_ready, get_json, leader_of
+from tests.test_cluster import all_ready, get_json, leader_of
 from tests.timing import scaled
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
@@ -154,13 +159,14 @@ def expected(topic: str, parts: int) -> list[str]:
 
 
 async def test_sdk_jobs_complete_through_a_leader_kill_and_a_producer_kill(
-    tmp_path: Path, registries: list[Registry], agents: list[Agent], sdk_python: Path
+    topology: Topology,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+    agents: list[Agent],
+    sdk_python: Path,
 ) -> None:
     # The SDK heartbeats every 5 s: 10 s before an agent counts as gone. The leader sweeps
     # jobs every 2 s (MeshJob's default is 5 minutes), so an orphaned job is queued again soon.
-    cluster = Cluster(
-        tmp_path,
-        registries,
+    cluster = topology(
         AGENT_TIMEOUT="10s",
         HEALTH_CHECK_INTERVAL="1s",
         MCP_MESH_SWEEP_INTERVAL="2s",

@@ -1,4 +1,5 @@
-"""Registration trust across a 3-replica cluster with the published SDK and meshctl.
+"""Registration trust across three replicas (a Raft cluster, and PostgreSQL-mode replicas on
+one database: tests/pg_replicas.py) with the published SDK and meshctl.
 
 The SDK agents run with ``MCP_MESH_TLS_MODE=strict`` and file certificates made here; an
 organisation's CA that no replica trusts is refused until ``meshctl entity register`` writes
@@ -25,14 +26,15 @@ from tests.certs import CA
 from tests.compat.test_meshctl_and_go import mesh_cli
 from tests.compat.test_sdk import CONSUMER, PROVIDER, Agent, agents, sdk_python
 from tests.conftest import agent_body, eventually
+from tests.pg_replicas import Replicated, Topology, topology
 from tests.ports import free_port
 from tests.processes import Registry
-from tests.test_cluster import Cluster, all_ready
+from tests.test_cluster import all_ready
 from tests.test_trust import Pki, call, tls_registry
 from tests.timing import scaled
 
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
-__all__ = ["agents", "mesh_cli", "sdk_python"]  # fixtures used here
+__all__ = ["agents", "mesh_cli", "sdk_python", "topology"]  # fixtures used here
 
 
 def session_for(context: ssl.SSLContext) -> aiohttp.ClientSession:
@@ -40,12 +42,12 @@ def session_for(context: ssl.SSLContext) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context), timeout=timeout)
 
 
-def strict_cluster(tmp_path: Path, registries: list[Registry], pki: Pki) -> Cluster:
+def strict_cluster(tmp_path: Path, topology: Topology, pki: Pki) -> Replicated:
     """Three strict replicas; the registry CA (which also issues the agents' certificates)
     trusted through MCP_MESH_TLS_CA; each replica its own trust directory."""
     env = pki.env("strict")
     pki.server_ca.write(pki.root / "client-ca.pem")
-    cluster = Cluster(tmp_path, registries, AGENT_TIMEOUT="5s", HEALTH_CHECK_INTERVAL="1s", **env)
+    cluster = topology(AGENT_TIMEOUT="5s", HEALTH_CHECK_INTERVAL="1s", **env)
     for i in range(3):
         cluster.start(i, MCP_MESH_TRUST_DIR=str(tmp_path / f"trust-n{i}"))
     for node in cluster.nodes:
@@ -55,13 +57,13 @@ def strict_cluster(tmp_path: Path, registries: list[Registry], pki: Pki) -> Clus
 
 async def test_strict_sdk_agents_and_meshctl_entities_through_three_replicas(
     tmp_path: Path,
-    registries: list[Registry],
+    topology: Topology,
     agents: list[Agent],
     sdk_python: Path,
     mesh_cli: Path,
 ) -> None:
     pki = Pki.make(tmp_path / "pki")
-    cluster = strict_cluster(tmp_path, registries, pki)
+    cluster = strict_cluster(tmp_path, topology, pki)
     tester = pki.client(pki.server_ca.agent("tester"), "tester")
     async with session_for(tester) as session:
         await all_ready(session, cluster.nodes)
