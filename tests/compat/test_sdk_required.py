@@ -15,7 +15,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.compat.test_sdk import Agent, agents, eventually_says, sdk_python  # noqa: F401
+from tests.compat.test_sdk import (  # noqa: F401
+    SDK_HEARTBEAT,
+    Agent,
+    agents,
+    eventually_says,
+    sdk_python,
+)
 from tests.test_cluster import Cluster, all_ready, get_json
 from tests.timing import scaled
 
@@ -93,7 +99,11 @@ async def test_the_sdk_sees_a_required_chain_become_available_and_lose_it(
     agents: list[Agent],  # noqa: F811 (the fixture imported above)
     sdk_python: Path,  # noqa: F811
 ) -> None:
-    cluster = Cluster(tmp_path, registries, AGENT_TIMEOUT="5s", HEALTH_CHECK_INTERVAL="1s")
+    # Twice the SDK's heartbeat period: at one period a heartbeat a moment late (forwarded to
+    # the leader once a second) marks a live agent unhealthy.
+    cluster = Cluster(
+        tmp_path, registries, AGENT_TIMEOUT=f"{2 * SDK_HEARTBEAT:g}s", HEALTH_CHECK_INTERVAL="1s"
+    )
     cluster.start_all()
     timeout = aiohttp.ClientTimeout(total=scaled(10))
     async with aiohttp.ClientSession(timeout=timeout) as session:
