@@ -31,6 +31,7 @@ def check_run(
     faults = record.get("faults") if isinstance(record, dict) else None
     workload = _optional_json(run_dir / "workload.json")
     run_s = workload.get("time_limit") if isinstance(workload, dict) else None
+    topology = workload.get("topology", "raft") if isinstance(workload, dict) else "raft"
     values: dict[str, Any] = final["values"]
     # Agents' operations for the register checkers; job operations (keyed by job token) for
     # the job checkers. Liveness (health, and a claim's owner) is in the agents' operations.
@@ -45,7 +46,7 @@ def check_run(
         "availability": checkers.availability(ops, faults or []),
         "strangers": checkers.strangers(faults or []),
         "health": checkers.health(agent_ops, timeout, grace),
-        "evidence": checkers.evidence(agent_ops, run_s, scheduled, faults, thresholds),
+        "evidence": checkers.evidence(agent_ops, run_s, scheduled, faults, thresholds, topology),
         "lost_jobs": job_checkers.lost_jobs(ops, final_jobs),
         "overlapping_claims": job_checkers.overlapping_claims(ops, timeout, grace),
         "completed_results": job_checkers.completed_results(ops, final_jobs),
@@ -54,6 +55,7 @@ def check_run(
     }
     results = {
         "valid": all(v["valid"] is True for v in verdicts.values()),
+        "topology": topology,
         "operations": len(ops),
         "faults": len(faults or []),
         **verdicts,

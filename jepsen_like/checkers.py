@@ -210,12 +210,14 @@ def evidence(
     scheduled: list[dict[str, Any]] | None,
     faults: list[dict[str, Any]] | None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    topology: str = "raft",
 ) -> Verdict:
     """(f) The run exercised the cluster: enough acknowledged writes, deletes and
     linearizable reads for its length, an overall ok fraction above the floor, and every
     scheduled fault carried out while clients worked, every scheduled overlap really
     overlapping. ``run_s`` is the run's time limit; None for it or either fault list means
-    the run's record of it is missing, which proves nothing and so fails."""
+    the run's record of it is missing, which proves nothing and so fails. In the PostgreSQL
+    topology every ``kill-decider`` must also have shown a takeover (:func:`_takeovers`)."""
     reasons: list[str] = []
     ok = [op for op in ops if op.outcome == OK]
     observed: dict[str, Any] = {
@@ -250,6 +252,10 @@ def evidence(
         observed.update(_fault_evidence(ops, scheduled, faults, thresholds, reasons))
         required["faults"] = len(scheduled)
         required["overlaps"] = sum(p.get("overlaps") is not None for p in scheduled)
+        if topology == "postgresql":
+            kills = [f for f in faults if f.get("name") == "kill-decider"]
+            required["decider_takeovers"] = len(kills)
+            observed["decider_takeovers"] = _takeovers(kills, reasons)
     return {
         "valid": not reasons,
         "thresholds": asdict(thresholds),
@@ -302,3 +308,22 @@ def _fault_evidence(
         "faults_by_kind": dict(Counter(f["name"] for f in done.values())),
         "overlaps": overlapped,
     }
+
+
+def _takeovers(kills: list[dict[str, Any]], reasons: list[str]) -> int:
+    """How many ``kill-decider`` faults killed the replica that said it was the decider and
+    saw another replica report itself decider with a higher term (the PostgreSQL topology's
+    analogue of a leader change); each one that did not is a reason."""
+    seen = 0
+    for fault in kills:
+        detail = fault.get("detail") or {}
+        if detail.get("decider") is None:
+            reasons.append(f"kill-decider #{fault.get('planned')} found no decider to kill")
+        elif detail.get("successor") is None:
+            reasons.append(
+                f"kill-decider #{fault.get('planned')}: no other replica took over as decider"
+                f" (term above {detail.get('term')})"
+            )
+        else:
+            seen += 1
+    return seen
