@@ -45,6 +45,7 @@ def check_run(
         "converged": checkers.converged(final["digests"]),
         "availability": checkers.availability(ops, faults or []),
         "strangers": checkers.strangers(faults or []),
+        "self_stops": checkers.self_stops(_replica_logs(run_dir), topology == "postgresql"),
         "health": checkers.health(agent_ops, timeout, grace),
         "evidence": checkers.evidence(agent_ops, run_s, scheduled, faults, thresholds, topology),
         "lost_jobs": job_checkers.lost_jobs(ops, final_jobs),
@@ -63,6 +64,11 @@ def check_run(
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     write_report(run_dir / "report.html", ops, faults or [], results)
     return results
+
+
+def _replica_logs(run_dir: Path) -> dict[str, str]:
+    """Every replica's log (``n<i>.log``), by name."""
+    return {p.stem: p.read_text(errors="replace") for p in sorted(run_dir.glob("n*.log"))}
 
 
 def _optional_json(path: Path) -> Any:

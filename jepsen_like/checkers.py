@@ -4,6 +4,7 @@ verdict dict with ``valid`` and the evidence behind it."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -102,6 +103,31 @@ def strangers(faults: list[dict[str, Any]]) -> Verdict:
     ]
     visits = sum(1 for f in faults if f.get("name") == "stranger")
     return {"valid": not breaches, "visits": visits, "breaches": breaches}
+
+
+def self_stops(logs: dict[str, str], required: bool) -> Verdict:
+    """(m) No replica stopped itself. The registry logs at ``critical`` when it stops its own
+    node (a damaged log, or a failure it has no way around), and the process exits; the
+    clients only see it as one replica fewer, so no other checker notices. In the PostgreSQL
+    topology nothing the nemesis does can damage the log (one server, ``fsync=on``, no restore
+    or failover), so every such stop is a bug (seed 18001 found one) and ``required`` makes it
+    invalid; in the Raft topology a node whose storage fails stops by design (fail-stop), so
+    its stops are counted, not judged. ``logs``: each replica's log text by name."""
+    stops = []
+    for name, text in sorted(logs.items()):
+        for line in text.splitlines():
+            if '"critical"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") == "critical":
+                error = str(entry.get("exception") or "").strip().splitlines()[-1:]
+                stops.append(
+                    {"node": name, "ts": entry.get("ts"), "msg": entry.get("msg"), "error": error}
+                )
+    return {"valid": not (stops and required), "required": required, "stops": stops}
 
 
 def availability(ops: list[Op], faults: list[dict[str, Any]]) -> Verdict:

@@ -476,3 +476,31 @@ def test_postgresql_runs_owe_a_decider_takeover_for_every_kill_decider() -> None
     verdict = checkers.evidence(ops, 2, scheduled, record(no_decider), topology="postgresql")
     assert verdict["reasons"] == ["kill-decider #0 found no decider to kill"]
     assert checkers.evidence(ops, 2, scheduled, record(nobody))["valid"]  # raft: not owed
+
+
+def test_a_replica_that_stopped_itself_invalidates_a_postgresql_run() -> None:
+    """(m): a ``critical`` entry is a replica stopping its own node. Owed none in the
+    PostgreSQL topology (seed 18001: a replica exited on an asyncpg error after a pg-kill, and
+    every other checker passed); counted, not judged, in the Raft topology (fail-stop storage)."""
+    stop = json.dumps(
+        {
+            "ts": "2026-12-04T18:34:12.236Z",
+            "level": "critical",
+            "msg": "postgresql log failed; stopping",
+            "exception": "Traceback (most recent call last):\n  ...\nInternalClientError: x",
+        }
+    )
+    info = json.dumps({"level": "info", "msg": "request", "detail": '"critical"'})
+    logs = {"n0": f"{info}\n{stop}\nTraceback (most recent call last):\n", "n1": info}
+    verdict = checkers.self_stops(logs, required=True)
+    assert not verdict["valid"]
+    assert verdict["stops"] == [
+        {
+            "node": "n0",
+            "ts": "2026-12-04T18:34:12.236Z",
+            "msg": "postgresql log failed; stopping",
+            "error": ["InternalClientError: x"],
+        }
+    ]
+    assert checkers.self_stops(logs, required=False)["valid"]
+    assert checkers.self_stops({"n0": info, "n1": ""}, required=True)["valid"]

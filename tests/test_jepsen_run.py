@@ -127,6 +127,7 @@ def test_short_postgresql_chaos_run_is_valid(tmp_path: Path) -> None:
     for name, need in jobs["required"].items():
         assert jobs["observed"][name] >= need >= 1, (name, jobs["observed"])
     faults = json.loads((runs[0] / "faults.json").read_text())["faults"]
+    assert results["self_stops"]["stops"] == []  # no replica stopped itself (seed 18001's bug)
     crash = next(f for f in faults if f["name"] == "pg-kill")
     assert crash["detail"]["pids"] >= 2 and crash["detail"]["recovery_s"] > 0  # and backends
     assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
