@@ -61,10 +61,11 @@ DB_ERRORS = (
 )
 """What a lost, refused or misconfigured database connection raises. InternalClientError is
 how asyncpg refuses a query on a connection whose protocol state it lost: a server that ends a
-session (terminated, or another backend crashed) sends FATAL and then closes, and a FATAL
-arriving while the connection is idle leaves asyncpg consuming an error until it sees the
-close; a query in between fails with "another operation is in progress". The connection is
-gone, not the log damaged (the chaos harness's ``pg-kill`` found it stopping replicas)."""
+session (terminated, its postmaster gone, another backend crashed) sends FATAL and then
+closes, and a FATAL arriving while the connection is idle leaves asyncpg consuming an error
+until it sees the close; a query in between fails with "another operation is in progress".
+The connection is gone, not the log damaged (the chaos harness's ``pg-kill`` found it
+stopping replicas)."""
 
 SESSION_SETTINGS = {
     # A vanished replica's idle session (its host gone, its network cut) is dropped by the
