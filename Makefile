@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-compat lint typecheck chaos bench clean
+.PHONY: run test test-compat lint typecheck chaos chaos-pg bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ bench: $(STAMP)
 ## chaos: a 5-minute partition-chaos run with every nemesis (needs root, iproute2, nftables)
 chaos: $(STAMP)
 	$(BIN)/python -m jepsen_like run --time-limit 300 --nemesis all --seed $${SEED:-$$(date +%s)}
+
+## chaos-pg: the same against the PostgreSQL topology (DATABASE_TYPE=postgresql), its nemeses
+chaos-pg: $(STAMP)
+	$(BIN)/python -m jepsen_like run --topology postgresql --time-limit 300 --nemesis all \
+		--seed $${SEED:-$$(date +%s)}
 
 lint: $(STAMP)
 	$(BIN)/ruff check registry replication jepsen_like tests benchmarks

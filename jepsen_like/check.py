@@ -31,6 +31,7 @@ def check_run(
     faults = record.get("faults") if isinstance(record, dict) else None
     workload = _optional_json(run_dir / "workload.json")
     run_s = workload.get("time_limit") if isinstance(workload, dict) else None
+    topology = workload.get("topology", "raft") if isinstance(workload, dict) else "raft"
     values: dict[str, Any] = final["values"]
     # Agents' operations for the register checkers; job operations (keyed by job token) for
     # the job checkers. Liveness (health, and a claim's owner) is in the agents' operations.
@@ -44,8 +45,9 @@ def check_run(
         "converged": checkers.converged(final["digests"]),
         "availability": checkers.availability(ops, faults or []),
         "strangers": checkers.strangers(faults or []),
+        "self_stops": checkers.self_stops(_replica_logs(run_dir), topology == "postgresql"),
         "health": checkers.health(agent_ops, timeout, grace),
-        "evidence": checkers.evidence(agent_ops, run_s, scheduled, faults, thresholds),
+        "evidence": checkers.evidence(agent_ops, run_s, scheduled, faults, thresholds, topology),
         "lost_jobs": job_checkers.lost_jobs(ops, final_jobs),
         "overlapping_claims": job_checkers.overlapping_claims(ops, timeout, grace),
         "completed_results": job_checkers.completed_results(ops, final_jobs),
@@ -54,6 +56,7 @@ def check_run(
     }
     results = {
         "valid": all(v["valid"] is True for v in verdicts.values()),
+        "topology": topology,
         "operations": len(ops),
         "faults": len(faults or []),
         **verdicts,
@@ -61,6 +64,11 @@ def check_run(
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     write_report(run_dir / "report.html", ops, faults or [], results)
     return results
+
+
+def _replica_logs(run_dir: Path) -> dict[str, str]:
+    """Every replica's log (``n<i>.log``), by name."""
+    return {p.stem: p.read_text(errors="replace") for p in sorted(run_dir.glob("n*.log"))}
 
 
 def _optional_json(path: Path) -> Any:

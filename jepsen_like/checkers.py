@@ -4,6 +4,7 @@ verdict dict with ``valid`` and the evidence behind it."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -102,6 +103,31 @@ def strangers(faults: list[dict[str, Any]]) -> Verdict:
     ]
     visits = sum(1 for f in faults if f.get("name") == "stranger")
     return {"valid": not breaches, "visits": visits, "breaches": breaches}
+
+
+def self_stops(logs: dict[str, str], required: bool) -> Verdict:
+    """(m) No replica stopped itself. The registry logs at ``critical`` when it stops its own
+    node (a damaged log, or a failure it has no way around), and the process exits; the
+    clients only see it as one replica fewer, so no other checker notices. In the PostgreSQL
+    topology nothing the nemesis does can damage the log (one server, ``fsync=on``, no restore
+    or failover), so every such stop is a bug (seed 18001 found one) and ``required`` makes it
+    invalid; in the Raft topology a node whose storage fails stops by design (fail-stop), so
+    its stops are counted, not judged. ``logs``: each replica's log text by name."""
+    stops = []
+    for name, text in sorted(logs.items()):
+        for line in text.splitlines():
+            if '"critical"' not in line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("level") == "critical":
+                error = str(entry.get("exception") or "").strip().splitlines()[-1:]
+                stops.append(
+                    {"node": name, "ts": entry.get("ts"), "msg": entry.get("msg"), "error": error}
+                )
+    return {"valid": not (stops and required), "required": required, "stops": stops}
 
 
 def availability(ops: list[Op], faults: list[dict[str, Any]]) -> Verdict:
@@ -210,12 +236,14 @@ def evidence(
     scheduled: list[dict[str, Any]] | None,
     faults: list[dict[str, Any]] | None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    topology: str = "raft",
 ) -> Verdict:
     """(f) The run exercised the cluster: enough acknowledged writes, deletes and
     linearizable reads for its length, an overall ok fraction above the floor, and every
     scheduled fault carried out while clients worked, every scheduled overlap really
     overlapping. ``run_s`` is the run's time limit; None for it or either fault list means
-    the run's record of it is missing, which proves nothing and so fails."""
+    the run's record of it is missing, which proves nothing and so fails. In the PostgreSQL
+    topology every ``kill-decider`` must also have shown a takeover (:func:`_takeovers`)."""
     reasons: list[str] = []
     ok = [op for op in ops if op.outcome == OK]
     observed: dict[str, Any] = {
@@ -250,6 +278,10 @@ def evidence(
         observed.update(_fault_evidence(ops, scheduled, faults, thresholds, reasons))
         required["faults"] = len(scheduled)
         required["overlaps"] = sum(p.get("overlaps") is not None for p in scheduled)
+        if topology == "postgresql":
+            kills = [f for f in faults if f.get("name") == "kill-decider"]
+            required["decider_takeovers"] = len(kills)
+            observed["decider_takeovers"] = _takeovers(kills, reasons)
     return {
         "valid": not reasons,
         "thresholds": asdict(thresholds),
@@ -302,3 +334,22 @@ def _fault_evidence(
         "faults_by_kind": dict(Counter(f["name"] for f in done.values())),
         "overlaps": overlapped,
     }
+
+
+def _takeovers(kills: list[dict[str, Any]], reasons: list[str]) -> int:
+    """How many ``kill-decider`` faults killed the replica that said it was the decider and
+    saw another replica report itself decider with a higher term (the PostgreSQL topology's
+    analogue of a leader change); each one that did not is a reason."""
+    seen = 0
+    for fault in kills:
+        detail = fault.get("detail") or {}
+        if detail.get("decider") is None:
+            reasons.append(f"kill-decider #{fault.get('planned')} found no decider to kill")
+        elif detail.get("successor") is None:
+            reasons.append(
+                f"kill-decider #{fault.get('planned')}: no other replica took over as decider"
+                f" (term above {detail.get('term')})"
+            )
+        else:
+            seen += 1
+    return seen

@@ -13,9 +13,13 @@ from pathlib import Path
 
 from jepsen_like.hosts import HEADLESS, NAMESPACE, STATEFULSET, Network
 from jepsen_like.lazyfs import Mount
+from jepsen_like.pg_server import PG_DATABASE, PG_PORT, PG_USER
 
 HTTP_PORT = 8080
 KEY = "jepsen-cluster-key-0123456789abcdef"
+UNLIMITED_REGISTRATIONS = {"REGISTRATION_RATE": "1000000", "REGISTRATION_BURST": "1000000"}
+"""Every client runs in one namespace (one address): lift the per-address limit on
+registration changes, which would otherwise refuse most of the workload."""
 
 
 class Replica:
@@ -56,8 +60,19 @@ class Replica:
         second process would fail to bind and orphan the first."""
         if self.alive():
             return
-        env = {
-            **os.environ,
+        env = {**os.environ, **self.environment(), **self.env}
+        netns = self.network.hosts[self.ordinal].netns
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", netns, sys.executable, "-m", "registry"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    def environment(self) -> dict[str, str]:
+        """The pod's environment: a StatefulSet member of a Raft cluster."""
+        return {
             "POD_NAME": f"{STATEFULSET}-{self.ordinal}",
             "POD_NAMESPACE": NAMESPACE,
             "HEADLESS_SERVICE": HEADLESS,
@@ -67,20 +82,8 @@ class Replica:
             "REGISTRY_PORT": str(HTTP_PORT),
             "DATA_DIR": str(self.data_dir),
             "DATABASE_PATH": str(self.data_dir / "registry.db"),
-            # Every client runs in one namespace (one address): lift the per-address limit on
-            # registration changes, which would otherwise refuse most of the workload.
-            "REGISTRATION_RATE": "1000000",
-            "REGISTRATION_BURST": "1000000",
-            **self.env,
+            **UNLIMITED_REGISTRATIONS,
         }
-        netns = self.network.hosts[self.ordinal].netns
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", netns, sys.executable, "-m", "registry"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -163,6 +166,53 @@ def wait_ready(replicas: list[Replica], timeout: float) -> bool:
             return True
         time.sleep(0.5)
     return False
+
+
+class PgReplica(Replica):
+    """One pod of a Deployment in the PostgreSQL topology: no PVC, no Raft, no peers; the
+    log is the database's. ``data_dir`` is only its scratch space (an ``emptyDir``)."""
+
+    def __init__(
+        self, network: Network, ordinal: int, run_dir: Path, env: dict[str, str], database: str
+    ) -> None:
+        super().__init__(network, ordinal, run_dir, env)
+        self.data_dir = run_dir / f"scratch-{ordinal}"
+        self.database = database
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "POD_NAME": f"{STATEFULSET}-pg-{self.ordinal}",
+            "POD_NAMESPACE": NAMESPACE,
+            "REGISTRY_PORT": str(HTTP_PORT),
+            "DATA_DIR": str(self.data_dir),
+            "DATABASE_PATH": str(self.data_dir / "registry.db"),
+            "DATABASE_TYPE": "postgresql",
+            "DATABASE_HOST": self.database,
+            "DATABASE_PORT": str(PG_PORT),
+            "DATABASE_NAME": PG_DATABASE,
+            "DATABASE_USER": PG_USER,
+            # As tests/test_postgres_replicas.py's FAST: the decider's lock is retried (and its
+            # session checked) every 200 ms, and a write gives up after 3 s.
+            "LEADER_ELECTION_RETRY_PERIOD": "200ms",
+            "WRITE_TIMEOUT": "3s",
+            **UNLIMITED_REGISTRATIONS,
+        }
+
+    def wipe(self) -> None:
+        """A pod's scratch space goes with the pod (there is nothing else to lose)."""
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def decider(replicas: list[Replica]) -> tuple[int, int] | None:
+    """The ordinal and term of a replica that reports itself the decider (PostgreSQL
+    topology), if one does."""
+    for replica in replicas:
+        if not replica.alive():
+            continue
+        status, body = replica.get("/api/v1/cluster")
+        if status == 200 and isinstance(body, dict) and body.get("role") == "decider":
+            return replica.ordinal, int(body.get("term") or 0)
+    return None
 
 
 def leader(replicas: list[Replica]) -> int | None:

@@ -22,6 +22,9 @@ NAMESPACE = "mcp-mesh"
 DOMAIN = "cluster.local"
 SUBNET = "10.77.0"
 NETNS_ETC = Path("/etc/netns")
+DATABASE_SERVICE = f"postgres.{NAMESPACE}.svc.{DOMAIN}"
+"""The Service name of the PostgreSQL topology's database host (k8s/overlays/postgresql's
+Service ``postgres``), resolved by every host's hosts file."""
 
 
 def dns_name(ordinal: int) -> str:
@@ -40,20 +43,22 @@ class Host:
 
 
 class Network:
-    """Replica hosts ``n0..`` plus a client host ``cl``, all on one bridge."""
+    """Replica hosts ``n0..`` plus a client host ``cl``, all on one bridge; with ``database``,
+    also a database host ``db`` (the PostgreSQL topology's server, a pod of its own)."""
 
-    def __init__(self, run_id: str, replicas: int) -> None:
+    def __init__(self, run_id: str, replicas: int, database: bool = False) -> None:
         self.prefix = f"jl{run_id}"
         self.switch = f"{self.prefix}-sw"
         self.hosts = [
             Host(f"n{i}", f"{self.prefix}-n{i}", f"{SUBNET}.{11 + i}") for i in range(replicas)
         ]
         self.client = Host("cl", f"{self.prefix}-cl", f"{SUBNET}.100")
+        self.database = Host("db", f"{self.prefix}-db", f"{SUBNET}.5") if database else None
         self._next_ip = 50
 
     @property
     def everyone(self) -> list[Host]:
-        return [*self.hosts, self.client]
+        return [*self.hosts, self.client, *([self.database] if self.database else [])]
 
     def up(self) -> None:
         run("ip", "netns", "add", self.switch)
@@ -77,6 +82,8 @@ class Network:
         """Every host resolves every replica's StatefulSet DNS name to its current IP."""
         lines = ["127.0.0.1 localhost"]
         lines += [f"{host.ip} {dns_name(i)}" for i, host in enumerate(self.hosts)]
+        if self.database is not None:
+            lines.append(f"{self.database.ip} {DATABASE_SERVICE}")
         for host in self.everyone:
             directory = NETNS_ETC / host.netns
             directory.mkdir(parents=True, exist_ok=True)
@@ -96,32 +103,39 @@ class Network:
 
     def drop(self, ordinal: int, sources: list[int], direction: str = "input") -> None:
         """In replica ``ordinal``'s namespace, drop packets from (input) or to (output) peers."""
+        self.drop_ips(ordinal, [self.hosts[s].ip for s in sources], direction)
+
+    def drop_ips(
+        self, ordinal: int, ips: list[str], direction: str = "input", table: str = "jepsen"
+    ) -> None:
+        """In replica ``ordinal``'s namespace, drop packets from (input) or to (output) the
+        addresses ``ips``, with rules in nftables table ``table`` (one table per fault lets
+        two partitions active at once heal one at a time: :meth:`heal_table`)."""
         host = self.hosts[ordinal]
         nft = ["ip", "netns", "exec", host.netns, "nft"]
-        run(*nft, "add", "table", "inet", "jepsen")
+        run(*nft, "add", "table", "inet", table)
         run(
             *nft,
             "add",
             "chain",
             "inet",
-            "jepsen",
+            table,
             direction,
             f"{{ type filter hook {direction} priority 0; }}",
         )
         field = "saddr" if direction == "input" else "daddr"
-        for source in sources:
-            run(
-                *nft,
-                "add",
-                "rule",
-                "inet",
-                "jepsen",
-                direction,
-                "ip",
-                field,
-                self.hosts[source].ip,
-                "drop",
-            )
+        for ip in ips:
+            run(*nft, "add", "rule", "inet", table, direction, "ip", field, ip, "drop")
+
+    def heal_table(self, ordinal: int, table: str) -> None:
+        """Remove one fault's rules (:meth:`drop_ips`) from replica ``ordinal``'s namespace."""
+        netns = self.hosts[ordinal].netns
+        run("ip", "netns", "exec", netns, "nft", "delete", "table", "inet", table, check=False)
+
+    def heal_everything(self) -> None:
+        """No rule left in any host's namespace, whatever table it is in."""
+        for host in self.everyone:
+            run("ip", "netns", "exec", host.netns, "nft", "flush", "ruleset", check=False)
 
     def heal(self) -> None:
         for host in self.hosts:

@@ -107,14 +107,22 @@ class Planned:
     overlaps: int | None = None
 
 
-def plan(kinds: list[str], time_limit: float, seed: int, overlaps: int = 1) -> list[Planned]:
-    """The schedule for a run; see the module docstring."""
+def plan(
+    kinds: list[str],
+    time_limit: float,
+    seed: int,
+    overlaps: int = 1,
+    pairs: Callable[[str, str], bool] = compatible,
+) -> list[Planned]:
+    """The schedule for a run; see the module docstring. ``pairs`` says which kinds may
+    overlap (:func:`compatible` for the Raft topology; jepsen_like/pg_nemesis.py has the
+    PostgreSQL topology's)."""
     rng = random.Random(f"{seed}/schedule")
     planned: list[Planned] = []
     t = rng.uniform(*GAP_S)
     first_round = True
     while True:
-        for slot in _pair_up(rng.sample(kinds, len(kinds)), overlaps):
+        for slot in _pair_up(rng.sample(kinds, len(kinds)), overlaps, pairs):
             items = _place(slot, t, len(planned), rng)
             end = max(item.at + item.hold for item in items)
             if not first_round and end > time_limit - TAIL_S:
@@ -124,13 +132,15 @@ def plan(kinds: list[str], time_limit: float, seed: int, overlaps: int = 1) -> l
         first_round = False
 
 
-def _pair_up(round_kinds: list[str], overlaps: int) -> list[tuple[str, ...]]:
+def _pair_up(
+    round_kinds: list[str], overlaps: int, pairs: Callable[[str, str], bool]
+) -> list[tuple[str, ...]]:
     """A round's slots: single faults, and up to ``overlaps`` compatible pairs."""
     slots: list[tuple[str, ...]] = []
     left = list(round_kinds)
     while left:
         first = left.pop(0)
-        partner = next((k for k in left if compatible(first, k)), None)
+        partner = next((k for k in left if pairs(first, k)), None)
         if partner is not None and sum(len(s) == 2 for s in slots) < overlaps:
             left.remove(partner)
             slots.append((first, partner))

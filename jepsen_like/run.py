@@ -22,9 +22,16 @@ from typing import Any
 
 from jepsen_like.check import check_run
 from jepsen_like.client import NEMESIS_DONE
-from jepsen_like.db import HTTP_PORT, Replica, wait_ready
-from jepsen_like.hosts import Network, dns_name
+from jepsen_like.db import HTTP_PORT, PgReplica, Replica, wait_ready
+from jepsen_like.hosts import DATABASE_SERVICE, Network, dns_name
 from jepsen_like.nemesis import Nemesis, plan
+from jepsen_like.pg_nemesis import PgNemesis, pg_compatible
+from jepsen_like.pg_server import PgServer
+
+TOPOLOGIES = ("raft", "postgresql")
+"""``raft``: a StatefulSet of Raft members, each with its PVC. ``postgresql``: a Deployment of
+stateless replicas sharing one PostgreSQL server on a host of its own (DATABASE_TYPE=postgresql,
+jepsen_like/pg_server.py and pg_nemesis.py)."""
 
 REGISTRY_ENV = {
     "AGENT_TIMEOUT": "10s",
@@ -47,19 +54,33 @@ def run(
     workers: int = 6,
     replicas: int = 3,
     overlaps: int = 1,
+    topology: str = "raft",
 ) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
+    postgres = topology == "postgresql"
     # ``membership`` scales the StatefulSet to replicas + 2 and back: two more hosts for it.
     spare_count = 2 if "membership" in kinds else 0
-    network = Network(secrets.token_hex(2), replicas + spare_count)
-    nodes, spares = (
-        [Replica(network, i, run_dir, REGISTRY_ENV, replicas) for i in range(first, last)]
-        for first, last in ((0, replicas), (replicas, replicas + spare_count))
-    )
+    network = Network(secrets.token_hex(2), replicas + spare_count, database=postgres)
+    server = PgServer(network.database, run_dir) if network.database is not None else None
+    nodes: list[Replica]
+    spares: list[Replica]
+    if postgres:
+        nodes = [
+            PgReplica(network, i, run_dir, REGISTRY_ENV, DATABASE_SERVICE) for i in range(replicas)
+        ]
+        spares = []
+    else:
+        nodes, spares = (
+            [Replica(network, i, run_dir, REGISTRY_ENV, replicas) for i in range(first, last)]
+            for first, last in ((0, replicas), (replicas, replicas + spare_count))
+        )
     progress = _Progress(run_dir)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         network.up()
+        if server is not None:
+            server.init()
+            progress(f"postgresql up on {server.host.ip}, data in {server.data}")
         for node in nodes:
             if "power" in kinds:
                 node.mount_disk()
@@ -75,6 +96,7 @@ def run(
             "heartbeaters": 3,
             "submitters": 2,
             "producer_pairs": 2,
+            "topology": topology,
         }
         (run_dir / "workload.json").write_text(json.dumps(config))
         client = subprocess.Popen(
@@ -92,9 +114,14 @@ def run(
             stdout=subprocess.DEVNULL,
             stderr=(run_dir / "client.log").open("wb"),
         )
-        schedule = plan(kinds, time_limit, seed, overlaps)
+        nemesis: Nemesis
+        if server is not None:
+            schedule = plan(kinds, time_limit, seed, overlaps, pg_compatible)
+            nemesis = PgNemesis(network, nodes, schedule, seed, progress, server)
+        else:
+            schedule = plan(kinds, time_limit, seed, overlaps)
+            nemesis = Nemesis(network, nodes, schedule, seed, progress, spares)
         progress(f"nemesis: {len(schedule)} faults scheduled: {[p.kind for p in schedule]}")
-        nemesis = Nemesis(network, nodes, schedule, seed, progress, spares)
         ticker = threading.Thread(target=progress.tick, args=(run_dir, client), daemon=True)
         ticker.start()
         nemesis.run()
@@ -119,6 +146,8 @@ def run(
             node.signal(signal.SIGCONT)
             node.kill()
             node.unmount()
+        if server is not None:
+            server.finish()
         network.down()
 
 

@@ -52,8 +52,20 @@ TABLES = (
     "mesh_registry_projection",
 )
 
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
-"""What a lost, refused or misconfigured database connection raises."""
+DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""What a lost, refused or misconfigured database connection raises. InternalClientError is
+how asyncpg refuses a query on a connection whose protocol state it lost: a server that ends a
+session (terminated, its postmaster gone, another backend crashed) sends FATAL and then
+closes, and a FATAL arriving while the connection is idle leaves asyncpg consuming an error
+until it sees the close; a query in between fails with "another operation is in progress".
+The connection is gone, not the log damaged (the chaos harness's ``pg-kill`` found it
+stopping replicas)."""
 
 SESSION_SETTINGS = {
     # A vanished replica's idle session (its host gone, its network cut) is dropped by the

@@ -451,3 +451,56 @@ def test_a_stranger_who_got_in_makes_the_run_invalid() -> None:
     breached = {**visit, "detail": {"breach": ["a replica unpickled a stranger's bytes"]}}
     verdict = checkers.strangers([visit, breached])
     assert verdict["valid"] is False and verdict["breaches"][0]["fault"] == 0
+
+
+def test_postgresql_runs_owe_a_decider_takeover_for_every_kill_decider() -> None:
+    """In the PostgreSQL topology a ``kill-decider`` is evidence only if it killed the replica
+    that said it decided and another replica then decided with a higher term; the Raft
+    topology's runs owe nothing of the kind."""
+    ops = lively(2)
+    span = 2 * SECOND
+    scheduled = [asdict(Planned("kill-decider", 0.0, 1.5))]
+
+    def record(detail: dict[str, Any]) -> list[dict[str, Any]]:
+        return [asdict(Fault("kill-decider", 0, span * 3 // 4, detail, planned=0))]
+
+    took_over = {"node": 1, "decider": 1, "term": 3, "successor": 0, "successor_term": 4}
+    verdict = checkers.evidence(ops, 2, scheduled, record(took_over), topology="postgresql")
+    assert verdict["valid"], verdict["reasons"]
+    assert verdict["observed"]["decider_takeovers"] == verdict["required"]["decider_takeovers"]
+    nobody = {"node": 1, "decider": 1, "term": 3}
+    verdict = checkers.evidence(ops, 2, scheduled, record(nobody), topology="postgresql")
+    assert verdict["reasons"] == ["kill-decider #0: no other replica took over as decider"
+                                  " (term above 3)"]  # fmt: skip
+    no_decider = {"node": 2, "decider": None}
+    verdict = checkers.evidence(ops, 2, scheduled, record(no_decider), topology="postgresql")
+    assert verdict["reasons"] == ["kill-decider #0 found no decider to kill"]
+    assert checkers.evidence(ops, 2, scheduled, record(nobody))["valid"]  # raft: not owed
+
+
+def test_a_replica_that_stopped_itself_invalidates_a_postgresql_run() -> None:
+    """(m): a ``critical`` entry is a replica stopping its own node. Owed none in the
+    PostgreSQL topology (seed 18001: a replica exited on an asyncpg error after a pg-kill, and
+    every other checker passed); counted, not judged, in the Raft topology (fail-stop storage)."""
+    stop = json.dumps(
+        {
+            "ts": "2026-12-04T18:34:12.236Z",
+            "level": "critical",
+            "msg": "postgresql log failed; stopping",
+            "exception": "Traceback (most recent call last):\n  ...\nInternalClientError: x",
+        }
+    )
+    info = json.dumps({"level": "info", "msg": "request", "detail": '"critical"'})
+    logs = {"n0": f"{info}\n{stop}\nTraceback (most recent call last):\n", "n1": info}
+    verdict = checkers.self_stops(logs, required=True)
+    assert not verdict["valid"]
+    assert verdict["stops"] == [
+        {
+            "node": "n0",
+            "ts": "2026-12-04T18:34:12.236Z",
+            "msg": "postgresql log failed; stopping",
+            "error": ["InternalClientError: x"],
+        }
+    ]
+    assert checkers.self_stops(logs, required=False)["valid"]
+    assert checkers.self_stops({"n0": info, "n1": ""}, required=True)["valid"]

@@ -32,7 +32,9 @@ from jepsen_like.history import (
     operations,
     read_events,
 )
+from jepsen_like.recorder import never_applied
 from tests.ports import free_port
+from tests.postgres import Postgres
 from tests.processes import Registry
 from tests.timing import scaled
 
@@ -151,3 +153,41 @@ async def test_the_job_clients_record_what_a_real_registry_answered(tmp_path: Pa
     assert job_checkers.completed_results(ops, final)["checked"] == 1
     assert job_checkers.completed_results(ops, final)["valid"]
     assert job_checkers.terminal_stays(ops, final)["valid"]
+
+
+async def test_postgresql_refusals_that_never_applied_are_failures_the_rest_unknown(
+    tmp_path: Path, postgres: Postgres, registries: list[Registry]
+) -> None:
+    """A PostgreSQL-mode replica whose database is down refuses a write before queueing it
+    ("database ... unreachable"): the client records a definite failure, which the checkers
+    then hold the registry to. Outcome-unknown answers of either mode stay unknown."""
+    node = Registry(tmp_path / "r", **postgres.env, WRITE_TIMEOUT="3s")
+    registries.append(node.start())
+    record = Recorder(tmp_path / "history.jsonl")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        deadline = time.monotonic() + scaled(20)
+        while time.monotonic() < deadline:
+            async with session.get(f"{node.url}/ready") as resp:
+                if resp.status == 200:
+                    break
+            await asyncio.sleep(0.1)
+        await _invoke(session, record, 0, WRITE, "k", "h:1", node.url, "n0", "v1")
+        await asyncio.to_thread(postgres.stop, "immediate")
+        deadline = time.monotonic() + scaled(20)
+        while time.monotonic() < deadline:  # until the replica has noticed
+            async with session.get(f"{node.url}/ready") as resp:
+                if "unreachable" in await resp.text():
+                    break
+            await asyncio.sleep(0.1)
+        await _invoke(session, record, 0, WRITE, "k", "h:2", node.url, "n0", "v1")
+    record.out.close()
+    completions = [o for o in _outcomes(tmp_path / "history.jsonl") if o[1] != "invoke"]
+    assert completions == [(WRITE, OK), (WRITE, FAIL)]
+    assert never_applied("log append failed (duplicate key); not committed")
+    assert never_applied("no reachable leader (this node cannot reach a majority)")
+    for unknown in (
+        "not committed within 5s; outcome unknown",  # Raft's
+        "append not confirmed (connection lost); outcome unknown",
+        "committed at index 7, applied here by a snapshot; outcome unknown",
+    ):
+        assert not never_applied(unknown), unknown

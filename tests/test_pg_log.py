@@ -301,3 +301,105 @@ async def test_a_snapshot_is_decoded_off_the_event_loop(
     assert built_in and threading.main_thread() not in built_in
     assert b.machine.snapshot_index > 0
     assert set(b.machine.view.agents) == {f"snap-{i}" for i in range(12)}
+
+
+class HeldCloseRelay:
+    """A TCP relay to the server that forwards everything but holds back the server's close
+    from the client for ``hold`` seconds: the window between a backend's last message and the
+    client seeing its connection end, which is a loop iteration on a real network, made wide."""
+
+    def __init__(self, target_port: int, hold: float) -> None:
+        self.target_port = target_port
+        self.hold = hold
+        self.port = 0
+        self.closes_held = 0
+        self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> HeldCloseRelay:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._relays:
+            task.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
+        try:
+            await self._pump(client_r, client_w)
+        except asyncio.CancelledError:
+            client_w.close()
+
+    async def _pump(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def upstream() -> None:
+            with contextlib.suppress(OSError):
+                while data := await client_r.read(65536):
+                    server_w.write(data)
+                    await server_w.drain()
+            server_w.close()
+
+        up = asyncio.create_task(upstream())
+        with contextlib.suppress(OSError):
+            while data := await server_r.read(65536):
+                client_w.write(data)
+                await client_w.drain()
+        self.closes_held += 1
+        await asyncio.sleep(self.hold)  # the fault itself: the close arrives late
+        client_w.close()
+        up.cancel()
+
+
+async def test_a_fatal_error_sent_to_an_idle_writer_is_a_lost_connection_not_a_damaged_log(
+    tmp_path: Path, postgres: Postgres, fatal: list[BaseException]
+) -> None:
+    """Found by the chaos harness (``--topology postgresql``, seed 18001, ``pg-kill``): a
+    backend told to end (terminated, or another backend crashed) sends FATAL, then closes. Sent
+    to the writer's idle connection, asyncpg takes the message for a protocol error and refuses
+    the next query with InternalClientError ("another operation is in progress") until it sees
+    the close; an append in between stopped the replica as if its log were damaged (its process
+    exited). It is a lost connection: the append's outcome unknown, the session reconnected."""
+    relay = await HeldCloseRelay(postgres.port, hold=2.0).start()
+    config: Config = replace(
+        make_config(tmp_path / "f"),
+        database_type="postgresql",
+        database=Database(host="127.0.0.1", port=relay.port, name=DATABASE, user=USER),
+        instance_id="f",
+        write_timeout=3.0,
+    )
+    machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
+    pg = PgLog(config, machine, Liveness(), fatal.append)
+    await pg.start()
+    try:
+        await eventually(lambda: pg.ready()[0])
+        await pg.propose(agent("before"))
+        postgres.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'mesh-registry f writer'"
+        )
+        await eventually(lambda: relay.closes_held >= 1)
+        outcomes: list[str] = []
+
+        async def accepted() -> bool:
+            """A client's retries, through the window and after it."""
+            try:
+                await pg.propose(agent(f"retry-{len(outcomes)}"))
+            except Unavailable as exc:
+                outcomes.append(str(exc))
+                return False
+            return True
+
+        await eventually(accepted, timeout=15)
+        assert fatal == []
+        assert any("outcome unknown" in o for o in outcomes), outcomes
+    finally:
+        await pg.stop()
+        await relay.stop()
