@@ -227,8 +227,8 @@ class Node:
         # can; docs/protocol.md). The check reads a view brought up to date by a barrier: a
         # half acknowledged through another replica before this request came must count, as
         # one deleted there must no longer (this replica may not have applied either yet).
+        await self.proposer.barrier()  # outside the lock: the view only moves forward
         async with self._requirements_checked:
-            await self.proposer.barrier()
             if (loop := self.view.required_loop(agent)) is not None:  # never could be available
                 raise RequiredLoop(loop)
             return await self._register(agent, client, current=True)

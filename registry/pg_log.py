@@ -75,8 +75,8 @@ PAGE = 500
 """Most entries fetched per query while catching up."""
 PAGE_BYTES = 4 << 20
 """Records fetched per query stop once they reach this many bytes (always one past the entry
-already applied, so a round always makes progress): 500 entries near the request body limit
-would otherwise be a quarter GiB in one answer."""
+already applied, however large, so a round always makes progress): 500 entries near the
+request body limit would otherwise be a quarter GiB in one answer."""
 MAX_BATCH = 512
 """Most proposals in one append statement."""
 MAX_BATCH_BYTES = 4 << 20
@@ -116,13 +116,14 @@ LEFT JOIN LATERAL (
             SELECT idx, record FROM mesh_registry_log WHERE idx >= $1 ORDER BY idx LIMIT $2
         ) AS page
     ) AS sized
-    WHERE upto - octet_length(record) < $3
+    WHERE upto - octet_length(record) < $3 OR idx <= $1 + 1
 ) AS entry ON true
 ORDER BY entry.idx
 """
 """One page of the log from ``$1`` on (at most ``$2`` entries, ending with the first that
-reaches ``$3`` bytes), with the head and the decider read in the same statement (so from the
-same snapshot): one row with a NULL entry when there is none."""
+reaches ``$3`` bytes, but always the one after ``$1``, however large), with the head and the
+decider read in the same statement (so from the same snapshot): one row with a NULL entry
+when there is none."""
 UNCERTAIN_SQLSTATE = ("08", "57", "58", "XX")
 """Classes of server errors that may arrive after a statement's commit (connection exception,
 operator intervention such as a shutdown, system error, internal error): outcome unknown."""

@@ -12,7 +12,6 @@ wakes the loop once, and the order across entries, results and installs stays th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,18 +25,26 @@ class Handoff:
         self._queue: list[tuple[Callable[..., object], tuple[Any, ...]]] = []
         self._lock = threading.Lock()
         self._scheduled = False
+        self._closed = False
+        """Set once the loop refused a drain: it is closed, and nothing will run again."""
 
     def put(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop after everything put before it. Once the loop
         is closed (shutdown) nobody is left waiting, and the call is dropped: raising would
         abort the rest of pysyncobj's tick."""
         with self._lock:
+            if self._closed:
+                return
             self._queue.append((callback, args))
             if self._scheduled:
                 return
             self._scheduled = True
-        with contextlib.suppress(RuntimeError):  # the loop is closed
+        try:
             self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: drop what waits, and all that comes after
+            with self._lock:
+                self._closed = True
+                self._queue.clear()
 
     def _drain(self) -> None:
         with self._lock:

@@ -105,7 +105,7 @@ class _OneWakeup:
         self.pending = False
 
     def notify(self) -> None:
-        if not self.pending:
+        if not self.pending and self.pipe is not None:
             self.pending = True
             self.pipe.notify()
 
@@ -160,14 +160,16 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         # Leader: the real match index of members whose acknowledgements do not count yet.
         self._uncounted_match: dict[str, int] = {}
         conf.journalFile = journal
+        # Before SyncObj.__init__, whose tick thread may drain commands before it returns.
+        self._wakeup = _OneWakeup(None)
         super().__init__(
             peers.self_address, list(peers.others), conf, transportClass=DurableTransport
         )
         self.addOnTickCallback(self._after_tick)
-        # Replaced once the tick thread runs (it starts inside SyncObj.__init__): the attribute
-        # is read at each use, and a wakeup written meanwhile to the old one still wakes it.
-        # (pysyncobj makes one only without appendEntriesUseBatch, as our conf has it.)
-        self._wakeup = _OneWakeup(vars(self).get("_SyncObj__pipeNotifier"))
+        # pysyncobj's own notifier, wrapped once it exists (made only without
+        # appendEntriesUseBatch, as our conf has it); the attribute is read at each use, and a
+        # byte written meanwhile to the bare one still wakes the tick.
+        self._wakeup.pipe = vars(self).get("_SyncObj__pipeNotifier")
         if self._wakeup.pipe is not None:
             self._SyncObj__pipeNotifier = self._wakeup
 
@@ -523,7 +525,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         """Append every queued command, then send them to each follower in one message.
 
         The wakeup is re-armed first: a command queued from here on wakes the tick again, one
-        queued before is in the queue this call drains (see :class:`_OneWakeup`).
+        queued before is in the queue this call drains (see :class:`_OneWakeup`). pysyncobj's
+        drain stops after ``appendEntriesPeriod``; a drain that ran that long may have left
+        commands whose wakeup was the pending one, so it wakes the next tick itself.
 
         With appendEntriesUseBatch=False (needed for low latency: commands wake the tick and
         commit indexes are pushed at once), pysyncobj sends AppendEntries after *each* queued
@@ -532,6 +536,7 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         turns that into one send of everything appended, which the loop then does once.
         """
         self._wakeup.pending = False
+        started = monotonic()
         wanted = False
 
         def defer() -> None:
@@ -545,6 +550,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]
             del self._SyncObj__sendAppendEntries
         if wanted:
             self._SyncObj__sendAppendEntries()
+        if monotonic() - started >= self.conf.appendEntriesPeriod:
+            self._wakeup.pending = False
+            self._wakeup.notify()
 
     def getStatus(self) -> dict[str, Any]:
         """pysyncobj's status (also the utility ``status`` answer), with the backup this

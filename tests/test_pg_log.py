@@ -403,3 +403,23 @@ async def test_a_fatal_error_sent_to_an_idle_writer_is_a_lost_connection_not_a_d
     finally:
         await pg.stop()
         await relay.stop()
+
+
+async def test_a_record_larger_than_a_page_is_read_and_the_next_one_too(
+    start_log: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record alone above PAGE_BYTES (the page starts at the entry already applied, whose
+    bytes count): the next page still holds the entry after it, for the replica that wrote it
+    and for one catching up; it used to come back empty and stop the node as a gap."""
+    monkeypatch.setattr(pg_log, "PAGE_BYTES", 20_000)
+    a = await start_log("a")
+    stops: list[BaseException] = []
+    a._on_fatal = stops.append
+    await a.propose(events.upsert({"agent_id": "huge", "name": "x" * 25_000, "tools": []}, 1))
+    await a.propose(agent("after-huge"))
+    await a.propose(agent("after-that"))
+    b = await start_log("b")
+    for log in (a, b):
+        await eventually(lambda log=log: "after-that" in log.machine.view.agents)
+    assert set(b.machine.view.agents) == {"huge", "after-huge", "after-that"}
+    assert stops == []
