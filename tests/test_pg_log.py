@@ -27,22 +27,44 @@ from tests.postgres import DATABASE, USER, Postgres
 Start = Callable[..., Awaitable[PgLog]]
 
 
+def new_log(
+    root: Path,
+    port: int,
+    name: str,
+    on_fatal: Callable[[BaseException], None] = lambda error: None,
+    **overrides: Any,
+) -> PgLog:
+    """A PgLog (not started) named ``name`` on the server at ``port`` of 127.0.0.1."""
+    config: Config = replace(
+        make_config(root / name),
+        database_type="postgresql",
+        database=Database(host="127.0.0.1", port=port, name=DATABASE, user=USER),
+        instance_id=name,
+        write_timeout=3.0,
+        **overrides,
+    )
+    machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
+    return PgLog(config, machine, Liveness(), on_fatal)
+
+
 @pytest.fixture
 async def start_log(tmp_path: Path, postgres: Postgres) -> AsyncIterator[Start]:
     started: list[PgLog] = []
 
-    async def start(name: str, retry_period: float = 0.1, snapshot_every: int = 10000) -> PgLog:
-        config: Config = replace(
-            make_config(tmp_path / name),
-            database_type="postgresql",
-            database=Database(host="127.0.0.1", port=postgres.port, name=DATABASE, user=USER),
-            instance_id=name,
+    async def start(
+        name: str,
+        retry_period: float = 0.1,
+        snapshot_every: int = 10000,
+        on_fatal: Callable[[BaseException], None] = lambda error: None,
+    ) -> PgLog:
+        pg = new_log(
+            tmp_path,
+            postgres.port,
+            name,
+            on_fatal,
             retry_period=retry_period,
-            write_timeout=3.0,
             snapshot_every=snapshot_every,
         )
-        machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
-        pg = PgLog(config, machine, Liveness(), lambda error: None)
         await pg.start()
         started.append(pg)
         await eventually(lambda: pg.ready()[0])
@@ -151,15 +173,7 @@ def fatal() -> list[BaseException]:
 async def started_for_divergence(
     tmp_path: Path, postgres: Postgres, fatal: list[BaseException]
 ) -> PgLog:
-    config: Config = replace(
-        make_config(tmp_path / "d"),
-        database_type="postgresql",
-        database=Database(host="127.0.0.1", port=postgres.port, name=DATABASE, user=USER),
-        instance_id="d",
-        write_timeout=3.0,
-    )
-    machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
-    pg = PgLog(config, machine, Liveness(), fatal.append)
+    pg = new_log(tmp_path, postgres.port, "d", fatal.append)
     await pg.start()
     await eventually(lambda: pg.ready()[0])
     for i in range(5):
@@ -368,15 +382,7 @@ async def test_a_fatal_error_sent_to_an_idle_writer_is_a_lost_connection_not_a_d
     the close; an append in between stopped the replica as if its log were damaged (its process
     exited). It is a lost connection: the append's outcome unknown, the session reconnected."""
     relay = await HeldCloseRelay(postgres.port, hold=2.0).start()
-    config: Config = replace(
-        make_config(tmp_path / "f"),
-        database_type="postgresql",
-        database=Database(host="127.0.0.1", port=relay.port, name=DATABASE, user=USER),
-        instance_id="f",
-        write_timeout=3.0,
-    )
-    machine = StateMachine(None, View(history_limit=100), config.snapshot_every)
-    pg = PgLog(config, machine, Liveness(), fatal.append)
+    pg = new_log(tmp_path, relay.port, "f", fatal.append)
     await pg.start()
     try:
         await eventually(lambda: pg.ready()[0])
@@ -412,9 +418,8 @@ async def test_a_record_larger_than_a_page_is_read_and_the_next_one_too(
     bytes count): the next page still holds the entry after it, for the replica that wrote it
     and for one catching up; it used to come back empty and stop the node as a gap."""
     monkeypatch.setattr(pg_log, "PAGE_BYTES", 20_000)
-    a = await start_log("a")
     stops: list[BaseException] = []
-    a._on_fatal = stops.append
+    a = await start_log("a", on_fatal=stops.append)
     await a.propose(events.upsert({"agent_id": "huge", "name": "x" * 25_000, "tools": []}, 1))
     await a.propose(agent("after-huge"))
     await a.propose(agent("after-that"))
