@@ -317,7 +317,8 @@ class Cluster:
         self.podman = podman
         self.image = image
         tag = uuid.uuid4().hex[:8]
-        self.network = f"mcp-mesh-test-{tag}"
+        self.network: str | None = f"mcp-mesh-test-{tag}"
+        """The podman network the containers share (None: the host's)."""
         self.names = [f"mcp-mesh-registry-{i}-{tag}" for i in range(REPLICAS)]
         self.volumes = [f"{name}-data" for name in self.names]
         self.envs = [pod_env(kustomize(K8S / "overlays" / "ha"), i) for i in range(REPLICAS)]
@@ -355,7 +356,8 @@ class Cluster:
         )
 
     def __enter__(self) -> Cluster:
-        self.podman("network", "create", self.network)
+        if self.network is not None:
+            self.podman("network", "create", self.network)
         for i in range(REPLICAS):
             self.start(i)
         return self
@@ -365,7 +367,8 @@ class Cluster:
             self.podman("rm", "--force", "--time", "2", name, check=False)
         for volume in self.volumes:
             self.podman("volume", "rm", "--force", volume, check=False)
-        self.podman("network", "rm", "--force", self.network, check=False)
+        if self.network is not None:
+            self.podman("network", "rm", "--force", self.network, check=False)
 
     def request(
         self, i: int, path: str, method: str = "GET", body: Any = None, token: str = ""
@@ -605,6 +608,7 @@ class Deployment(Cluster):
         self.envs = [pod_env(objs, i) for i in range(REPLICAS)]
         self.token = self.envs[0]["AUTH_TOKEN"]
         self.ports = [(free_port(), free_port()) for _ in range(REPLICAS)]
+        self.network, self.volumes = None, []  # the host's network; /data is a tmpfs
         for env, (http, metrics) in zip(self.envs, self.ports, strict=True):
             env.pop("POD_IP")
             env |= {"DATABASE_PORT": str(server.port), "REGISTRY_PORT": str(http)}
@@ -619,15 +623,6 @@ class Deployment(Cluster):
             *[arg for k, v in sorted(self.envs[i].items()) for arg in ("-e", f"{k}={v}")],
             self.image,
         )  # fmt: skip
-
-    def __enter__(self) -> Deployment:
-        for i in range(REPLICAS):
-            self.start(i)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for name in self.names:
-            self.podman("rm", "--force", "--time", "2", name, check=False)
 
     def deciders(self, members: list[int]) -> list[tuple[int, int]]:
         """(ordinal, term) of each member that says it is the decider."""
