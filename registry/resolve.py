@@ -28,7 +28,7 @@ import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nodesemver
@@ -54,6 +54,12 @@ class Provider:
     tool: dict[str, Any]
     """The normalized tool as registered: LLM tool lists show its description and schema, and a
     change to any of it must count as a provider change (it invalidates cached answers)."""
+    key: str = field(init=False, compare=False, repr=False)
+    """``agent_id:function_name``, how the audit names a candidate: built once here rather than
+    in every stage of every traced resolution (six stages of ten candidates per registration)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.agent_id}:{self.function_name}")
 
     def __hash__(self) -> int:  # kwargs is a dict; identity is (agent, function)
         return hash((self.agent_id, self.function_name))
@@ -218,10 +224,6 @@ TIEBREAKER = "HighestScoreThenVersion"
 """The Go registry's name for the winner rule, recorded in the audit's last stage."""
 
 
-def candidate_id(provider: Provider) -> str:
-    return f"{provider.agent_id}:{provider.function_name}"
-
-
 STAGE_LIST_LIMIT = 64
 """Candidates an audit stage lists as kept, and as evicted, at most: a capability with
 thousands of providers would otherwise make every recorded trace (kept in every replica's
@@ -233,18 +235,24 @@ def _stage(
     name: str,
     kept: Iterable[Provider],
     evicted: list[dict[str, Any]],
-) -> None:
+    previous: list[str] | None = None,
+) -> list[str]:
+    """Append a stage to ``stages`` and return its kept list. A stage that evicted nobody keeps
+    what the one before it kept, in the same order: given that stage's list as ``previous``, it
+    copies it instead of building it again (most resolutions evict nobody in most stages)."""
     if stages is None:
-        return
-    listed = [candidate_id(p) for p in itertools.islice(kept, STAGE_LIST_LIMIT)]
-    stage: dict[str, Any] = {"stage": name, "kept": listed}
+        return []
+    if previous is None or evicted:
+        previous = [p.key for p in itertools.islice(kept, STAGE_LIST_LIMIT)]
+    stage: dict[str, Any] = {"stage": name, "kept": list(previous)}
     if evicted:
         stage["evicted"] = evicted[:STAGE_LIST_LIMIT]
     stages.append(stage)
+    return previous
 
 
 def _evicted(provider: Provider, reason: str, details: dict[str, Any] | None) -> dict[str, Any]:
-    item: dict[str, Any] = {"id": candidate_id(provider), "reason": reason}
+    item: dict[str, Any] = {"id": provider.key, "reason": reason}
     if details:
         item["details"] = details
     return item
@@ -320,10 +328,9 @@ def choose(
                 gone.append(_evicted(provider, "Unavailable", {"reason": reason}))
         else:
             healthy.append(provider)
-    if stages is not None:
-        _stage(stages, "health", healthy, gone)
-        if healthy:
-            _stage(stages, "capability_match", healthy, [])
+    listed = _stage(stages, "health", healthy, gone)
+    if stages is not None and healthy:
+        listed = _stage(stages, "capability_match", healthy, [], listed)
     if not healthy:
         return None
     scored: list[tuple[Provider, int]] = []
@@ -334,19 +341,17 @@ def choose(
             scored.append((provider, score))
         elif stages is not None:
             refused.append(_evicted(provider, *tag_refusal(provider.tags, dep)))
-    _stage(stages, "tags", (p for p, _ in scored), refused)
-    passed = [(p, score) for p, score in scored if version_matches(p.version, dep.version)]
-    if stages is not None and scored:
-        refused = [
-            _evicted(
-                p,
-                "VersionConstraintFailed",
-                {"version": p.version, "constraint": dep.version},
-            )
-            for p, _ in scored
-            if not version_matches(p.version, dep.version)
-        ]
-        _stage(stages, "version", (p for p, _ in passed), refused)
+    listed = _stage(stages, "tags", (p for p, _ in scored), refused, listed)
+    passed: list[tuple[Provider, int]] = []
+    refused = []
+    for provider, score in scored:
+        if version_matches(provider.version, dep.version):
+            passed.append((provider, score))
+        elif stages is not None:
+            details = {"version": provider.version, "constraint": dep.version}
+            refused.append(_evicted(provider, "VersionConstraintFailed", details))
+    if scored:
+        listed = _stage(stages, "version", (p for p, _ in passed), refused, listed)
     fitting = []
     refused = []
     for provider, score in passed:
@@ -356,7 +361,7 @@ def choose(
         else:
             refused.append(_evicted(provider, "SchemaIncompatible", why))
     if passed:
-        _stage(stages, "schema", (p for p, _ in fitting), refused)
+        _stage(stages, "schema", (p for p, _ in fitting), refused, listed)
     if not fitting:
         return None
 
@@ -386,7 +391,7 @@ def choose(
         ranked = sorted(fitting, key=lambda ps: (ps[0].agent_id, ps[0].function_name))
         ranked.sort(key=lambda ps: rank(*ps), reverse=True)
         _stage(stages, "tiebreaker", (p for p, _ in ranked), [])
-        stages[-1].update(chosen=candidate_id(winner), reason=TIEBREAKER)
+        stages[-1].update(chosen=winner.key, reason=TIEBREAKER)
     return winner
 
 

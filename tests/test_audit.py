@@ -7,9 +7,12 @@ tests pin each recording rule on its own, so that dropping one fails here.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from registry import audit
 from registry.events import health, remove, upsert
@@ -178,3 +181,53 @@ def test_a_stage_lists_a_bounded_number_of_candidates() -> None:
     winner = f"p-{many - 1:03d}"  # the highest version, wherever it is listed
     assert item["data"]["chosen"]["agent_id"] == winner
     assert item["data"]["stages"][-1]["kept"][0] == f"{winner}:svc_fn"
+
+
+# Trace-shaped values as the resolver builds them: strings (any character: agent and function
+# names are the agents' own), the dependency index, and a schema stage whose evictions carry
+# the agents' own schema values (any JSON, floats and big ints included).
+_text = st.text(max_size=12)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_evicted = st.fixed_dictionaries(
+    {"id": _text, "reason": _text}, optional={"details": st.dictionaries(_text, _text, max_size=2)}
+)
+_stage = st.fixed_dictionaries(
+    {"stage": st.sampled_from(["health", "tags", "version"]), "kept": st.lists(_text, max_size=4)},
+    optional={"evicted": st.lists(_evicted, max_size=3)},
+)
+_schema_stage = st.fixed_dictionaries(
+    {
+        "stage": st.just("schema"),
+        "kept": st.lists(_text, max_size=3),
+        "evicted": st.lists(
+            st.fixed_dictionaries(
+                {"id": _text, "reason": st.just("SchemaIncompatible"), "details": _json}
+            ),
+            min_size=1,
+            max_size=2,
+        ),
+    }
+)
+_trace = st.fixed_dictionaries(
+    {
+        "consumer": _text,
+        "dep_index": st.integers(min_value=0, max_value=64),
+        "spec": st.dictionaries(_text, _text | st.lists(_text, max_size=3), max_size=4),
+        "stages": st.lists(_stage | _schema_stage, max_size=6),
+    },
+    optional={"chosen": st.dictionaries(_text, _text, max_size=3)},
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_trace)
+def test_the_canonical_text_of_a_trace_is_the_json_modules_byte_for_byte(traced: Any) -> None:
+    """The hash's text must not change with how it is computed (a replica on another version
+    would record audit events the others do not): orjson's fast path, taken for most traces,
+    writes exactly what ``json.dumps`` does, and the traces it cannot write so fall back."""
+    expected = json.dumps(traced, sort_keys=True, separators=(",", ":"), default=str).encode()
+    assert audit.canonical_json(traced) == expected
