@@ -366,32 +366,28 @@ def choose(
         return None
 
     # Larger is better (someone else, more tags matched, higher version); on a tie the
-    # smallest (agent id, function name) wins. One pass: this runs for every resolution.
-    def rank(provider: Provider, score: int) -> tuple[Any, ...]:
-        return (provider.agent_id != consumer_id, score, _version_key(provider.version))
-
-    best: tuple[Any, ...] = ()
-    winner: Provider | None = None
-    for provider, score in fitting:
-        rank_now = rank(provider, score)
-        if (
-            winner is None
-            or rank_now > best
-            or (
+    # smallest (agent id, function name) wins. Each rank is computed once: this runs for every
+    # resolution, and the traced one orders every candidate by it.
+    ranked = [
+        ((p.agent_id != consumer_id, score, _version_key(p.version)), p) for p, score in fitting
+    ]
+    if stages is None:
+        best, winner = ranked[0]
+        for rank_now, provider in ranked[1:]:
+            if rank_now > best or (
                 rank_now == best
                 and (provider.agent_id, provider.function_name)
                 < (winner.agent_id, winner.function_name)
-            )
-        ):
-            best, winner = rank_now, provider
-    assert winner is not None
-    if stages is not None:
-        # The same order listed: by the tie rule, then stably by rank (a reversed sort keeps
-        # equal items in order), so the winner comes first.
-        ranked = sorted(fitting, key=lambda ps: (ps[0].agent_id, ps[0].function_name))
-        ranked.sort(key=lambda ps: rank(*ps), reverse=True)
-        _stage(stages, "tiebreaker", (p for p, _ in ranked), [])
-        stages[-1].update(chosen=winner.key, reason=TIEBREAKER)
+            ):
+                best, winner = rank_now, provider
+        return winner
+    # The order listed: by the tie rule, then stably by rank (a reversed sort keeps equal
+    # items in order), so the winner comes first.
+    ranked.sort(key=lambda rp: (rp[1].agent_id, rp[1].function_name))
+    ranked.sort(key=lambda rp: rp[0], reverse=True)
+    winner = ranked[0][1]
+    _stage(stages, "tiebreaker", (p for _, p in ranked), [])
+    stages[-1].update(chosen=winner.key, reason=TIEBREAKER)
     return winner
 
 

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from registry import events
 from registry.registration import from_heartbeat
-from registry.resolve import Dependency, _parse_version, _version_key, tag_score, version_matches
+from registry.resolve import (
+    Dependency,
+    Stages,
+    _parse_version,
+    _version_key,
+    choose,
+    tag_score,
+    version_matches,
+)
 from registry.view import View, apply
 from tests.conftest import agent_body
 
@@ -315,6 +323,16 @@ def test_resolution_matches_an_independent_oracle_whatever_the_registration_orde
             assert (item["agent_id"], item["function_name"]) == expected, wanted
             port = 9000 + AGENT_IDS.index(expected[0])
             assert item["endpoint"] == f"http://127.0.0.1:{port}"
+    # The audit's traced resolution picks the same winner and lists it first.
+    for _, specs in view.dependencies(consumer_id):
+        for dep in specs:
+            candidates = list(view.providers(dep.capability))
+            plain = choose(dep, candidates, view.is_healthy, consumer_id, None)
+            stages: Stages = []
+            traced = choose(dep, candidates, view.is_healthy, consumer_id, stages)
+            assert traced == plain
+            if traced is not None:
+                assert stages[-1]["kept"][0] == stages[-1]["chosen"] == traced.key
     rnd.shuffle(bodies)
     assert build(bodies, unhealthy).resolution(consumer_id) == view.resolution(consumer_id)
 
