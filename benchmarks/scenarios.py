@@ -117,11 +117,17 @@ async def s1_measure(system: System, scale: Scale) -> Result:
     """One closed-loop phase of new writes on ``system``: its S1 row, with the server CPU
     summed over all its processes per acknowledged (2xx) write."""
     label, request = _s1_request(system)
+    gc_before = await system.gc_seconds()
     system.mark()
     stats = await closed_loop(request, scale.connections, scale.seconds)
     total = system.cpu_total()
     row = _row(system, label, stats, system.cost())
-    return {**row, **cpu.per_write(total, cpu.acknowledged(stats.statuses), stats.seconds)}
+    writes = cpu.acknowledged(stats.statuses)
+    row = {**row, **cpu.per_write(total, writes, stats.seconds)}
+    gc_after = await system.gc_seconds()
+    if gc_before is not None and gc_after is not None and writes:
+        row["gc_ms_per_write"] = round((gc_after - gc_before) * 1000 / writes, 3)
+    return row
 
 
 def s1_system(
@@ -505,6 +511,8 @@ def s5_recovery(scale: Scale) -> Result:
 
 
 def _spread(values: list[float]) -> dict[str, float | list[float]]:
+    if not values:
+        return {"all": []}
     return {
         "median": round(statistics.median(values), 3),
         "min": min(values),
@@ -545,6 +553,9 @@ def s1_cpu_rounds(
             "writes_per_second": _spread([float(r["writes_per_second"]) for r in rows]),
             "cpu_ms_per_write": _spread(
                 [float(r["cpu_ms_per_write"]) for r in rows if r["cpu_ms_per_write"] is not None]
+            ),
+            "gc_ms_per_write": _spread(
+                [float(r["gc_ms_per_write"]) for r in rows if "gc_ms_per_write" in r]
             ),
             "errors": sum(int(r["errors"]) for r in rows),
             "non_2xx": sum(int(r["requests"]) - int(r["acknowledged_writes"]) for r in rows),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -87,6 +88,19 @@ class System:
             "peak_rss_mib": [peak_rss_mib(pid) for pid in self.pids],
         }
 
+    async def gc_seconds(self) -> float | None:
+        """How long our servers' cyclic garbage collector has run so far, summed over them
+        (their ``mcp_registry_gc_pause_seconds``, every generation); None for other systems."""
+        if self.cluster is None:
+            return None
+        total = 0.0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+            for node in self.cluster.nodes:
+                async with client.get(f"http://127.0.0.1:{node.metrics_port}/metrics") as resp:
+                    text = await resp.text()
+                total += sum(float(v) for v in _GC_SUMS.findall(text))
+        return total
+
     async def wait_ready(self, limit: float = 30.0) -> None:
         """Poll every node's readiness path (bounded): ours /ready, Go /health."""
         deadline = time.monotonic() + limit
@@ -96,6 +110,9 @@ class System:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{url} not ready within {limit} s")
                     await asyncio.sleep(0.05)
+
+
+_GC_SUMS = re.compile(r"^mcp_registry_gc_pause_seconds_sum\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
 async def _answers_200(client: aiohttp.ClientSession, url: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from registry import __version__, backup, config, logs, tls, trust
+from registry import __version__, backup, config, gc_pauses, logs, tls, trust
 from registry.api.app import build_admin_app, build_app, build_metrics_app
 from registry.events import CorruptRecord
 from registry.node import Node
@@ -249,6 +249,7 @@ def _mode(cfg: config.Config) -> str:
 
 async def serve(cfg: config.Config) -> None:
     """Run one node until SIGTERM or SIGINT, then stop cleanly."""
+    gc_pauses.tune_collector()
     node = Node.open(cfg)
     runners: list[web.AppRunner] = []
     watcher: asyncio.Task[None] | None = None

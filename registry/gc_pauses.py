@@ -1,10 +1,18 @@
-"""Garbage-collector pauses, timed for the metrics.
+"""Garbage-collector pauses: timed for the metrics, and made rarer.
 
 CPython's cyclic collector stops every thread of the process while it runs, and a full
 (generation 2) collection walks every tracked object: with 10,000 agents in the view that
 is a few hundred thousand objects and a pause of a few hundred milliseconds, which every
 request in flight waits out. Timing each collection by generation makes such pauses visible
 (``mcp_registry_gc_pause_seconds``) next to the request latencies they inflate.
+
+:func:`tune_collector` sets the server's thresholds. The view is a large tree of long-lived,
+acyclic objects (registrations, indexes, history) that reference counting frees; the
+collector only ever finds cycles in the short-lived request and connection objects. CPython's
+defaults (700, 10, 10) make it walk that whole tree again each time it grows by a quarter:
+measured in S1 (new agents on 3 replicas), collections cost 0.19 ms of CPU per write summed
+over the replicas, 0.10 of it in full collections; with these thresholds 0.06 to 0.07, none in
+full collections.
 """
 
 from __future__ import annotations
@@ -14,6 +22,18 @@ import time
 from typing import Any
 
 from prometheus_client import Histogram
+
+THRESHOLDS = (10_000, 10, 100)
+"""A young collection every 10,000 net allocations instead of 700; a full one at most every 100
+middle ones (10 million net allocations), and still only once
+the objects that survived into the oldest generation since the last one are a quarter of it
+(CPython's own rule). Cyclic garbage that lives long enough to be promoted (a kept-alive
+connection that closes) waits at most that long."""
+
+
+def tune_collector() -> None:
+    """Set :data:`THRESHOLDS` for this process (the server's, not a test's: process-wide)."""
+    gc.set_threshold(*THRESHOLDS)
 
 
 class GcPauses:

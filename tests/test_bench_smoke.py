@@ -44,6 +44,7 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert set(ours["statuses"]) == {"200"}
     assert len(ours["cpu_seconds"]) == 3 and all(c > 0 for c in ours["cpu_seconds"])
     assert ours["acknowledged_writes"] == ours["requests"] and ours["cpu_ms_per_write"] > 0
+    assert 0 <= ours["gc_ms_per_write"] < ours["cpu_ms_per_write"]  # from the servers' metrics
     assert results["s2"]["ours"]["false_unhealthy"] == 0
     head = results["s2"]["rows"][0]
     assert head["request"].startswith("HEAD") and head["errors"] == 0
