@@ -25,7 +25,9 @@ Kinds (``--nemesis`` names):
   rather than another's, because two members' disks lost at once are a majority's, which a
   3-member cluster does not promise to survive (the registry then refuses to elect a leader
   of two empty members: tests/test_wiped_disk.py);
-- ``power``: power lost on one replica or on all at once: every data directory is on
+- ``power``: power lost on one replica, on a majority (the leader and as many others as make
+  a majority: the members that counted an entry may all lose what they had not synced while
+  one that kept running takes over), or on all at once: every data directory is on
   jepsen_like/lazyfs, so whatever was not fsynced is gone with the processes;
 - ``disk-leader``: a follower loses its disk, then the leader dies before it has caught up;
   in the ``paused`` shape the other follower is paused first (so the leader commits with the
@@ -334,8 +336,13 @@ class Nemesis:
         return victim.start
 
     def _power(self, fault: Fault, busy: set[int]) -> Callable[[], None]:
-        shape = self.rng.choice(["one", "all"])
-        victims = self.replicas if shape == "all" else [self.replicas[self._victim(busy)]]
+        shape = self.rng.choice(["one", "majority", "all"])
+        if shape == "all":
+            victims = self.replicas
+        elif shape == "one":
+            victims = [self.replicas[self._victim(busy)]]
+        else:
+            victims = [self.replicas[i] for i in self._majority()]
         for victim in victims:
             victim.power_loss()
         fault.detail = {"shape": shape, "nodes": [v.ordinal for v in victims]}
@@ -347,6 +354,14 @@ class Nemesis:
                 victim.start()
 
         return power_back
+
+    def _majority(self) -> list[int]:
+        """The leader (a random replica when none is found) and enough others, drawn at
+        random, to make a majority of the replicas."""
+        found = leader(self.replicas)
+        first = found if found is not None else self.rng.randrange(len(self.replicas))
+        others = [i for i in range(len(self.replicas)) if i != first]
+        return sorted([first, *self.rng.sample(others, len(self.replicas) // 2)])
 
     def _disk_leader(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
         found = leader(self.replicas)

@@ -1,6 +1,6 @@
-"""The nemesis keeps to one lost disk at a time (jepsen_like/nemesis.py, ``wipe``), and the
-PostgreSQL topology's schedule (jepsen_like/pg_nemesis.py) is planned from its own kinds and
-pair rules.
+"""The nemesis keeps to one lost disk at a time (jepsen_like/nemesis.py, ``wipe``) and cuts a
+majority's power with the leader among it, and the PostgreSQL topology's schedule
+(jepsen_like/pg_nemesis.py) is planned from its own kinds and pair rules.
 
 For the lost disk, the replicas here answer ``GET /api/v1/cluster`` from a table the test
 sets: which replica leads and whether the one whose disk was lost is recognised again. The rule
@@ -69,6 +69,24 @@ def test_a_second_lost_disk_is_the_same_replicas_until_it_is_recognised() -> Non
     cluster["catching_up"] = set()
     victims = {nemesis._disk_victim([0, 2]) for _ in range(20)}
     assert victims <= {0, 2} and not nemesis.again and nemesis.lost_disk is None
+
+
+def test_a_majority_power_loss_takes_the_leader_and_one_other() -> None:
+    """The ``majority`` shape of ``power``: the members that counted the newest entries (the
+    leader and one follower) lose power together while the third keeps running."""
+    cluster: dict[str, Any] = {
+        "alive": [True, True, True],
+        "leader": 1,
+        "unrecognised": set(),
+        "catching_up": set(),
+    }
+    nemesis = _nemesis(cluster)
+    picks = [nemesis._majority() for _ in range(20)]
+    assert all(len(p) == 2 and 1 in p for p in picks)
+    assert {tuple(p) for p in picks} == {(0, 1), (1, 2)}  # the other one drawn at random
+    cluster["alive"] = [False, False, False]  # no leader found: any two
+    picks = [nemesis._majority() for _ in range(30)]
+    assert all(len(set(p)) == 2 for p in picks) and len({tuple(p) for p in picks}) == 3
 
 
 def test_the_postgresql_schedule_has_every_kind_and_only_safe_pairs() -> None:
