@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import subprocess
 import tempfile
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.cpu import Meter
 from benchmarks.go_registry import ensure_go_registry
@@ -39,6 +39,8 @@ from tests.processes import Registry
 from tests.test_cluster import Cluster
 
 OURS = "ours"
+GENERATIONS = ("0", "1", "2")
+"""The collector's generations, as our servers label their GC pause metric."""
 GO = "Go"
 OURS_PG = "ours on PostgreSQL"
 GO_PG = "Go on PostgreSQL"
@@ -88,18 +90,31 @@ class System:
             "peak_rss_mib": [peak_rss_mib(pid) for pid in self.pids],
         }
 
-    async def gc_seconds(self) -> float | None:
-        """How long our servers' cyclic garbage collector has run so far, summed over them
-        (their ``mcp_registry_gc_pause_seconds``, every generation); None for other systems."""
+    async def gc_pauses(self) -> list[dict[str, tuple[float, float]]] | None:
+        """Per node of ours, per generation: (collections, seconds spent in them) so far, from
+        its ``mcp_registry_gc_pause_seconds``; None for the Go registry and etcd. A full
+        (generation 2) collection stops the whole process for a time that grows with the
+        objects it holds (S2's tail latency); all of them together are CPU (S1)."""
         if self.cluster is None:
             return None
-        total = 0.0
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
-            for node in self.cluster.nodes:
-                async with client.get(f"http://127.0.0.1:{node.metrics_port}/metrics") as resp:
+        nodes = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
+            for url in self.urls:
+                async with client.get(f"{url}/metrics") as resp:
                     text = await resp.text()
-                total += sum(float(v) for v in _GC_SUMS.findall(text))
-        return total
+                counts = {g: 0.0 for g in GENERATIONS}
+                seconds = dict(counts)
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        generation = sample.labels.get("generation", "")
+                        if generation not in counts:
+                            continue
+                        if sample.name == "mcp_registry_gc_pause_seconds_count":
+                            counts[generation] = sample.value
+                        elif sample.name == "mcp_registry_gc_pause_seconds_sum":
+                            seconds[generation] = sample.value
+                nodes.append({g: (counts[g], seconds[g]) for g in GENERATIONS})
+        return nodes
 
     async def wait_ready(self, limit: float = 30.0) -> None:
         """Poll every node's readiness path (bounded): ours /ready, Go /health."""
@@ -110,9 +125,6 @@ class System:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{url} not ready within {limit} s")
                     await asyncio.sleep(0.05)
-
-
-_GC_SUMS = re.compile(r"^mcp_registry_gc_pause_seconds_sum\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
 async def _answers_200(client: aiohttp.ClientSession, url: str) -> bool:
