@@ -240,7 +240,7 @@ async def _steady(system: System, scale: Scale) -> Result:
         await workload.register(system, "s2", agents)  # the same bodies: unchanged
         end = await _log_position(system)
         if start is not None and end is not None:
-            settled["audit_recorded"] = end[1] - start[1]
+            settled["audit_recorded"] = end[0] - start[0]  # events, not barrier entries
 
     head_client = HeadClient()
 
@@ -315,7 +315,7 @@ async def s2_heartbeats(scale: Scale) -> Result:
         f"{scale.heartbeat_agents} agents registered first, ours then settled (agents told 202 "
         "send their full POST, as the SDK does; then one unchanged full POST from every agent, "
         "which records the audit traces the setup's concurrent registrations changed without "
-        "changing any answer: 'audit recorded', in Raft entries), then "
+        "changing any answer: 'audit recorded', in events), then "
         f"{scale.steady_seconds:g} s of HEAD at "
         f"{scale.heartbeat_agents / 5:.4g}/s and POST at {scale.heartbeat_agents / 30:.4g}/s, "
         "open loop (late sends: the client fell more than 5 ms behind its schedule). Health is "

@@ -135,11 +135,15 @@ def canonical_json(canonical: dict[str, Any]) -> bytes:
     the output. Its floats in exponent form differ too (``1e-05`` against ``0.00001``); only a
     schema eviction's reasons carry values that are not strings (the agents' own schema
     ``type`` values, any JSON: a float, an int beyond 64 bits), so a trace with one takes
-    ``json``."""
+    ``json``; so does anything else orjson refuses to write."""
     if not _schema_evictions(canonical["stages"]):
-        fast = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
-        if fast.isascii() and b"\x7f" not in fast:
-            return fast
+        try:
+            fast = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:  # something json writes and orjson refuses (an int key)
+            pass
+        else:
+            if fast.isascii() and b"\x7f" not in fast:
+                return fast
     packed = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
     return packed.encode()
 

@@ -7,6 +7,7 @@ tests pin each recording rule on its own, so that dropping one fails here.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -229,5 +230,22 @@ def test_the_canonical_text_of_a_trace_is_the_json_modules_byte_for_byte(traced:
     """The hash's text must not change with how it is computed (a replica on another version
     would record audit events the others do not): orjson's fast path, taken for most traces,
     writes exactly what ``json.dumps`` does, and the traces it cannot write so fall back."""
+    expected = json.dumps(traced, sort_keys=True, separators=(",", ":"), default=str).encode()
+    assert audit.canonical_json(traced) == expected
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {1: "int key"},
+        {"big": 2**70},
+        {"set": {"a"}},
+        {"deep": functools.reduce(lambda x, _: [x], range(300), [])},
+    ],
+)
+def test_a_trace_orjson_refuses_takes_the_json_module(odd: dict[Any, Any]) -> None:
+    """No trace holds these today; one that did must still hash as json writes it, not raise
+    while every replica applies the event."""
+    traced = {"consumer": "c", "dep_index": 0, "spec": odd, "stages": []}
     expected = json.dumps(traced, sort_keys=True, separators=(",", ":"), default=str).encode()
     assert audit.canonical_json(traced) == expected

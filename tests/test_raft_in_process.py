@@ -23,6 +23,7 @@ from registry.store import StorageFailure
 from replication import syncobj
 from replication.journal import LmdbJournal
 from replication.peers import Peers
+from replication.status import RaftStatus
 from replication.syncobj import RaftNode, _Applied, install
 from tests.ports import free_port
 from tests.raft_cluster import SECRET
@@ -254,3 +255,51 @@ def test_a_peer_name_that_takes_long_to_resolve_does_not_stall_the_others(
         assert follower.node._getLeader() == leader.node._SyncObj__selfNode
     finally:
         release.set()
+
+
+def test_the_status_read_from_pysyncobjs_fields_is_what_its_dictionary_says(
+    members: Callable[..., Member],
+) -> None:
+    """The tick thread's status (RaftNode.status) and the parse of pysyncobj's status
+    dictionary (what a peer reads over the utility channel) agree, on the leader and on the
+    followers, after a write, and with a member gone. Both are read while the tick thread may
+    move the state between the two reads, so each comparison is retried until they agree: a
+    field read wrongly never does."""
+    ports = [free_port() for _ in range(3)]
+    nodes = [
+        members(f"m{i}", port, [p for p in ports if p != port]) for i, port in enumerate(ports)
+    ]
+
+    def status(member: Member) -> RaftStatus:
+        while True:
+            try:
+                return member.node.status()
+            except RuntimeError:  # pysyncobj's dicts changed size under this thread: again
+                continue
+
+    def agree(member: Member) -> bool:
+        try:
+            return member.node.status() == RaftStatus.parse(member.node.getStatus())
+        except RuntimeError:
+            return False
+
+    wait_for(lambda: any(m.node._isLeader() for m in nodes), 10, "leader elected")
+    done = threading.Event()
+    lead = next(m for m in nodes if m.node._isLeader())
+    lead.node.submit(b"one", lambda result, error: done.set())
+    wait_for(done.is_set, 10, "write committed")
+    for member in nodes:
+        wait_for(lambda m=member: agree(m), 5, f"{member.address}'s two statuses agree")
+    now = status(lead)
+    assert now.leading and now.has_quorum and len(now.members) == 3
+    assert now.commit_index >= 1 and set(now.match_index) == set(now.others)
+    gone = next(m for m in nodes if m is not lead)
+    gone.stop()
+    wait_for(lambda: gone.address not in status(lead).connected, 10, "member gone")
+    for member in nodes:
+        if member is not gone:
+            wait_for(lambda m=member: agree(m), 5, f"{member.address}'s statuses agree")
+    last = next(m for m in nodes if m is not lead and m is not gone)
+    last.stop()  # the leader alone: no quorum
+    wait_for(lambda: not status(lead).has_quorum, 10, "quorum lost")
+    wait_for(lambda: agree(lead), 5, "the lone leader's statuses agree")
