@@ -33,7 +33,9 @@ COLUMNS = (
 
 
 S1_CPU_TITLE = "S1 CPU per write (issue 14)"
-KEPT_SECTIONS = (S1_CPU_TITLE,)
+S1_BREAKDOWN_TITLE = "S1 CPU breakdown (issue 14)"
+"""A profile written by hand (py-spy), kept like the s1-cpu section."""
+KEPT_SECTIONS = (S1_CPU_TITLE, S1_BREAKDOWN_TITLE)
 """Sections of RESULTS.md written by other commands, carried over when a full run rewrites it."""
 
 

@@ -100,9 +100,12 @@ def test_the_s1_cpu_section_is_replaced_in_place_and_kept_by_a_full_run(tmp_path
     assert text.count(f"## {report.S1_CPU_TITLE}") == 1
     assert "0.97 [0.97, 0.97]" in text and "0.95" not in text
     assert text.startswith("# Benchmark results")
+    path = tmp_path / "RESULTS.md"
+    path.write_text(path.read_text() + f"\n## {report.S1_BREAKDOWN_TITLE}\n\nby hand\n")
     report.write(full, tmp_path)
-    kept = (tmp_path / "RESULTS.md").read_text()
+    kept = path.read_text()
     assert kept.count(f"## {report.S1_CPU_TITLE}") == 1 and "0.97 [0.97, 0.97]" in kept
+    assert kept.count(f"## {report.S1_BREAKDOWN_TITLE}") == 1 and "by hand" in kept
 
 
 @pytest.mark.slow
