@@ -7,8 +7,8 @@ request in flight waits out. Timing each collection by generation makes such pau
 (``mcp_registry_gc_pause_seconds``) next to the request latencies they inflate.
 
 :func:`tune_collector` sets the server's thresholds. The view is a large tree of long-lived,
-acyclic objects (registrations, indexes, history) that reference counting frees; the
-collector only ever finds cycles in the short-lived request and connection objects. CPython's
+acyclic objects (registrations, indexes, history) that reference counting frees; the cycles
+the collector is for are among the short-lived request and connection objects. CPython's
 defaults (700, 10, 10) make it walk that whole tree again each time it grows by a quarter:
 measured in S1 (new agents on 3 replicas, benchmarks/RESULTS.md "S1 CPU per write"),
 collections took 0.248 ms per write summed over the replicas; with these thresholds 0.07 ms,
