@@ -329,7 +329,7 @@ def choose(
         else:
             healthy.append(provider)
     listed = _stage(stages, "health", healthy, gone)
-    if stages is not None and healthy:
+    if healthy:
         listed = _stage(stages, "capability_match", healthy, [], listed)
     if not healthy:
         return None

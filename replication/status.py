@@ -2,10 +2,11 @@
 
 pysyncobj reports its state as a flat dictionary of magic numbers and keys built from member
 ids (``state == 2`` for a leader, ``partner_node_status_server_<id> == 2`` for a connected
-member, ``match_idx_server_<id>``). The tick thread parses it once per tick; readiness,
-writes, membership changes, ``GET /api/v1/cluster`` and the metrics read the typed fields.
-The same parser reads the status a peer answers over the utility channel (the raw dictionary
-is what goes on the wire), so both ends agree on what a key means.
+member, ``match_idx_server_<id>``). :meth:`RaftStatus.parse` reads the status a peer answers
+over the utility channel (the raw dictionary is what goes on the wire); the tick thread builds
+its own from pysyncobj's fields once per tick (``RaftNode.status``, checked against this
+parser by a test). Readiness, writes, membership changes, ``GET /api/v1/cluster`` and the
+metrics read the typed fields.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ class Role(enum.IntEnum):
     CANDIDATE = _RAFT_STATE.CANDIDATE
     LEADER = _RAFT_STATE.LEADER
     UNKNOWN = -1
+
+    @classmethod
+    def of(cls, state: Any) -> Role:
+        """pysyncobj's state number as a role (UNKNOWN for anything else)."""
+        try:
+            return cls(state)
+        except ValueError:
+            return cls.UNKNOWN
 
     @property
     def label(self) -> str:
@@ -66,14 +75,10 @@ class RaftStatus:
         }
         leader = raw.get("leader")
         restored = raw.get("restored_from")
-        try:
-            role = Role(raw.get("state", -1))
-        except ValueError:
-            role = Role.UNKNOWN
         self_address = str(raw["self"])
         return cls(
             self_address=self_address,
-            role=role,
+            role=Role.of(raw.get("state", -1)),
             term=int(raw.get("raft_term", 0)),
             leader=None if leader is None else str(leader),
             commit_index=int(raw.get("commit_idx", 0)),

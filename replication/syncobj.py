@@ -570,14 +570,10 @@ class RaftNode(SyncObj):  # type: ignore[misc]
         connected = self._SyncObj__connectedNodes
         me = str(self.selfNode)
         leader = self._SyncObj__raftLeader
-        try:
-            role = Role(self._SyncObj__raftState)
-        except ValueError:
-            role = Role.UNKNOWN
         restored = self.journal.restored_from
         return RaftStatus(
             self_address=me,
-            role=role,
+            role=Role.of(self._SyncObj__raftState),
             term=int(self.raftCurrentTerm),
             leader=None if leader is None else str(leader),
             commit_index=int(self.raftCommitIndex),
