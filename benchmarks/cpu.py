@@ -29,54 +29,81 @@ def _with_children(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS
 
 
-def tree(pids: Iterable[int]) -> list[int]:
-    """``pids`` and every live descendant of theirs."""
-    parents: dict[int, list[int]] = {}
+def _parents() -> dict[int, int]:
+    """Every live process's parent, from ``/proc``."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            ppid = int(_stat_fields(int(entry.name))[1])
+            parents[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
         except (OSError, IndexError, ValueError):
             continue  # exited while we looked
-        parents.setdefault(ppid, []).append(int(entry.name))
+    return parents
+
+
+def tree(pids: Iterable[int], parents: dict[int, int] | None = None) -> list[int]:
+    """``pids`` and every live descendant of theirs (``parents``: a reading of ``_parents``)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in (_parents() if parents is None else parents).items():
+        children.setdefault(ppid, []).append(pid)
     found: list[int] = []
     todo = list(pids)
     while todo:
         pid = todo.pop()
         if pid not in found:
             found.append(pid)
-            todo.extend(parents.get(pid, []))
+            todo.extend(children.get(pid, []))
     return found
 
 
 class Meter:
     """CPU seconds spent by a set of server processes (and their descendants) since :meth:`mark`.
 
-    A descendant born after the mark counts in full; one that exited and was reaped counts in
-    its parent's cutime/cstime.
+    A descendant born after the mark counts in full. One that exited and was reaped by a
+    process of the set counts in its parent's cutime/cstime (or, its parent gone too, in the
+    nearest ancestor's that is left), which then holds all of its CPU, from before the mark
+    too: that part (its reading at the mark) is taken off again, or a PostgreSQL backend
+    ending during a phase would count its whole life in it. A descendant reaped by a process
+    outside the set (reparented to init) is not counted after it exits.
     """
 
     def __init__(self, pids: Iterable[int]) -> None:
         self.pids = list(pids)
         self._marks: dict[int, float] = {}
+        self._parents: dict[int, int] = {}
 
-    def _now(self) -> dict[int, float]:
+    def _now(self) -> tuple[dict[int, float], dict[int, int]]:
+        parents = _parents()
         seen = {}
-        for pid in tree(self.pids):
+        for pid in tree(self.pids, parents):
             try:
                 seen[pid] = _with_children(pid)
             except (OSError, IndexError, ValueError):
                 continue  # a descendant that exited meanwhile
-        return seen
+        return seen, {pid: parents[pid] for pid in seen if pid in parents}
 
     def mark(self) -> None:
-        self._marks = self._now()
+        self._marks, self._parents = self._now()
 
     def seconds(self) -> float:
         """CPU seconds summed over every process since :meth:`mark`."""
-        now = self._now()
-        return sum(now[pid] - self._marks.get(pid, 0.0) for pid in now)
+        now, _ = self._now()
+        grown = sum(now[pid] - self._marks.get(pid, 0.0) for pid in now)
+        reaped = sum(
+            mark
+            for pid, mark in self._marks.items()
+            if pid not in now and self._reaped_within(pid, now)
+        )
+        return grown - reaped
+
+    def _reaped_within(self, pid: int, now: dict[int, float]) -> bool:
+        """Whether the nearest ancestor (as of the mark) of exited ``pid`` still alive is one
+        of the set's: that one's cutime/cstime holds ``pid``'s CPU."""
+        parent = self._parents.get(pid)
+        while parent is not None and parent not in now:
+            parent = self._parents.get(parent)
+        return parent is not None
 
 
 def acknowledged(statuses: dict[str, int] | dict[int, int]) -> int:

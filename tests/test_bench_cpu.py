@@ -55,6 +55,49 @@ def test_meter_counts_a_live_descendant_and_a_reaped_one() -> None:
     assert this.seconds() >= 0.3
 
 
+def test_meter_counts_only_the_part_after_the_mark_of_a_descendant_reaped_during_it() -> None:
+    # The child burns CPU before the mark and a little after it, then exits; its parent, the
+    # watched process, reaps it and stays. The parent's cutime then holds the child's whole
+    # life, and only what came after the mark is this phase's.
+    child = (
+        "import sys, time\n"
+        "def burn(s):\n"
+        "    t = time.process_time()\n"
+        "    while time.process_time() - t < s: pass\n"
+        "burn(0.6)\n"
+        "print('marked?', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "burn(0.1)\n"
+    )
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys\n"
+            f"subprocess.run([sys.executable, '-c', {child!r}])\n"
+            "print('reaped', flush=True)\n"
+            "sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        assert parent.stdout.readline() == "marked?\n"
+        meter = cpu.Meter([parent.pid])
+        meter.mark()
+        assert len(cpu.tree([parent.pid])) == 2
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline() == "reaped\n"
+        assert len(cpu.tree([parent.pid])) == 1
+        assert 0.1 <= meter.seconds() < 0.4
+    finally:
+        parent.stdin.close()
+        parent.wait(timeout=scaled(20))
+
+
 def test_per_write_counts_only_acknowledged_writes() -> None:
     assert cpu.acknowledged({"200": 90, "201": 5, "503": 5}) == 95
     assert cpu.per_write(0.19, 95, 2.0) == {
