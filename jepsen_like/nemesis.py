@@ -38,9 +38,11 @@ Kinds (``--nemesis`` names):
   crowd of idle connections (jepsen_like/stranger.py); a marker, or a member the cluster did
   not have, is recorded as a breach, which makes the run invalid;
 - ``membership``: the StatefulSet scaled 3 -> 5 -> 3 with ``podManagementPolicy: Parallel``:
-  the two new pods start at once while one old member is cut off, join one after the other,
-  and after the partition heals are removed one after the other (``cluster remove``) and
-  stopped with their volumes deleted.
+  the two new pods start at once and join one after the other, in one of two shapes: ``cut``,
+  one old member cut off from everyone meanwhile; ``power``, the leader and one more old member
+  losing power (as in ``power``) while the joins are in flight, back at the end of the hold.
+  Then, the partition healed or the power back, the new pods are removed one after the other
+  (``cluster remove``) and stopped with their volumes deleted.
 """
 
 from __future__ import annotations
@@ -438,18 +440,33 @@ class Nemesis:
         return []
 
     def _membership(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
-        cut = self._victim(set())
-        everyone = len(self.replicas) + len(self.spares)
-        others = [i for i in range(everyone) if i != cut]
-        self.network.drop(cut, others, "input")
-        self.network.drop(cut, others, "output")
+        shape = self.rng.choice(["cut", "power"])
+        cut = self._victim(set()) if shape == "cut" else None
+        if cut is not None:
+            everyone = len(self.replicas) + len(self.spares)
+            others = [i for i in range(everyone) if i != cut]
+            self.network.drop(cut, others, "input")
+            self.network.drop(cut, others, "output")
         for spare in self.spares:  # Parallel: every new pod at once
             spare.wipe()
             spare.start()
-        fault.detail = {"cut_off": cut, "joined": [s.ordinal for s in self.spares]}
+        fault.detail = {"shape": shape, "joined": [s.ordinal for s in self.spares]}
+        powered_off: list[int] = []
+        if cut is not None:
+            fault.detail["cut_off"] = cut
+        else:
+            # The joins are in flight (the first being added, or committed and the second on
+            # its way): the leader and one more old member lose power, unsynced writes with it.
+            time.sleep(self.rng.uniform(0.2, 1.5))
+            powered_off = self._majority()
+            for i in powered_off:
+                self.replicas[i].power_loss()
+            fault.detail["nodes"] = powered_off
 
         def scale_down() -> None:
             self.network.heal()
+            for i in powered_off:
+                self.replicas[i].start()
             members = self._wait_members(len(self.replicas) + len(self.spares), 30.0)
             fault.detail["members_at_five"] = members
             # As k8s/README.md's scale-down: kubectl stops the highest ordinal first, then the

@@ -82,7 +82,7 @@ def run(
             server.init()
             progress(f"postgresql up on {server.host.ip}, data in {server.data}")
         for node in nodes:
-            if "power" in kinds:
+            if "power" in kinds or "membership" in kinds:  # both cut power (nemesis.py)
                 node.mount_disk()
             node.start()
         if not wait_ready(nodes, 60):

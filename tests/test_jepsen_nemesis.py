@@ -8,12 +8,13 @@ under test is the harness's own choice of victim, not the registry's behaviour."
 
 from __future__ import annotations
 
+import random
 from typing import Any, cast
 
 from jepsen_like.__main__ import _not_offered
 from jepsen_like.db import Replica
 from jepsen_like.hosts import Network, dns_name
-from jepsen_like.nemesis import KINDS, Nemesis, plan
+from jepsen_like.nemesis import KINDS, Fault, Nemesis, plan
 from jepsen_like.pg_nemesis import PG_KINDS, pg_compatible
 from jepsen_like.stranger import RAFT_PORT
 
@@ -133,3 +134,101 @@ def test_a_nemesis_of_the_other_topology_is_refused_by_name() -> None:
     assert "nonsense (unknown)" in refused
     assert "pg-kill (a postgresql topology nemesis)" in str(_not_offered(["pg-kill"], "raft"))
     assert set(PG_KINDS) & set(KINDS) == {"kill", "pause"}
+
+
+class Pod:
+    """A replica or spare pod reduced to what ``membership`` does to it, each action logged."""
+
+    def __init__(self, ordinal: int, world: dict[str, Any]) -> None:
+        self.ordinal = ordinal
+        self.world = world
+        self.up = ordinal < 3
+
+    def _log(self, action: str) -> None:
+        self.world["log"].append((action, self.ordinal))
+
+    def alive(self) -> bool:
+        return self.up
+
+    def start(self) -> None:
+        self._log("start")
+        self.up = True
+
+    def stop(self) -> None:
+        self._log("stop")
+        self.up = False
+
+    def power_loss(self) -> None:
+        self._log("power_loss")
+        self.up = False
+
+    def wipe(self) -> None:
+        self._log("wipe")
+
+    def get(self, path: str) -> tuple[int, object]:
+        assert path == "/api/v1/cluster"
+        running = [i for i, pod in enumerate(self.world["pods"]) if pod.up]
+        members = [{"id": f"{dns_name(i)}:{RAFT_PORT}"} for i in running]
+        role = "leader" if self.ordinal == self.world["leader"] else "follower"
+        return 200, {"role": role, "members": members}
+
+    def request(self, method: str, path: str, timeout: float) -> tuple[int, object]:
+        assert method == "DELETE" and path.startswith("/api/v1/cluster/members/")
+        return 200, {}
+
+
+class Cuts:
+    def __init__(self, world: dict[str, Any]) -> None:
+        self.world = world
+
+    def drop(self, ordinal: int, sources: list[int], direction: str) -> None:
+        self.world["log"].append(("drop", ordinal))
+
+    def heal(self) -> None:
+        self.world["log"].append(("heal", None))
+
+
+def _membership_run(shape: str) -> tuple[dict[str, Any], list[tuple[str, int | None]]]:
+    """``membership`` carried out on pods that answer from a table, with the first seed that
+    draws ``shape``; its detail, and every action in order."""
+    seed = next(
+        s for s in range(100) if random.Random(f"{s}/victims").choice(["cut", "power"]) == shape
+    )
+    world: dict[str, Any] = {"log": [], "leader": 1}
+    world["pods"] = [Pod(i, world) for i in range(5)]
+    nemesis = Nemesis(
+        cast(Network, Cuts(world)),
+        cast(list[Replica], world["pods"][:3]),
+        [],
+        seed=seed,
+        log=lambda _: None,
+        spares=cast(list[Replica], world["pods"][3:]),
+    )
+    fault = Fault("membership", 0)
+    heal = nemesis._membership(fault, set())
+    during = list(world["log"])
+    heal()
+    return fault.detail, [*during, ("healed", None), *world["log"][len(during) :]]
+
+
+def test_membership_cuts_the_power_of_the_leader_and_another_during_the_joins() -> None:
+    """The ``power`` shape of ``membership``: both new pods are started, then the leader and one
+    more old member lose power (nothing is cut off); at the end of the hold they come back
+    before the cluster is waited for at five members and scaled down."""
+    detail, log = _membership_run("power")
+    assert detail["shape"] == "power" and 1 in detail["nodes"] and len(detail["nodes"]) == 2
+    assert "cut_off" not in detail and not [a for a in log if a[0] == "drop"]
+    started = [log.index(("start", spare)) for spare in (3, 4)]
+    lost = [log.index(("power_loss", i)) for i in detail["nodes"]]
+    assert max(started) < min(lost) < log.index(("healed", None))
+    back = [log.index(("start", i)) for i in detail["nodes"]]
+    assert log.index(("healed", None)) < min(back) and max(back) < log.index(("stop", 4))
+    assert len(detail["members_at_five"]) == 5 and len(detail["members_after"]) == 3
+
+
+def test_membership_cuts_an_old_member_off_before_the_new_pods_start() -> None:
+    detail, log = _membership_run("cut")
+    assert detail["shape"] == "cut" and "nodes" not in detail
+    assert log.index(("drop", detail["cut_off"])) < log.index(("start", 3))
+    assert not [a for a in log if a[0] == "power_loss"]
+    assert log.index(("heal", None)) < log.index(("stop", 4))
