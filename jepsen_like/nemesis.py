@@ -441,20 +441,19 @@ class Nemesis:
 
     def _membership(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
         shape = self.rng.choice(["cut", "power"])
-        cut = self._victim(set()) if shape == "cut" else None
-        if cut is not None:
+        fault.detail = {"shape": shape, "joined": [s.ordinal for s in self.spares]}
+        if shape == "cut":
+            cut = self._victim(set())
             everyone = len(self.replicas) + len(self.spares)
             others = [i for i in range(everyone) if i != cut]
             self.network.drop(cut, others, "input")
             self.network.drop(cut, others, "output")
+            fault.detail["cut_off"] = cut
         for spare in self.spares:  # Parallel: every new pod at once
             spare.wipe()
             spare.start()
-        fault.detail = {"shape": shape, "joined": [s.ordinal for s in self.spares]}
         powered_off: list[int] = []
-        if cut is not None:
-            fault.detail["cut_off"] = cut
-        else:
+        if shape == "power":
             # The joins are in flight (the first being added, or committed and the second on
             # its way): the leader and one more old member lose power, unsynced writes with it.
             time.sleep(self.rng.uniform(0.2, 1.5))
