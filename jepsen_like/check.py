@@ -45,6 +45,7 @@ def check_run(
         "converged": checkers.converged(final["digests"]),
         "availability": checkers.availability(ops, faults or []),
         "strangers": checkers.strangers(faults or []),
+        "membership": checkers.membership(faults or []),
         "self_stops": checkers.self_stops(_replica_logs(run_dir), topology == "postgresql"),
         "health": checkers.health(agent_ops, timeout, grace),
         "evidence": checkers.evidence(agent_ops, run_s, scheduled, faults, thresholds, topology),

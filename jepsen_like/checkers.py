@@ -105,6 +105,26 @@ def strangers(faults: list[dict[str, Any]]) -> Verdict:
     return {"valid": not breaches, "visits": visits, "breaches": breaches}
 
 
+def membership(faults: list[dict[str, Any]]) -> Verdict:
+    """(n) Every scale-down held: a removal acknowledged before a power loss was still in force
+    once the power was back, and the cluster ended with its old members and no others (the
+    ``membership`` nemesis records what failed as ``lost``). A membership fault that recorded no
+    ``lost`` at all (its scale-down never finished) leaves the run without that evidence."""
+    visits = [f for f in faults if f.get("name") == "membership"]
+    failures = [
+        {"fault": f.get("planned"), "lost": f["detail"]["lost"]}
+        for f in visits
+        if (f.get("detail") or {}).get("lost")
+    ]
+    unjudged = sum(1 for f in visits if "lost" not in (f.get("detail") or {}))
+    return {
+        "valid": not failures and not unjudged,
+        "visits": len(visits),
+        "unjudged": unjudged,
+        "failures": failures,
+    }
+
+
 def self_stops(logs: dict[str, str], required: bool) -> Verdict:
     """(m) No replica stopped itself. The registry logs at ``critical`` when it stops its own
     node (a damaged log, or a failure it has no way around), and the process exits; the

@@ -38,11 +38,15 @@ Kinds (``--nemesis`` names):
   crowd of idle connections (jepsen_like/stranger.py); a marker, or a member the cluster did
   not have, is recorded as a breach, which makes the run invalid;
 - ``membership``: the StatefulSet scaled 3 -> 5 -> 3 with ``podManagementPolicy: Parallel``:
-  the two new pods start at once and join one after the other, in one of two shapes: ``cut``,
+  the two new pods start at once and join one after the other, in one of three shapes: ``cut``,
   one old member cut off from everyone meanwhile; ``power``, the leader and one more old member
-  losing power (as in ``power``) while the joins are in flight, back at the end of the hold.
-  Then, the partition healed or the power back, the new pods are removed one after the other
-  (``cluster remove``) and stopped with their volumes deleted.
+  losing power (as in ``power``) while the joins are in flight, back at the end of the hold;
+  ``power-remove``, the joins undisturbed, then the leader and one more old member losing power
+  while the first removal is in flight or just acknowledged. Then, the partition healed or the
+  power back, the new pods are removed one after the other (``cluster remove``) and stopped
+  with their volumes deleted. What the scale-down must show is recorded as ``lost`` (checker
+  ``membership``): a removal acknowledged before a power loss that did not hold once the power
+  was back, or a cluster that did not end with its old members and no others.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +77,9 @@ KINDS = (
     "stranger",
     "membership",
 )
+MEMBERSHIP_SHAPES = ("cut", "power", "power-remove")
+SETTLE_S = 30.0
+"""How long the membership is waited for to reach the size a scale step asks for."""
 ALONE = ("restart", "power", "disk-leader", "membership")
 """Kinds that touch several replicas at once, so never one of an overlapping pair."""
 HOLD_S = (3.0, 6.0)
@@ -440,7 +448,7 @@ class Nemesis:
         return []
 
     def _membership(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
-        shape = self.rng.choice(["cut", "power"])
+        shape = self.rng.choice(MEMBERSHIP_SHAPES)
         fault.detail = {"shape": shape, "joined": [s.ordinal for s in self.spares]}
         if shape == "cut":
             cut = self._victim(set())
@@ -466,17 +474,55 @@ class Nemesis:
             self.network.heal()
             for i in powered_off:
                 self.replicas[i].start()
-            members = self._wait_members(len(self.replicas) + len(self.spares), 30.0)
+            members = self._wait_members(len(self.replicas) + len(self.spares), SETTLE_S)
             fault.detail["members_at_five"] = members
+            lost: list[str] = []
             # As k8s/README.md's scale-down: kubectl stops the highest ordinal first, then the
             # operator removes the departed member, then deletes its PVC.
             for spare in reversed(self.spares):
                 spare.stop()
+                if shape == "power-remove" and spare is self.spares[-1]:
+                    lost += self._remove_losing_power(spare, fault)
                 fault.detail[f"removed_{spare.ordinal}"] = self._remove(spare)
                 spare.wipe()
-            fault.detail["members_after"] = self._wait_members(len(self.replicas), 30.0)
+            after = self._wait_members(len(self.replicas), SETTLE_S)
+            old = {f"{dns_name(r.ordinal)}:{RAFT_PORT}" for r in self.replicas}
+            if set(after) != old:
+                lost.append(f"the scale-down ended with members {after}, not the old {sorted(old)}")
+            fault.detail.update(members_after=after, lost=lost)
 
         return scale_down
+
+    def _remove_losing_power(self, spare: Replica, fault: Fault) -> list[str]:
+        """Send the removal of the stopped ``spare`` once; while it is in flight or just
+        acknowledged, the leader and one more old member lose power (``power_remove_nodes``).
+        Once they are back and the cluster has settled, an acknowledged removal must hold: the
+        member listed again is what a removal entry lost with unsynced data would look like."""
+        member = f"{dns_name(spare.ordinal)}:{RAFT_PORT}"
+        found = leader(self.replicas)
+        target = self.replicas[found if found is not None else 0]
+        answers: list[int] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                target.request("DELETE", f"/api/v1/cluster/members/{member}", 10.0)[0]
+            )
+        )
+        sender.start()
+        time.sleep(self.rng.uniform(0.05, 0.4))  # the request process takes ~50 ms to start
+        powered_off = self._majority()
+        for i in powered_off:
+            self.replicas[i].power_loss()
+        sender.join()
+        for i in powered_off:
+            self.replicas[i].start()
+        answer = answers[0] if answers else 0
+        fault.detail.update(power_remove_nodes=powered_off, power_remove_answer=answer)
+        if answer != 200:
+            return []  # outcome unknown: the removal below settles it either way
+        members = self._wait_members(len(self.replicas) + len(self.spares) - 1, SETTLE_S)
+        if member in members:
+            return [f"the acknowledged removal of {member} was lost with the power: {members}"]
+        return []
 
     def _remove(self, spare: Replica) -> int:
         """``mcp-mesh-registry cluster remove`` through any answering member; the status."""

@@ -453,6 +453,24 @@ def test_a_stranger_who_got_in_makes_the_run_invalid() -> None:
     assert verdict["valid"] is False and verdict["breaches"][0]["fault"] == 0
 
 
+def test_a_scale_down_that_did_not_hold_makes_the_run_invalid() -> None:
+    """An acknowledged removal lost with the power, or a membership fault whose scale-down left
+    no verdict at all, fails ``membership``; a clean one passes."""
+    held = {"name": "membership", "start": 1, "end": 2, "planned": 3, "detail": {"lost": []}}
+    assert checkers.membership([held]) == {
+        "valid": True,
+        "visits": 1,
+        "unjudged": 0,
+        "failures": [],
+    }
+    lost = {**held, "detail": {"lost": ["the acknowledged removal of n4 was lost"]}}
+    verdict = checkers.membership([held, lost])
+    assert verdict["valid"] is False and verdict["failures"][0]["fault"] == 3
+    unfinished = {**held, "detail": {"shape": "power"}}
+    assert checkers.membership([unfinished])["valid"] is False
+    assert checkers.membership([])["valid"] is True  # a run without the nemesis owes nothing
+
+
 def test_postgresql_runs_owe_a_decider_takeover_for_every_kill_decider() -> None:
     """In the PostgreSQL topology a ``kill-decider`` is evidence only if it killed the replica
     that said it decided and another replica then decided with a higher term; the Raft

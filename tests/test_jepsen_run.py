@@ -77,6 +77,8 @@ def test_short_chaos_run_is_valid(tmp_path: Path) -> None:
     assert results["completed_results"]["checked"] >= jobs["required"]["completions"]
     # The stranger knocked on every RAFT_PORT and got nowhere.
     assert results["strangers"]["visits"] >= 1 and results["strangers"]["valid"] is True
+    # The StatefulSet went 3 -> 5 -> 3 and every scale-down held.
+    assert results["membership"]["visits"] >= 1 and results["membership"]["valid"] is True
     assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
     assert result.returncode == 0
     assert (runs[0] / "report.html").read_text().startswith("<!doctype html>")
