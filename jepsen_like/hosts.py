@@ -42,6 +42,11 @@ class Host:
     ip: str
 
 
+RESET = "meta l4proto tcp reject with tcp reset"
+"""An nftables action for :meth:`Network.drop_ips`: refuse TCP at once (no packet reaches the
+socket; the peer's connection is reset)."""
+
+
 class Network:
     """Replica hosts ``n0..`` plus a client host ``cl``, all on one bridge; with ``database``,
     also a database host ``db`` (the PostgreSQL topology's server, a pod of its own)."""
@@ -106,11 +111,18 @@ class Network:
         self.drop_ips(ordinal, [self.hosts[s].ip for s in sources], direction)
 
     def drop_ips(
-        self, ordinal: int, ips: list[str], direction: str = "input", table: str = "jepsen"
+        self,
+        ordinal: int,
+        ips: list[str],
+        direction: str = "input",
+        table: str = "jepsen",
+        action: str = "drop",
     ) -> None:
         """In replica ``ordinal``'s namespace, drop packets from (input) or to (output) the
         addresses ``ips``, with rules in nftables table ``table`` (one table per fault lets
-        two partitions active at once heal one at a time: :meth:`heal_table`)."""
+        two partitions active at once heal one at a time: :meth:`heal_table`). ``action`` is
+        what the rule does after matching the address: :data:`RESET` answers TCP with a reset
+        at once, so the sender fails fast instead of waiting out its timeout."""
         host = self.hosts[ordinal]
         nft = ["ip", "netns", "exec", host.netns, "nft"]
         run(*nft, "add", "table", "inet", table)
@@ -125,7 +137,7 @@ class Network:
         )
         field = "saddr" if direction == "input" else "daddr"
         for ip in ips:
-            run(*nft, "add", "rule", "inet", table, direction, "ip", field, ip, "drop")
+            run(*nft, "add", "rule", "inet", table, direction, "ip", field, ip, *action.split())
 
     def heal_table(self, ordinal: int, table: str) -> None:
         """Remove one fault's rules (:meth:`drop_ips`) from replica ``ordinal``'s namespace."""

@@ -38,11 +38,16 @@ Kinds (``--nemesis`` names):
   crowd of idle connections (jepsen_like/stranger.py); a marker, or a member the cluster did
   not have, is recorded as a breach, which makes the run invalid;
 - ``membership``: the StatefulSet scaled 3 -> 5 -> 3 with ``podManagementPolicy: Parallel``:
-  the two new pods start at once and join one after the other, in one of three shapes: ``cut``,
+  the two new pods start at once and join one after the other, in one of four shapes: ``cut``,
   one old member cut off from everyone meanwhile; ``power``, the leader and one more old member
   losing power (as in ``power``) while the joins are in flight, back at the end of the hold;
   ``power-remove``, the joins undisturbed, then the leader and one more old member losing power
-  while the first removal is in flight or just acknowledged. Then, the partition healed or the
+  while the first removal is in flight or just acknowledged; ``power-joiners``, the joins
+  undisturbed, then the two old members other than the leader cut off (refusing the clients)
+  while the leader and the new members commit alone, and exactly those three losing power
+  (every pod's data directory, the new ones' too, is on lazyfs), the cut healed before the
+  power is back. Then, the
+  partition healed or the
   power back, the new pods are removed one after the other (``cluster remove``) and stopped
   with their volumes deleted. What the scale-down must show is recorded as ``lost`` (checker
   ``membership``): a removal acknowledged before a power loss that did not hold once the power
@@ -62,7 +67,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jepsen_like.db import Replica, leader, wait_ready
-from jepsen_like.hosts import Network, dns_name
+from jepsen_like.hosts import RESET, Network, dns_name
 from jepsen_like.stranger import RAFT_PORT
 
 KINDS = (
@@ -77,7 +82,7 @@ KINDS = (
     "stranger",
     "membership",
 )
-MEMBERSHIP_SHAPES = ("cut", "power", "power-remove")
+MEMBERSHIP_SHAPES = ("cut", "power", "power-remove", "power-joiners")
 SETTLE_S = 30.0
 """How long the membership is waited for to reach the size a scale step asks for."""
 ALONE = ("restart", "power", "disk-leader", "membership")
@@ -476,6 +481,8 @@ class Nemesis:
                 self.replicas[i].start()
             members = self._wait_members(len(self.replicas) + len(self.spares), SETTLE_S)
             fault.detail["members_at_five"] = members
+            if shape == "power-joiners":
+                self._power_joiners(fault)
             lost: list[str] = []
             # As k8s/README.md's scale-down: kubectl stops the highest ordinal first, then the
             # operator removes the departed member, then deletes its PVC.
@@ -492,6 +499,66 @@ class Nemesis:
             fault.detail.update(members_after=after, lost=lost)
 
         return scale_down
+
+    def _power_joiners(self, fault: Fault) -> None:
+        """The joins done, the two old members that are not the leader are cut off from the
+        other members, and refuse the clients at once (so the workload's requests go to the
+        rest instead of waiting out their timeout): what is committed meanwhile was counted
+        by the leader and the new members alone. Then exactly those three lose power (the new
+        members' disks are on lazyfs too), so an entry one of them acknowledged before syncing
+        it is gone from its disk; the cut is healed (two of five cannot elect anyone, and
+        with shorter logs than the three's they must not be elected once those are back);
+        then the power comes back, the old leader's last. Checker ``lost_writes`` judges
+        what survived.
+        ``power_joiners_nodes`` and ``isolated`` say who was hit (both empty when no leader
+        was found), ``alone_ns`` when the three committed alone (the history's clock)."""
+        everyone = [*self.replicas, *self.spares]  # ordinals are indices
+        found = leader(everyone)
+        if found is None:
+            fault.detail.update(power_joiners_nodes=[], isolated=[])
+            return
+        powered = {found, *(s.ordinal for s in self.spares)}
+        old = [r.ordinal for r in self.replicas if r.ordinal not in powered]
+        if len(powered) < 3:  # a new member leads: one old member more makes the three
+            powered.add(self.rng.choice(old))
+        isolated = [i for i in old if i not in powered]
+        for i in isolated:
+            self.network.drop(i, sorted(powered), "input")
+            self.network.drop(i, sorted(powered), "output")
+            self.network.drop_ips(i, [self.network.client.ip], "input", action=RESET)
+        alone = time.monotonic_ns()
+        time.sleep(self.rng.uniform(1.0, 2.0))
+        fault.detail["alone_ns"] = [alone, time.monotonic_ns()]
+        for i in sorted(powered):
+            everyone[i].power_loss()
+        self.network.heal()
+        time.sleep(self.rng.uniform(0.5, 1.5))
+        # The old leader's pod comes back last, once the four others have elected a leader:
+        # the two isolated members, behind, must not win with the votes of the other two.
+        first = sorted(powered - {found})
+        for i in first:
+            everyone[i].start()
+        elected = self._wait_leader([everyone[i] for i in [*isolated, *first]], SETTLE_S)
+        everyone[found].start()
+        # Ready again before the scale-down stops a new pod: stopped while still starting, it
+        # would never have voted with what it kept.
+        ready = wait_ready([everyone[i] for i in sorted(powered)], SETTLE_S)
+        fault.detail.update(
+            power_joiners_nodes=sorted(powered),
+            isolated=isolated,
+            elected_before_leader_back=elected,
+            back_ready=ready,
+        )
+
+    @staticmethod
+    def _wait_leader(replicas: list[Replica], timeout: float) -> int | None:
+        """The ordinal of a leader among ``replicas`` once one reports itself, or None."""
+        deadline = time.monotonic() + timeout
+        found = leader(replicas)
+        while found is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = leader(replicas)
+        return found
 
     def _remove_losing_power(self, spare: Replica, fault: Fault) -> list[str]:
         """Send the removal of the stopped ``spare`` once; while it is in flight or just

@@ -81,9 +81,10 @@ def run(
         if server is not None:
             server.init()
             progress(f"postgresql up on {server.host.ip}, data in {server.data}")
-        for node in nodes:
+        for node in [*nodes, *spares]:
             if "power" in kinds or "membership" in kinds:  # both cut power (nemesis.py)
                 node.mount_disk()
+        for node in nodes:
             node.start()
         if not wait_ready(nodes, 60):
             raise RuntimeError("the cluster did not become ready within 60 s")

@@ -16,7 +16,7 @@ import pytest
 from jepsen_like import nemesis as nemesis_module
 from jepsen_like.__main__ import _not_offered
 from jepsen_like.db import Replica
-from jepsen_like.hosts import Network, dns_name
+from jepsen_like.hosts import RESET, Host, Network, dns_name
 from jepsen_like.nemesis import KINDS, MEMBERSHIP_SHAPES, Fault, Nemesis, plan
 from jepsen_like.pg_nemesis import PG_KINDS, pg_compatible
 from jepsen_like.stranger import RAFT_PORT
@@ -33,6 +33,8 @@ class Answering:
         return bool(self.cluster["alive"][self.ordinal])
 
     def get(self, path: str) -> tuple[int, object]:
+        if path == "/ready":
+            return (200 if self.up else 0), {}
         assert path == "/api/v1/cluster"
         lead = self.cluster["leader"]
         members = [
@@ -169,11 +171,16 @@ class Pod:
         self._log("wipe")
 
     def get(self, path: str) -> tuple[int, object]:
+        if path == "/ready":
+            return (200 if self.up else 0), {}
         assert path == "/api/v1/cluster"
         running = [i for i, pod in enumerate(self.world["pods"]) if pod.up]
         listed = sorted({*running, *self.world.get("ghosts", ())})
         members = [{"id": f"{dns_name(i)}:{RAFT_PORT}"} for i in listed]
-        role = "leader" if self.ordinal == self.world["leader"] else "follower"
+        lead = self.world["leader"]
+        if not self.world["pods"][lead].up:  # the others elect the lowest ordinal running
+            lead = min(running)
+        role = "leader" if self.ordinal == lead else "follower"
         return 200, {"role": role, "members": members}
 
     def request(self, method: str, path: str, timeout: float) -> tuple[int, object]:
@@ -186,15 +193,21 @@ class Cuts:
     def __init__(self, world: dict[str, Any]) -> None:
         self.world = world
 
+    client = Host("cl", "cl-netns", "10.0.0.100")
+
     def drop(self, ordinal: int, sources: list[int], direction: str) -> None:
         self.world["log"].append(("drop", ordinal))
+
+    def drop_ips(self, ordinal: int, ips: list[str], direction: str, action: str) -> None:
+        assert ips == [self.client.ip] and action == RESET
+        self.world["log"].append(("refuse clients", ordinal))
 
     def heal(self) -> None:
         self.world["log"].append(("heal", None))
 
 
 def _membership_run(
-    shape: str, ghosts: tuple[int, ...] = ()
+    shape: str, ghosts: tuple[int, ...] = (), leader: int = 1
 ) -> tuple[dict[str, Any], list[tuple[str, int | None]]]:
     """``membership`` carried out on pods that answer from a table (``ghosts`` listed as
     members whether running or not), with the first seed that draws ``shape``; its detail, and
@@ -202,7 +215,7 @@ def _membership_run(
     seed = next(
         s for s in range(100) if random.Random(f"{s}/victims").choice(MEMBERSHIP_SHAPES) == shape
     )
-    world: dict[str, Any] = {"log": [], "leader": 1, "ghosts": ghosts}
+    world: dict[str, Any] = {"log": [], "leader": leader, "ghosts": ghosts}
     world["pods"] = [Pod(i, world) for i in range(5)]
     nemesis = Nemesis(
         cast(Network, Cuts(world)),
@@ -261,6 +274,34 @@ def test_a_removal_that_did_not_hold_after_the_power_loss_is_recorded_as_lost(
     assert len(detail["lost"]) == 2, detail["lost"]
     assert "acknowledged removal of mcp-mesh-registry-4" in detail["lost"][0]
     assert "not the old" in detail["lost"][1]
+
+
+def test_membership_cuts_off_old_members_and_cuts_the_power_of_leader_and_joiners() -> None:
+    """The ``power-joiners`` shape: at five members the two old members other than the leader
+    are cut off and refuse the clients, then the leader and both new members lose power, the
+    cut is healed while the power is off, and the three come back (ready) before the
+    scale-down stops a pod: the old leader last, once the four others have a leader."""
+    detail, log = _membership_run("power-joiners")
+    assert detail["shape"] == "power-joiners" and "nodes" not in detail
+    assert detail["power_joiners_nodes"] == [1, 3, 4] and detail["isolated"] == [0, 2]
+    assert detail["back_ready"] is True
+    healed = log.index(("healed", None))
+    cut = [log.index((action, i)) for i in (0, 2) for action in ("drop", "refuse clients")]
+    lost = [log.index(("power_loss", i)) for i in (1, 3, 4)]
+    cut_healed = log.index(("heal", None), healed + 2)  # scale-down's own heal comes first
+    back = [log.index(("start", i), healed) for i in (3, 4, 1)]
+    assert healed < min(cut) and max(cut) < min(lost) and max(lost) < cut_healed
+    assert cut_healed < back[0] < back[1] < back[2] < log.index(("stop", 4))
+    assert detail["elected_before_leader_back"] == 0  # the lowest running, before 1 was back
+    assert detail["lost"] == []
+
+
+def test_when_a_new_member_leads_one_old_member_loses_power_with_the_joiners() -> None:
+    detail, log = _membership_run("power-joiners", leader=4)
+    powered = detail["power_joiners_nodes"]
+    assert len(powered) == 3 and {3, 4} <= set(powered) and len(detail["isolated"]) == 2
+    assert set(powered) | set(detail["isolated"]) == {0, 1, 2, 3, 4}
+    assert all(("drop", i) in log and ("power_loss", i) not in log for i in detail["isolated"])
 
 
 def test_membership_cuts_an_old_member_off_before_the_new_pods_start() -> None:

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,49 @@ def test_short_chaos_run_is_valid(tmp_path: Path) -> None:
     assert (runs[0] / "report.html").read_text().startswith("<!doctype html>")
     # Everything the run created on the machine is gone (another run may be going on).
     assert harness_namespaces() <= before
+
+
+@pytest.mark.skipif(PROBLEM is not None, reason=f"chaos harness unavailable: {PROBLEM}")
+def test_power_lost_on_the_leader_and_the_new_members_loses_nothing(tmp_path: Path) -> None:
+    """``membership`` alone with seed 2, whose first fault is the ``power-joiners`` shape: the
+    leader and both new members (their disks on lazyfs) commit alone while the other two old
+    members are cut off, then lose power. Something was acknowledged in that window (or the
+    shape reached nothing), and every checker holds afterwards."""
+    before = harness_namespaces()
+    command = [
+        sys.executable, "-m", "jepsen_like", "run", "--time-limit", "20", "--seed", "2",
+        "--nemesis", "membership", "--overlaps", "0", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=scaled(180))
+    runs = list(tmp_path.glob("run-*"))
+    assert len(runs) == 1, result.stderr[-3000:]
+    results = json.loads((runs[0] / "results.json").read_text())
+    faults = json.loads((runs[0] / "faults.json").read_text())["faults"]
+    first = faults[0]["detail"]
+    assert first["shape"] == "power-joiners" and {3, 4} <= set(first["power_joiners_nodes"])
+    assert len(first["isolated"]) == 2 and first["back_ready"] and first["lost"] == []
+    assert first["elected_before_leader_back"] is not None  # four of five elected a leader
+    assert _acknowledged_within(runs[0], first["alone_ns"]) >= 1
+    assert (runs[0] / "disk-3.undo").exists()  # the new members' disks were on lazyfs
+    assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
+    assert harness_namespaces() <= before
+
+
+def _acknowledged_within(run: Path, window: list[int]) -> int:
+    """Writes of any kind (registrations, heartbeats, deletes, job operations) both sent and
+    acknowledged inside ``window``: committed while only the leader and the new members ran."""
+    sent: dict[int, dict[str, Any]] = {}
+    count = 0
+    for line in (run / "history.jsonl").read_text().splitlines():
+        op = json.loads(line)
+        if op["type"] == "invoke":
+            sent[op["process"]] = op
+            continue
+        invoke = sent.get(op["process"])
+        if op["type"] != "ok" or invoke is None or op["f"] in ("read", "job-read"):
+            continue
+        count += window[0] <= invoke["time"] and op["time"] <= window[1]
+    return count
 
 
 PG_PROBLEM = PROBLEM or postgres_available()
