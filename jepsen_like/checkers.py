@@ -109,14 +109,20 @@ def membership(faults: list[dict[str, Any]]) -> Verdict:
     """(n) Every scale-down held: a removal acknowledged before a power loss was still in force
     once the power was back, and the cluster ended with its old members and no others (the
     ``membership`` nemesis records what failed as ``lost``). A membership fault that recorded no
-    ``lost`` at all (its scale-down never finished) leaves the run without that evidence."""
+    ``lost`` at all (its scale-down never finished), or whose shape reached nothing it was meant
+    to (``unreached``: no leader, or fewer than five members), leaves the run without that
+    evidence."""
     visits = [f for f in faults if f.get("name") == "membership"]
     failures = [
         {"fault": f.get("planned"), "lost": f["detail"]["lost"]}
         for f in visits
         if (f.get("detail") or {}).get("lost")
     ]
-    unjudged = sum(1 for f in visits if "lost" not in (f.get("detail") or {}))
+    unjudged = sum(
+        1
+        for f in visits
+        if "lost" not in (f.get("detail") or {}) or "unreached" in (f.get("detail") or {})
+    )
     return {
         "valid": not failures and not unjudged,
         "visits": len(visits),

@@ -127,6 +127,17 @@ class Replica:
             self.disk.power_loss()
             self.disk = Mount(self.disk.backing, self.disk.mountpoint).start()
 
+    @staticmethod
+    def power_loss_together(replicas: list[Replica]) -> None:
+        """Several machines lose power at the same instant: every process is killed before
+        any disk drops what was not synced, so none of them can still sync while another's
+        disk is being remounted (one :meth:`power_loss` after another would let the last ones
+        run on for a few hundred ms)."""
+        for replica in replicas:
+            replica.kill()
+        for replica in replicas:
+            replica.power_loss()
+
     def unmount(self) -> None:
         if self.disk is not None:
             self.disk.power_loss()

@@ -38,7 +38,7 @@ Kinds (``--nemesis`` names):
   crowd of idle connections (jepsen_like/stranger.py); a marker, or a member the cluster did
   not have, is recorded as a breach, which makes the run invalid;
 - ``membership``: the StatefulSet scaled 3 -> 5 -> 3 with ``podManagementPolicy: Parallel``:
-  the two new pods start at once and join one after the other, in one of four shapes: ``cut``,
+  the two new pods start at once and join one after the other, in one of five shapes: ``cut``,
   one old member cut off from everyone meanwhile; ``power``, the leader and one more old member
   losing power (as in ``power``) while the joins are in flight, back at the end of the hold;
   ``power-remove``, the joins undisturbed, then the leader and one more old member losing power
@@ -46,12 +46,15 @@ Kinds (``--nemesis`` names):
   undisturbed, then the two old members other than the leader cut off (refusing the clients)
   while the leader and the new members commit alone, and exactly those three losing power
   (every pod's data directory, the new ones' too, is on lazyfs), the cut healed before the
-  power is back. Then, the
-  partition healed or the
-  power back, the new pods are removed one after the other (``cluster remove``) and stopped
-  with their volumes deleted. What the scale-down must show is recorded as ``lost`` (checker
-  ``membership``): a removal acknowledged before a power loss that did not hold once the power
-  was back, or a cluster that did not end with its old members and no others.
+  power is back; ``stalled-remove``, the joins undisturbed, then the first removal sent while
+  the two running members other than the leader and one more old member are paused (so it
+  cannot commit), the leader and that member losing power with it in their journals, the
+  paused two resumed. Then, the partition healed or the power back, the new pods are removed
+  one after the other (``cluster remove``) and stopped with their volumes deleted. What the
+  scale-down must show is recorded as ``lost`` (checker ``membership``): a removal
+  acknowledged before a power loss that did not hold once the power was back, a removal
+  acknowledged that could not have been committed, or a cluster that did not end with its
+  old members and no others on every old member.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ KINDS = (
     "stranger",
     "membership",
 )
-MEMBERSHIP_SHAPES = ("cut", "power", "power-remove", "power-joiners")
+MEMBERSHIP_SHAPES = ("cut", "power", "power-remove", "power-joiners", "stalled-remove")
 SETTLE_S = 30.0
 """How long the membership is waited for to reach the size a scale step asks for."""
 ALONE = ("restart", "power", "disk-leader", "membership")
@@ -358,8 +361,7 @@ class Nemesis:
             victims = [self.replicas[self._victim(busy)]]
         else:
             victims = [self.replicas[i] for i in self._majority()]
-        for victim in victims:
-            victim.power_loss()
+        Replica.power_loss_together(victims)
         fault.detail = {"shape": shape, "nodes": [v.ordinal for v in victims]}
         if shape == "one":
             fault.detail["node"] = victims[0].ordinal
@@ -471,8 +473,7 @@ class Nemesis:
             # its way): the leader and one more old member lose power, unsynced writes with it.
             time.sleep(self.rng.uniform(0.2, 1.5))
             powered_off = self._majority()
-            for i in powered_off:
-                self.replicas[i].power_loss()
+            Replica.power_loss_together([self.replicas[i] for i in powered_off])
             fault.detail["nodes"] = powered_off
 
         def scale_down() -> None:
@@ -490,32 +491,43 @@ class Nemesis:
                 spare.stop()
                 if shape == "power-remove" and spare is self.spares[-1]:
                     lost += self._remove_losing_power(spare, fault)
+                if shape == "stalled-remove" and spare is self.spares[-1]:
+                    lost += self._remove_stalled(spare, fault)
                 fault.detail[f"removed_{spare.ordinal}"] = self._remove(spare)
                 spare.wipe()
             after = self._wait_members(len(self.replicas), SETTLE_S)
-            old = {f"{dns_name(r.ordinal)}:{RAFT_PORT}" for r in self.replicas}
-            if set(after) != old:
-                lost.append(f"the scale-down ended with members {after}, not the old {sorted(old)}")
+            old = sorted(f"{dns_name(r.ordinal)}:{RAFT_PORT}" for r in self.replicas)
+            if after != old:
+                lost.append(f"the scale-down ended with members {after}, not the old {old}")
+            for ordinal, listed in self._agreed_members(old, SETTLE_S).items():
+                lost.append(f"replica {ordinal} lists members {listed}, not the old {old}")
             fault.detail.update(members_after=after, lost=lost)
 
         return scale_down
 
     def _power_joiners(self, fault: Fault) -> None:
         """The joins done, the two old members that are not the leader are cut off from the
-        other members, and refuse the clients at once (so the workload's requests go to the
-        rest instead of waiting out their timeout): what is committed meanwhile was counted
-        by the leader and the new members alone. Then exactly those three lose power (the new
+        other three and reset the clients' connections, so the workload's requests to them
+        fail at once (a kept-alive one ends unknown) instead of waiting out their timeout,
+        and the next request goes to a replica drawn again: what is committed meanwhile was
+        counted by the leader and the new members alone. (When a new member leads, the three
+        are it, the other new member and one old member drawn at random, and the other two
+        old members are cut off.) Then exactly those three lose power at once (the new
         members' disks are on lazyfs too), so an entry one of them acknowledged before syncing
-        it is gone from its disk; the cut is healed (two of five cannot elect anyone, and
-        with shorter logs than the three's they must not be elected once those are back);
-        then the power comes back, the old leader's last. Checker ``lost_writes`` judges
-        what survived.
-        ``power_joiners_nodes`` and ``isolated`` say who was hit (both empty when no leader
-        was found), ``alone_ns`` when the three committed alone (the history's clock)."""
+        it is gone from its disk; the cut is healed (two of five cannot elect anyone, and with
+        shorter logs than the three's they must not be elected once those are back); then
+        the power comes back, the leader's pod last: once the four others have elected a
+        leader, or after ``SETTLE_S``. Checker ``lost_writes`` judges what survived.
+        ``power_joiners_nodes`` and ``isolated`` say who was hit, ``alone_ns`` when the three
+        committed alone (the history's clock); with fewer than five members or no leader
+        found, the shape is ``unreached`` (checker ``membership`` then wants other evidence)."""
         everyone = [*self.replicas, *self.spares]  # ordinals are indices
-        found = leader(everyone)
+        if len(fault.detail.get("members_at_five", [])) != len(everyone):
+            fault.detail["unreached"] = "the cluster did not reach five members"
+            return
+        found = self._wait_leader(everyone, SETTLE_S)
         if found is None:
-            fault.detail.update(power_joiners_nodes=[], isolated=[])
+            fault.detail["unreached"] = "no leader among the five members"
             return
         powered = {found, *(s.ordinal for s in self.spares)}
         old = [r.ordinal for r in self.replicas if r.ordinal not in powered]
@@ -529,12 +541,11 @@ class Nemesis:
         alone = time.monotonic_ns()
         time.sleep(self.rng.uniform(1.0, 2.0))
         fault.detail["alone_ns"] = [alone, time.monotonic_ns()]
-        for i in sorted(powered):
-            everyone[i].power_loss()
+        Replica.power_loss_together([everyone[i] for i in sorted(powered)])
         self.network.heal()
         time.sleep(self.rng.uniform(0.5, 1.5))
-        # The old leader's pod comes back last, once the four others have elected a leader:
-        # the two isolated members, behind, must not win with the votes of the other two.
+        # The leader's pod comes back last, once the four others have elected a leader: the
+        # two isolated members, behind, must not win with the votes of the other two.
         first = sorted(powered - {found})
         for i in first:
             everyone[i].start()
@@ -577,8 +588,7 @@ class Nemesis:
         sender.start()
         time.sleep(self.rng.uniform(0.05, 0.4))  # the request process takes ~50 ms to start
         powered_off = self._majority()
-        for i in powered_off:
-            self.replicas[i].power_loss()
+        Replica.power_loss_together([self.replicas[i] for i in powered_off])
         sender.join()
         for i in powered_off:
             self.replicas[i].start()
@@ -590,6 +600,69 @@ class Nemesis:
         if member in members:
             return [f"the acknowledged removal of {member} was lost with the power: {members}"]
         return []
+
+    def _remove_stalled(self, spare: Replica, fault: Fault) -> list[str]:
+        """Send the removal of the stopped ``spare`` while it cannot commit: of the four
+        running members, the two that are neither the leader nor the old member about to lose
+        power with it are paused, so the leader appends the removal (and may send it to that
+        other one) but cannot count three of five. Then those two lose power, the paused two
+        are resumed, and the two come back: the removal sits uncommitted in the journals of
+        members that lost power, to be committed or cut off by whoever leads next (pysyncobj
+        applies a membership change when it is appended and reverses it when it is cut off).
+        An acknowledgement would be a lie, so it is recorded as lost; otherwise the outcome is
+        unknown and the retry below settles it, and every old member must end up listing the
+        same members (checked at the end of the scale-down). ``stalled_nodes`` (the two that
+        lost power), ``stalled_paused`` and ``stalled_answer`` say what happened."""
+        member = f"{dns_name(spare.ordinal)}:{RAFT_PORT}"
+        everyone = [*self.replicas, *self.spares]  # ordinals are indices
+        running = [r for r in everyone if r is not spare and r.alive()]
+        found = self._wait_leader(running, SETTLE_S)
+        if found is None:
+            fault.detail["unreached"] = "no leader among the running members"
+            return []
+        partner = self.rng.choice([r.ordinal for r in self.replicas if r.ordinal != found])
+        paused = [r.ordinal for r in running if r.ordinal not in (found, partner)]
+        for i in paused:
+            everyone[i].signal(signal.SIGSTOP)
+        answers: list[int] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                everyone[found].request("DELETE", f"/api/v1/cluster/members/{member}", 10.0)[0]
+            )
+        )
+        sender.start()
+        time.sleep(self.rng.uniform(0.3, 0.8))  # the request process takes ~50 ms to start
+        powered_off = sorted([found, partner])
+        Replica.power_loss_together([everyone[i] for i in powered_off])
+        for i in paused:
+            everyone[i].signal(signal.SIGCONT)
+        sender.join()
+        for i in powered_off:
+            everyone[i].start()
+        answer = answers[0] if answers else 0
+        fault.detail.update(stalled_nodes=powered_off, stalled_paused=paused, stalled_answer=answer)
+        if answer == 200:
+            return [f"the removal of {member} was acknowledged with two of five members running"]
+        return []
+
+    def _agreed_members(self, expected: list[str], timeout: float) -> dict[int, object]:
+        """Wait until every old member lists ``expected``; those that still do not (their
+        lists, or None for no answer) when ``timeout`` has passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            differing: dict[int, object] = {}
+            for replica in self.replicas:
+                status, body = replica.get("/api/v1/cluster")
+                members = (
+                    sorted(str(m.get("id")) for m in body.get("members") or [])
+                    if status == 200 and isinstance(body, dict)
+                    else None
+                )
+                if members != expected:
+                    differing[replica.ordinal] = members
+            if not differing or time.monotonic() >= deadline:
+                return differing
+            time.sleep(0.5)
 
     def _remove(self, spare: Replica) -> int:
         """``mcp-mesh-registry cluster remove`` through any answering member; the status."""

@@ -454,8 +454,9 @@ def test_a_stranger_who_got_in_makes_the_run_invalid() -> None:
 
 
 def test_a_scale_down_that_did_not_hold_makes_the_run_invalid() -> None:
-    """An acknowledged removal lost with the power, or a membership fault whose scale-down left
-    no verdict at all, fails ``membership``; a clean one passes."""
+    """An acknowledged removal lost with the power, a membership fault whose scale-down left
+    no verdict at all, or one whose shape reached nothing, fails ``membership``; a clean one
+    passes."""
     held = {"name": "membership", "start": 1, "end": 2, "planned": 3, "detail": {"lost": []}}
     assert checkers.membership([held]) == {
         "valid": True,
@@ -468,6 +469,8 @@ def test_a_scale_down_that_did_not_hold_makes_the_run_invalid() -> None:
     assert verdict["valid"] is False and verdict["failures"][0]["fault"] == 3
     unfinished = {**held, "detail": {"shape": "power"}}
     assert checkers.membership([unfinished])["valid"] is False
+    unreached = {**held, "detail": {"lost": [], "unreached": "no leader among the five"}}
+    assert checkers.membership([held, unreached])["unjudged"] == 1
     assert checkers.membership([])["valid"] is True  # a run without the nemesis owes nothing
 
 

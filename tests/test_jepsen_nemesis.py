@@ -9,6 +9,7 @@ under test is the harness's own choice of victim, not the registry's behaviour."
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any, cast
 
 import pytest
@@ -148,6 +149,7 @@ class Pod:
         self.ordinal = ordinal
         self.world = world
         self.up = ordinal < 3
+        self.paused = False
 
     def _log(self, action: str) -> None:
         self.world["log"].append((action, self.ordinal))
@@ -163,6 +165,10 @@ class Pod:
         self._log("stop")
         self.up = False
 
+    def kill(self) -> None:
+        self._log("kill")
+        self.up = False
+
     def power_loss(self) -> None:
         self._log("power_loss")
         self.up = False
@@ -170,12 +176,18 @@ class Pod:
     def wipe(self) -> None:
         self._log("wipe")
 
+    def signal(self, sig: signal.Signals) -> None:
+        self._log(sig.name)
+        self.paused = sig == signal.SIGSTOP
+
     def get(self, path: str) -> tuple[int, object]:
         if path == "/ready":
             return (200 if self.up else 0), {}
         assert path == "/api/v1/cluster"
         running = [i for i, pod in enumerate(self.world["pods"]) if pod.up]
-        listed = sorted({*running, *self.world.get("ghosts", ())})
+        listed = sorted(
+            {*running, *self.world.get("ghosts", ()), *self.world["extra"].get(self.ordinal, ())}
+        )
         members = [{"id": f"{dns_name(i)}:{RAFT_PORT}"} for i in listed]
         lead = self.world["leader"]
         if not self.world["pods"][lead].up:  # the others elect the lowest ordinal running
@@ -186,7 +198,8 @@ class Pod:
     def request(self, method: str, path: str, timeout: float) -> tuple[int, object]:
         assert method == "DELETE" and path.startswith("/api/v1/cluster/members/")
         self._log("remove")
-        return 200, {}
+        working = [pod for pod in self.world["pods"] if pod.up and not pod.paused]
+        return (200 if len(working) >= 3 or self.world.get("always_ack") else 0), {}
 
 
 class Cuts:
@@ -197,6 +210,7 @@ class Cuts:
 
     def drop(self, ordinal: int, sources: list[int], direction: str) -> None:
         self.world["log"].append(("drop", ordinal))
+        self.world["log"].append((f"drop {direction} {sorted(sources)}", ordinal))
 
     def drop_ips(self, ordinal: int, ips: list[str], direction: str, action: str) -> None:
         assert ips == [self.client.ip] and action == RESET
@@ -207,15 +221,21 @@ class Cuts:
 
 
 def _membership_run(
-    shape: str, ghosts: tuple[int, ...] = (), leader: int = 1
+    shape: str,
+    ghosts: tuple[int, ...] = (),
+    leader: int = 1,
+    extra: dict[int, tuple[int, ...]] | None = None,
+    always_ack: bool = False,
 ) -> tuple[dict[str, Any], list[tuple[str, int | None]]]:
     """``membership`` carried out on pods that answer from a table (``ghosts`` listed as
-    members whether running or not), with the first seed that draws ``shape``; its detail, and
-    every action in order."""
+    members whether running or not, ``extra`` by the one pod only; a removal acknowledged when
+    three pods are running and not paused, or always), with the first seed that draws
+    ``shape``; its detail, and every action in order."""
     seed = next(
         s for s in range(100) if random.Random(f"{s}/victims").choice(MEMBERSHIP_SHAPES) == shape
     )
     world: dict[str, Any] = {"log": [], "leader": leader, "ghosts": ghosts}
+    world.update(extra=extra or {}, always_ack=always_ack)
     world["pods"] = [Pod(i, world) for i in range(5)]
     nemesis = Nemesis(
         cast(Network, Cuts(world)),
@@ -271,9 +291,10 @@ def test_a_removal_that_did_not_hold_after_the_power_loss_is_recorded_as_lost(
     check the scale-down's retry would have hidden it."""
     monkeypatch.setattr(nemesis_module, "SETTLE_S", 0.2)
     detail, _ = _membership_run("power-remove", ghosts=(4,))
-    assert len(detail["lost"]) == 2, detail["lost"]
+    assert len(detail["lost"]) == 5, detail["lost"]
     assert "acknowledged removal of mcp-mesh-registry-4" in detail["lost"][0]
     assert "not the old" in detail["lost"][1]
+    assert [line.split()[1] for line in detail["lost"][2:]] == ["0", "1", "2"]  # each lists 4
 
 
 def test_membership_cuts_off_old_members_and_cuts_the_power_of_leader_and_joiners() -> None:
@@ -287,13 +308,17 @@ def test_membership_cuts_off_old_members_and_cuts_the_power_of_leader_and_joiner
     assert detail["back_ready"] is True
     healed = log.index(("healed", None))
     cut = [log.index((action, i)) for i in (0, 2) for action in ("drop", "refuse clients")]
+    killed = [log.index(("kill", i)) for i in (1, 3, 4)]
     lost = [log.index(("power_loss", i)) for i in (1, 3, 4)]
-    cut_healed = log.index(("heal", None), healed + 2)  # scale-down's own heal comes first
+    assert max(killed) < min(lost)  # every process gone before any disk drops its data
+    cut_healed = next(i for i, a in enumerate(log) if a == ("heal", None) and i > max(lost))
     back = [log.index(("start", i), healed) for i in (3, 4, 1)]
     assert healed < min(cut) and max(cut) < min(lost) and max(lost) < cut_healed
     assert cut_healed < back[0] < back[1] < back[2] < log.index(("stop", 4))
     assert detail["elected_before_leader_back"] == 0  # the lowest running, before 1 was back
-    assert detail["lost"] == []
+    assert detail["lost"] == [] and "unreached" not in detail
+    cuts = {entry for entry in log if entry[0].startswith("drop ")}
+    assert cuts == {(f"drop {way} [1, 3, 4]", i) for i in (0, 2) for way in ("input", "output")}
 
 
 def test_when_a_new_member_leads_one_old_member_loses_power_with_the_joiners() -> None:
@@ -302,6 +327,49 @@ def test_when_a_new_member_leads_one_old_member_loses_power_with_the_joiners() -
     assert len(powered) == 3 and {3, 4} <= set(powered) and len(detail["isolated"]) == 2
     assert set(powered) | set(detail["isolated"]) == {0, 1, 2, 3, 4}
     assert all(("drop", i) in log and ("power_loss", i) not in log for i in detail["isolated"])
+
+
+def test_membership_sends_the_first_removal_while_it_cannot_commit_then_cuts_the_power() -> None:
+    """The ``stalled-remove`` shape: the last pod stopped, the two running members other than
+    the leader and its partner paused, the removal sent to the leader, then the leader and its
+    partner lose power, the paused two resume, the two come back; unacknowledged, the removal
+    is retried and the scale-down goes on. Nothing is lost and every old member agrees."""
+    detail, log = _membership_run("stalled-remove")
+    nodes, paused = detail["stalled_nodes"], detail["stalled_paused"]
+    assert 1 in nodes and len(nodes) == 2 and 3 in paused and len(paused) == 2
+    assert set(nodes) | set(paused) == {0, 1, 2, 3} and detail["stalled_answer"] == 0
+    stopped = log.index(("stop", 4))
+    stops = [log.index(("SIGSTOP", i)) for i in paused]
+    sent = log.index(("remove", 1))
+    lost = [log.index(("power_loss", i)) for i in nodes]
+    resumed = [log.index(("SIGCONT", i)) for i in paused]
+    back = [log.index(("start", i), stopped) for i in nodes]
+    assert stopped < min(stops) and max(stops) < sent < min(lost)
+    assert max(lost) < min(resumed) and max(resumed) < min(back)
+    retried = next(i for i, (action, _) in enumerate(log) if action == "remove" and i > sent)
+    assert max(back) < retried < log.index(("stop", 3))
+    assert detail["removed_4"] == 200 and detail["lost"] == []
+
+
+def test_a_removal_acknowledged_while_it_could_not_commit_is_recorded_as_lost() -> None:
+    detail, _ = _membership_run("stalled-remove", always_ack=True)
+    assert detail["stalled_answer"] == 200
+    assert detail["lost"] == [
+        "the removal of mcp-mesh-registry-4.mcp-mesh-registry-headless.mcp-mesh.svc.cluster.local"
+        f":{RAFT_PORT} was acknowledged with two of five members running"
+    ]
+
+
+def test_an_old_member_that_lists_other_members_at_the_end_is_recorded_as_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first member that answers lists the old three, but replica 2 still lists pod 4:
+    the scale-down did not end with one membership."""
+    monkeypatch.setattr(nemesis_module, "SETTLE_S", 0.2)
+    detail, _ = _membership_run("cut", extra={2: (4,)})
+    assert len(detail["members_after"]) == 3
+    assert len(detail["lost"]) == 1 and detail["lost"][0].startswith("replica 2 lists members")
+    assert "mcp-mesh-registry-4" in detail["lost"][0]
 
 
 def test_membership_cuts_an_old_member_off_before_the_new_pods_start() -> None:
