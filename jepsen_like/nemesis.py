@@ -449,10 +449,18 @@ class Nemesis:
     def _members(self) -> list[str]:
         """The membership as the first replica that answers reports it (ids of members)."""
         for replica in self.replicas:
-            status, body = replica.get("/api/v1/cluster")
-            if status == 200 and isinstance(body, dict):
-                return sorted(str(m.get("id")) for m in body.get("members") or [])
+            listed = self._listed(replica)
+            if listed is not None:
+                return listed
         return []
+
+    @staticmethod
+    def _listed(replica: Replica) -> list[str] | None:
+        """The ids of the members ``replica`` lists, sorted; None when it does not answer."""
+        status, body = replica.get("/api/v1/cluster")
+        if status == 200 and isinstance(body, dict):
+            return sorted(str(m.get("id")) for m in body.get("members") or [])
+        return None
 
     def _membership(self, fault: Fault, _busy: set[int]) -> Callable[[], None]:
         shape = self.rng.choice(MEMBERSHIP_SHAPES)
@@ -579,22 +587,15 @@ class Nemesis:
         member = f"{dns_name(spare.ordinal)}:{RAFT_PORT}"
         found = leader(self.replicas)
         target = self.replicas[found if found is not None else 0]
-        answers: list[int] = []
-        sender = threading.Thread(
-            target=lambda: answers.append(
-                target.request("DELETE", f"/api/v1/cluster/members/{member}", 10.0)[0]
-            )
-        )
-        sender.start()
+        answer = self._send_removal(target, member)
         time.sleep(self.rng.uniform(0.05, 0.4))  # the request process takes ~50 ms to start
         powered_off = self._majority()
         Replica.power_loss_together([self.replicas[i] for i in powered_off])
-        sender.join()
+        answered = answer()
         for i in powered_off:
             self.replicas[i].start()
-        answer = answers[0] if answers else 0
-        fault.detail.update(power_remove_nodes=powered_off, power_remove_answer=answer)
-        if answer != 200:
+        fault.detail.update(power_remove_nodes=powered_off, power_remove_answer=answered)
+        if answered != 200:
             return []  # outcome unknown: the removal below settles it either way
         members = self._wait_members(len(self.replicas) + len(self.spares) - 1, SETTLE_S)
         if member in members:
@@ -624,26 +625,39 @@ class Nemesis:
         paused = [r.ordinal for r in running if r.ordinal not in (found, partner)]
         for i in paused:
             everyone[i].signal(signal.SIGSTOP)
-        answers: list[int] = []
-        sender = threading.Thread(
-            target=lambda: answers.append(
-                everyone[found].request("DELETE", f"/api/v1/cluster/members/{member}", 10.0)[0]
-            )
-        )
-        sender.start()
+        answer = self._send_removal(everyone[found], member)
         time.sleep(self.rng.uniform(0.3, 0.8))  # the request process takes ~50 ms to start
         powered_off = sorted([found, partner])
         Replica.power_loss_together([everyone[i] for i in powered_off])
         for i in paused:
             everyone[i].signal(signal.SIGCONT)
-        sender.join()
+        answered = answer()
         for i in powered_off:
             everyone[i].start()
-        answer = answers[0] if answers else 0
-        fault.detail.update(stalled_nodes=powered_off, stalled_paused=paused, stalled_answer=answer)
-        if answer == 200:
+        fault.detail.update(
+            stalled_nodes=powered_off, stalled_paused=paused, stalled_answer=answered
+        )
+        if answered == 200:
             return [f"the removal of {member} was acknowledged with two of five members running"]
         return []
+
+    @staticmethod
+    def _send_removal(target: Replica, member: str) -> Callable[[], int]:
+        """Send ``DELETE /api/v1/cluster/members/{member}`` to ``target`` from a thread, so a
+        fault can strike while it is in flight; the call returned waits for its status (0
+        when no answer came)."""
+        answers: list[int] = []
+        path = f"/api/v1/cluster/members/{member}"
+        sender = threading.Thread(
+            target=lambda: answers.append(target.request("DELETE", path, 10.0)[0])
+        )
+        sender.start()
+
+        def answer() -> int:
+            sender.join()
+            return answers[0] if answers else 0
+
+        return answer
 
     def _agreed_members(self, expected: list[str], timeout: float) -> dict[int, object]:
         """Wait until every old member lists ``expected``; those that still do not (their
@@ -652,14 +666,9 @@ class Nemesis:
         while True:
             differing: dict[int, object] = {}
             for replica in self.replicas:
-                status, body = replica.get("/api/v1/cluster")
-                members = (
-                    sorted(str(m.get("id")) for m in body.get("members") or [])
-                    if status == 200 and isinstance(body, dict)
-                    else None
-                )
-                if members != expected:
-                    differing[replica.ordinal] = members
+                listed = self._listed(replica)
+                if listed != expected:
+                    differing[replica.ordinal] = listed
             if not differing or time.monotonic() >= deadline:
                 return differing
             time.sleep(0.5)

@@ -94,21 +94,12 @@ def test_power_lost_on_the_leader_and_the_new_members_loses_nothing(tmp_path: Pa
     members are cut off, then lose power. Registrations were acknowledged in that window (or
     the shape reached nothing), and every checker holds afterwards."""
     before = harness_namespaces()
-    command = [
-        sys.executable, "-m", "jepsen_like", "run", "--time-limit", "20", "--seed", "2",
-        "--nemesis", "membership", "--overlaps", "0", "--out", str(tmp_path),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=scaled(180))
-    runs = list(tmp_path.glob("run-*"))
-    assert len(runs) == 1, result.stderr[-3000:]
-    results = json.loads((runs[0] / "results.json").read_text())
-    faults = json.loads((runs[0] / "faults.json").read_text())["faults"]
-    first = faults[0]["detail"]
+    run, results, first = _membership_only_run(tmp_path, seed=2)
     assert first["shape"] == "power-joiners" and {3, 4} <= set(first["power_joiners_nodes"])
     assert len(first["isolated"]) == 2 and first["back_ready"] and first["lost"] == []
     assert first["elected_before_leader_back"] is not None  # four of five elected a leader
-    assert "unreached" not in first and _acknowledged_within(runs[0], first["alone_ns"]) >= 5
-    assert (runs[0] / "disk-3.undo").exists()  # the new members' disks were on lazyfs
+    assert "unreached" not in first and _acknowledged_within(run, first["alone_ns"]) >= 5
+    assert (run / "disk-3.undo").exists()  # the new members' disks were on lazyfs
     assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
     assert harness_namespaces() <= before
 
@@ -120,8 +111,20 @@ def test_a_removal_stalled_by_a_power_loss_leaves_one_membership(tmp_path: Path)
     with it uncommitted in their journals. It is not acknowledged, the retry settles it, and
     every old member ends up listing the old three (checker ``membership``)."""
     before = harness_namespaces()
+    _, results, first = _membership_only_run(tmp_path, seed=1)
+    assert first["shape"] == "stalled-remove" and len(first["stalled_nodes"]) == 2
+    assert len(first["stalled_paused"]) == 2 and first["stalled_answer"] != 200
+    assert first["removed_4"] in (200, 404) and first["lost"] == []
+    assert results["membership"]["valid"] is True
+    assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
+    assert harness_namespaces() <= before
+
+
+def _membership_only_run(tmp_path: Path, seed: int) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A 20 s run of ``membership`` alone, one fault at a time: its directory, its results and
+    the detail of its first fault (the shape the seed draws first)."""
     command = [
-        sys.executable, "-m", "jepsen_like", "run", "--time-limit", "20", "--seed", "1",
+        sys.executable, "-m", "jepsen_like", "run", "--time-limit", "20", "--seed", str(seed),
         "--nemesis", "membership", "--overlaps", "0", "--out", str(tmp_path),
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=scaled(180))
@@ -129,12 +132,7 @@ def test_a_removal_stalled_by_a_power_loss_leaves_one_membership(tmp_path: Path)
     assert len(runs) == 1, result.stderr[-3000:]
     results = json.loads((runs[0] / "results.json").read_text())
     first = json.loads((runs[0] / "faults.json").read_text())["faults"][0]["detail"]
-    assert first["shape"] == "stalled-remove" and len(first["stalled_nodes"]) == 2
-    assert len(first["stalled_paused"]) == 2 and first["stalled_answer"] != 200
-    assert first["removed_4"] in (200, 404) and first["lost"] == []
-    assert results["membership"]["valid"] is True
-    assert results["valid"] is True, json.dumps(results, indent=1)[:4000]
-    assert harness_namespaces() <= before
+    return runs[0], results, first
 
 
 def _acknowledged_within(run: Path, window: list[int]) -> int:
